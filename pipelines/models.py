@@ -1,0 +1,328 @@
+"""The model registry: bundled toy models and hub models, loaded lazily, once, and cached.
+
+Models are shared read-only across users (``requires_grad_(False)``, ``eval()``); every
+request builds its own scheduler with :meth:`DiffusionModel.make_scheduler` and its own
+``torch.Generator``.
+
+Kinds of diffusion model:
+
+=============  ==========================================  =========================
+kind           what                                         conditioning
+=============  ==========================================  =========================
+``toy``        bundled pixel-space UNet2DConditionModel     tiny-CLIP text tokens
+``pixel``      pixel-space ``UNet2DModel`` (ddpm-cat-256)   none (unconditional)
+``latent``     Stable Diffusion (VAE + UNet + CLIP text)    CLIP text tokens
+=============  ==========================================  =========================
+
+Hub models need a network; when it is missing, :meth:`ModelRegistry.diffusion` raises
+``ModelUnavailable`` (a ``ValueError``) with a clear message, and the bundled models keep
+working.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+TOY_SD_DIR = ASSETS / "toy-sd"
+TOY_CLIP_DIR = ASSETS / "toy-clip"
+
+# Sampler names shown in the UI -> diffusers scheduler class names (and extra config).
+SAMPLERS: dict[str, tuple[str, dict]] = {
+    "DDPM": ("DDPMScheduler", {}),
+    "DDIM": ("DDIMScheduler", {}),
+    "DPM-Solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+}
+
+
+class ModelUnavailable(ValueError):
+    """A model could not be loaded (offline, missing weights, no access)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the registry. ``source`` is a local folder or a hub repo id."""
+
+    name: str
+    kind: str  # "toy" | "pixel" | "latent"
+    source: str
+    description: str = ""
+    clip_source: str | None = None  # for "toy": the tiny-CLIP folder (text encoder)
+    hub: bool = False
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    name: str
+    arch: str  # open_clip architecture name
+    pretrained: str  # file path or open_clip pretrained tag
+    description: str = ""
+    config_path: str | None = None  # custom open_clip config JSON to register
+    hub: bool = False
+
+
+DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("toy-sd (bundled, 32 px)", "toy", str(TOY_SD_DIR),
+              "Tiny text-to-image UNet trained on the toy world; offline.", str(TOY_CLIP_DIR)),
+    ModelSpec("google/ddpm-cat-256 (hub)", "pixel", "google/ddpm-cat-256",
+              "Unconditional 256 px cat DDPM from the seed notebook; needs network.", hub=True),
+    ModelSpec("stable-diffusion-v1-5 (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+              "Stable Diffusion 1.5, latent 4x64x64; needs network (GPU advised).", hub=True),
+    ModelSpec("stable-diffusion-inpainting (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+              "SD 1.5 inpainting checkpoint; needs network (GPU advised).", hub=True),
+)
+
+DEFAULT_CLIP_SPECS: tuple[ClipSpec, ...] = (
+    ClipSpec("toy-clip (bundled)", "toy-clip", str(TOY_CLIP_DIR / "open_clip_model.safetensors"),
+             "Tiny CLIP trained on the toy world; offline.", str(TOY_CLIP_DIR / "toy-clip.json")),
+    ClipSpec("ViT-B-32 / openai (hub)", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32; needs network.", hub=True),
+)
+
+
+@dataclass
+class ClipModel:
+    """A loaded open_clip model with helpers on ``[B, 3, H, W]`` images in [-1, 1]."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: Callable
+    image_size: int
+    device: torch.device
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> unit embeddings ``[B, D]`` (differentiable)."""
+        from pipelines.toyworld.tinyclip import normalize_for_clip
+
+        feats = self.model.encode_image(normalize_for_clip(x.to(self.device), self.image_size))
+        return torch.nn.functional.normalize(feats, dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts -> unit embeddings ``[B, D]``."""
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        return torch.nn.functional.normalize(self.model.encode_text(tokens), dim=-1)
+
+
+@dataclass
+class DiffusionModel:
+    """A loaded diffusion model: UNet, scheduler config, optional text encoder and VAE.
+
+    ``encode_prompt(list[str]) -> [B, L, D]`` token features for cross-attention (None for
+    unconditional models). For latent models ``vae`` maps latents ``[B, 4, h, w]`` to
+    images ``[B, 3, 8h, 8w]`` in [-1, 1] with ``latent_scale`` (0.18215 for SD 1.x).
+    """
+
+    name: str
+    kind: str
+    unet: torch.nn.Module
+    scheduler_config: dict
+    device: torch.device
+    encode_prompt: Callable[[list[str]], torch.Tensor] | None = None
+    vae: torch.nn.Module | None = None
+    latent_scale: float = 1.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def conditional(self) -> bool:
+        return self.encode_prompt is not None
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of what the UNet denoises (pixels or latents)."""
+        cfg = self.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        return (cfg.in_channels if self.kind != "latent" else 4, size, size)
+
+    def make_scheduler(self, sampler: str = "DDIM", **overrides):
+        """A fresh scheduler instance for one request (diffusers schedulers hold state)."""
+        import diffusers
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        cls_name, extra = SAMPLERS[sampler]
+        cls = getattr(diffusers, cls_name)
+        return cls.from_config(self.scheduler_config, **{**extra, **overrides})
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> image ``[B, 3, H, W]`` in [-1, 1] (identity for pixel models)."""
+        if self.vae is None:
+            return x
+        return self.vae.decode(x / self.latent_scale).sample.clamp(-1, 1)
+
+
+def _freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    module.requires_grad_(False)
+    return module.eval().to(device)
+
+
+def _hub_error(source: str, err: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"Could not load '{source}' from the Hugging Face Hub ({type(err).__name__}). "
+        "This model needs a network connection (and for some, an accepted licence and a "
+        "token). Offline, use the bundled toy models, which work without a network."
+    )
+
+
+def load_toy_clip(pretrained: str | Path, config_path: str | Path, device: torch.device) -> ClipModel:
+    """Load the bundled tiny CLIP through open_clip's ordinary factory."""
+    import open_clip
+
+    from pipelines.toyworld.tinyclip import register
+
+    arch = register(Path(config_path))
+    if not Path(pretrained).exists():
+        raise ModelUnavailable(f"tiny-CLIP weights not found at {pretrained}; train them with "
+                               "`python -m pipelines.toyworld.train_clip`")
+    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(pretrained))
+    model = _freeze(model, device)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return ClipModel(arch, model, open_clip.get_tokenizer(arch), int(size), device)
+
+
+def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torch.device,
+                       name: str = "toy-sd") -> DiffusionModel:
+    """Load a bundled text-conditional pixel model: ``folder/unet``, ``folder/scheduler``
+    and the tiny CLIP in ``clip_folder`` as the (frozen) text encoder."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.toyworld.tinyclip import text_token_features
+
+    folder, clip_folder = Path(folder), Path(clip_folder)
+    if not (folder / "unet" / "config.json").exists():
+        raise ModelUnavailable(f"toy diffusion model not found in {folder}; train it with "
+                               "`python -m pipelines.toyworld.train_unet`")
+    unet = _freeze(UNet2DConditionModel.from_pretrained(folder / "unet"), device)
+    sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    jsons = sorted(clip_folder.glob("*.json"))
+    config = next(p for p in jsons if p.stem not in {"train_state"})
+    clip = load_toy_clip(clip_folder / "open_clip_model.safetensors", config, device)
+
+    @torch.no_grad()
+    def encode_prompt(prompts: list[str]) -> torch.Tensor:
+        tokens = clip.tokenizer(list(prompts)).to(device)  # [B, L]
+        return text_token_features(clip.model, tokens)  # [B, L, D]
+
+    return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt,
+                          extras={"clip": clip})
+
+
+def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
+    """An unconditional ``UNet2DModel`` repo laid out like a DDPMPipeline (unet/, scheduler/)."""
+    from diffusers import DDPMPipeline
+
+    try:
+        pipe = DDPMPipeline.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - any hub failure becomes a clear message
+        raise _hub_error(source, err) from err
+    return DiffusionModel(name, "pixel", _freeze(pipe.unet, device), dict(pipe.scheduler.config), device)
+
+
+def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
+    """A Stable Diffusion repo (or a local folder in the same layout)."""
+    from diffusers import StableDiffusionPipeline
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False)
+    except Exception as err:  # noqa: BLE001
+        raise _hub_error(source, err) from err
+    text_encoder = _freeze(pipe.text_encoder, device)
+    tokenizer = pipe.tokenizer
+
+    @torch.no_grad()
+    def encode_prompt(prompts: list[str]) -> torch.Tensor:
+        ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        return text_encoder(ids)[0]  # [B, 77, 768]
+
+    return DiffusionModel(name, "latent", _freeze(pipe.unet, device), dict(pipe.scheduler.config), device,
+                          encode_prompt, vae=_freeze(pipe.vae, device),
+                          latent_scale=float(pipe.vae.config.scaling_factor),
+                          extras={"tokenizer": tokenizer, "text_encoder": text_encoder})
+
+
+class ModelRegistry:
+    """Names -> lazily loaded, cached, shared read-only models. Thread-safe."""
+
+    def __init__(self, device: torch.device | str = "cpu",
+                 diffusion_specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS,
+                 clip_specs: tuple[ClipSpec, ...] = DEFAULT_CLIP_SPECS):
+        self.device = torch.device(device)
+        self._diffusion_specs = {s.name: s for s in diffusion_specs}
+        self._clip_specs = {s.name: s for s in clip_specs}
+        self._cache: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def diffusion_names(self, kind: str | None = None) -> list[str]:
+        return [n for n, s in self._diffusion_specs.items() if kind is None or s.kind == kind]
+
+    def clip_names(self) -> list[str]:
+        return list(self._clip_specs)
+
+    @property
+    def default_diffusion(self) -> str:
+        return next(iter(self._diffusion_specs))
+
+    @property
+    def default_clip(self) -> str:
+        return next(iter(self._clip_specs))
+
+    def spec(self, name: str) -> ModelSpec:
+        if name not in self._diffusion_specs:
+            raise ValueError(f"unknown model {name!r}; choose one of {list(self._diffusion_specs)}")
+        return self._diffusion_specs[name]
+
+    def diffusion(self, name: str | None = None) -> DiffusionModel:
+        """The loaded model ``name`` (default: the first, bundled one)."""
+        name = name or self.default_diffusion
+        spec = self.spec(name)
+        key = "diffusion:" + name
+        with self._lock:  # one load per model, even when many requests arrive at once
+            if key not in self._cache:
+                if spec.kind == "toy":
+                    self._cache[key] = load_toy_diffusion(spec.source, spec.clip_source, self.device, name)
+                elif spec.kind == "pixel":
+                    self._cache[key] = load_pixel_hub(spec.source, self.device, name)
+                elif spec.kind == "latent":
+                    self._cache[key] = load_latent_hub(spec.source, self.device, name)
+                else:
+                    raise ValueError(f"unknown model kind {spec.kind!r}")
+            return self._cache[key]  # type: ignore[return-value]
+
+    def clip(self, name: str | None = None) -> ClipModel:
+        """The loaded open_clip model ``name`` (default: the bundled tiny CLIP)."""
+        name = name or self.default_clip
+        if name not in self._clip_specs:
+            raise ValueError(f"unknown CLIP model {name!r}; choose one of {list(self._clip_specs)}")
+        spec = self._clip_specs[name]
+        key = "clip:" + name
+        with self._lock:
+            if key not in self._cache:
+                if spec.config_path:
+                    self._cache[key] = load_toy_clip(spec.pretrained, spec.config_path, self.device)
+                else:
+                    self._cache[key] = _load_hub_clip(spec, self.device)
+            return self._cache[key]  # type: ignore[return-value]
+
+
+def _load_hub_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
+    import open_clip
+
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained)
+    except Exception as err:  # noqa: BLE001
+        raise _hub_error(f"{spec.arch}/{spec.pretrained}", err) from err
+    model = _freeze(model, device)
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return ClipModel(spec.name, model, open_clip.get_tokenizer(spec.arch), int(size), device)

@@ -1,0 +1,132 @@
+"""Contrastive training of the bundled tiny CLIP on the toy world.
+
+    python -m pipelines.toyworld.train_clip --steps 800 --out assets/models/toy-clip
+
+Captions in a batch repeat and partial captions ("a red star") match many images, so the
+plain CLIP loss (one positive per row) would punish true matches. We use the
+multi-positive InfoNCE instead: for image i the positives are every caption in the batch
+whose named attributes all agree with image i, and symmetrically for captions:
+
+    L_img = -mean_i log( sum_{j in P(i)} softmax_j(s * <f_i, g_j>) )
+
+Runs under ``accelerate`` (the same script scales to several GPUs), resumes from
+``--out`` if weights are there, shows tqdm progress and writes a loss log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from pipelines.toyworld.tinyclip import CONFIG_PATH, register, normalize_for_clip
+from pipelines.toyworld.world import Scene, make_batch, parse_caption, training_caption
+
+
+def compatible(scenes: list[Scene], captions: list[str]) -> torch.Tensor:
+    """``[B_img, B_txt]`` bool: caption j's named attributes all hold for image i."""
+    parsed = [parse_caption(c) for c in captions]
+    sizes = [next((w for w in ("small", "large") if w in c.split()), "medium") for c in captions]
+    out = torch.zeros(len(scenes), len(captions), dtype=torch.bool)
+    for i, s in enumerate(scenes):
+        for j, p in enumerate(parsed):
+            ok = p["shape"] == s.shape and p["color"] == s.color
+            ok = ok and (p["background"] is None or p["background"] == s.background)
+            # Size words are optional: a caption without one names no size.
+            ok = ok and (sizes[j] == "medium" or sizes[j] == s.size)
+            out[i, j] = ok
+    return out
+
+
+def multi_positive_nce(logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """-log of the softmax mass on the positives, averaged over rows. ``logits, pos: [N, M]``."""
+    log_p = logits.log_softmax(dim=-1)
+    return -(torch.logsumexp(log_p.masked_fill(~pos, -1e4), dim=-1)).mean()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=192)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=CONFIG_PATH.parent)
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)  # training script only: weight init reproducibility
+    accelerator = Accelerator()
+    name = register()
+    model, _, _ = open_clip.create_model_and_transforms(name)
+    tokenizer = open_clip.get_tokenizer(name)
+    weights = args.out / "open_clip_model.safetensors"
+    state_path = args.out / "train_state.json"
+    start, base_wall = 0, 0.0
+    if weights.exists() and state_path.exists():
+        model.load_state_dict(load_file(weights))
+        prev = json.loads(state_path.read_text())
+        start, base_wall = prev["step"], prev.get("wall_seconds", 0.0)
+        accelerator.print(f"resuming from step {start}")
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+
+    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 5%
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        p = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at, last_epoch=-1)
+    for _ in range(start):
+        sched.step()
+    model, opt = accelerator.prepare(model, opt)
+    image_size = 32
+    log = []
+    t0 = time.time()
+    for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="toy-clip"):
+        x, scenes = make_batch(args.batch, seed=10_000_000 + step * 7919 + args.seed)
+        rng = random.Random(step)
+        captions = sorted({training_caption(s, rng) for s in scenes})
+        pos = compatible(scenes, captions).to(accelerator.device)
+        # Light augmentation: small random translations keep shapes' identity.
+        shift = rng.randint(-2, 2), rng.randint(-2, 2)
+        x = torch.roll(x, shifts=shift, dims=(2, 3))
+        img = normalize_for_clip(x.to(accelerator.device), image_size)
+        tok = tokenizer(captions).to(accelerator.device)
+        unwrapped = accelerator.unwrap_model(model)
+        f = F.normalize(unwrapped.encode_image(img), dim=-1)  # [B, D]
+        g = F.normalize(unwrapped.encode_text(tok), dim=-1)  # [U, D]
+        logits = unwrapped.logit_scale.exp().clamp(max=100) * f @ g.T  # [B, U]
+        loss = 0.5 * (multi_positive_nce(logits, pos) + multi_positive_nce(logits.T, pos.T))
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        opt.step()
+        sched.step()
+        log.append({"step": step + 1, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            save(accelerator.unwrap_model(model), args.out, step + 1, log, base_wall + time.time() - t0)
+            log = []
+    accelerator.print(f"done in {time.time() - t0:.0f}s")
+
+
+def save(model: torch.nn.Module, out: Path, step: int, log: list[dict], seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              out / "open_clip_model.safetensors")
+    (out / "train_state.json").write_text(json.dumps({"step": step, "wall_seconds": round(seconds, 1)}))
+    with open(out / "loss_log.jsonl", "a") as fh:
+        for row in log:
+            fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
