@@ -1,0 +1,170 @@
+"""The forward (noising) process of DDPM: one jump q(x_t | x_0) or t single steps q(x_t | x_{t-1}).
+
+=====================  =========================================  ==========================
+code                   paper (Ho et al. 2020)                      shape / range
+=====================  =========================================  ==========================
+``x0``                 x_0, the clean image                        [B, C, H, W] in [-1, 1]
+``x_t``                x_t, the noised image                       [B, C, H, W], unbounded
+``noise``              epsilon ~ N(0, I)                           same shape as x0
+``betas[t]``           beta_t, variance added by step t            [T] in (0, 1]
+``alphas_cumprod[t]``  alpha-bar_t = prod_{s<=t} (1 - beta_s)      [T] in [0, 1)
+=====================  =========================================  ==========================
+
+Timesteps are diffusers' 0-based indices (index ``t`` = the paper's ``t + 1``), so
+:func:`q_sample` at ``t`` equals ``DDPMScheduler.add_noise`` at ``t``, and reaching it by
+single steps takes the ``t + 1`` steps 0, 1, ..., t.
+
+Randomness only comes from the ``torch.Generator`` passed in (never a global seed). Every
+function returns the noise it drew, so a UI can show it and a test can replay it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def _at(values: torch.Tensor, t: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values[t] shaped to broadcast over ``like`` ([B, 1, 1, 1]); t is an int or ``[B]``."""
+    v = values.to(device=like.device, dtype=like.dtype)
+    t = torch.as_tensor(t, device=like.device, dtype=torch.long)
+    if t.min() < 0 or t.max() >= v.shape[0]:
+        raise ValueError(f"timestep out of range: need 0 <= t < {v.shape[0]}, got {t.tolist()}")
+    return v[t].reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def q_sample(
+    x0: torch.Tensor,
+    t: int | torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jump straight from x0 to x_t: a sample of q(x_t | x_0) (DDPM eq. 4).
+
+    Args:
+        x0: ``[B, C, H, W]`` in [-1, 1].
+        t: timestep index, an int or a long tensor ``[B]``, ``0 <= t < T``.
+        alphas_cumprod: ``[T]`` alpha-bar (see :mod:`pipelines.schedules`).
+        noise: epsilon to use, shape of x0; drawn from ``generator`` when None.
+        generator: the request's ``torch.Generator`` (on x0's device).
+
+    Returns:
+        ``(x_t, noise)``: x_t ``[B, C, H, W]`` (unbounded) and the epsilon used.
+    """
+    if noise is None:
+        noise = _randn_like(x0, generator)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise shape {tuple(noise.shape)} differs from x0 shape {tuple(x0.shape)}")
+    a = _at(alphas_cumprod, t, x0)
+    # DDPM eq. 4 reparameterised: x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps
+    x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+    return x_t, noise
+
+
+def q_step(
+    x_prev: torch.Tensor,
+    t: int,
+    betas: torch.Tensor,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward step: a sample of q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (DDPM eq. 2).
+
+    Args:
+        x_prev: x_{t-1}, ``[B, C, H, W]`` (x0 in [-1, 1] when ``t == 0``).
+        t: timestep index of the step, ``0 <= t < T``.
+        betas: ``[T]`` beta schedule.
+        generator: the request's ``torch.Generator``.
+        noise: epsilon to use; drawn from ``generator`` when None.
+
+    Returns:
+        ``(x_t, noise)``.
+    """
+    if noise is None:
+        noise = _randn_like(x_prev, generator)
+    b = _at(betas, t, x_prev)
+    # DDPM eq. 2 reparameterised: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps
+    return (1.0 - b).sqrt() * x_prev + b.sqrt() * noise, noise
+
+
+def q_sample_by_steps(
+    x0: torch.Tensor,
+    t: int,
+    betas: torch.Tensor,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Reach x_t from x0 by the ``t + 1`` single steps 0..t of :func:`q_step`.
+
+    In distribution this equals :func:`q_sample` at ``t`` (the product of Gaussians collapses
+    to DDPM eq. 4); the noise of each step is fresh, so it is not returned.
+
+    Args:
+        x0: ``[B, C, H, W]`` in [-1, 1].
+        t: final timestep index, ``0 <= t < T``.
+        betas: ``[T]``.
+        generator: the request's ``torch.Generator``.
+        callback: called as ``callback(s, x_s)`` after each step (e.g. for progress).
+
+    Returns:
+        x_t ``[B, C, H, W]``.
+    """
+    if not 0 <= int(t) < betas.shape[0]:
+        raise ValueError(f"timestep out of range: need 0 <= t < {betas.shape[0]}, got {t}")
+    x = x0
+    for s in range(int(t) + 1):
+        x, _ = q_step(x, s, betas, generator)
+        if callback is not None:
+            callback(s, x)
+    return x
+
+
+def steps_vs_jump(
+    x0: torch.Tensor,
+    t: int,
+    betas: torch.Tensor,
+    n_draws: int = 16,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Draw ``n_draws`` samples of x_t both ways and summarise them per pixel.
+
+    Args:
+        x0: ``[1, C, H, W]`` in [-1, 1] (keep it small: the chain costs t+1 noise draws).
+        t: timestep index, ``0 <= t < T``.
+        betas: ``[T]``.
+        n_draws: samples per method (>= 2).
+        generator: the request's ``torch.Generator``.
+        callback: forwarded to :func:`q_sample_by_steps`.
+
+    Returns:
+        ``jump`` and ``steps`` samples ``[n, C, H, W]``; their per-pixel ``*_mean`` and
+        ``*_std`` ``[1, C, H, W]`` (std with Bessel's correction); the theory:
+        ``expected_mean`` = sqrt(alpha-bar_t) x0 ``[1, C, H, W]`` and ``expected_std`` =
+        sqrt(1 - alpha-bar_t) (a 0-d tensor).
+    """
+    if x0.shape[0] != 1 or n_draws < 2:
+        raise ValueError("steps_vs_jump needs a single image (batch 1) and at least 2 draws")
+    from pipelines.schedules import alphas_cumprod as _alphas_cumprod
+
+    ac = _alphas_cumprod(betas)
+    xs = x0.expand(n_draws, *x0.shape[1:])
+    jump, _ = q_sample(xs, t, ac, generator=generator)
+    steps = q_sample_by_steps(xs, t, betas, generator=generator, callback=callback)
+    a = ac[int(t)].to(x0.dtype)
+    return {
+        "jump": jump,
+        "steps": steps,
+        "jump_mean": jump.mean(0, keepdim=True),
+        "steps_mean": steps.mean(0, keepdim=True),
+        "jump_std": jump.std(0, keepdim=True),
+        "steps_std": steps.std(0, keepdim=True),
+        "expected_mean": a.sqrt() * x0,
+        "expected_std": (1.0 - a).sqrt(),
+    }

@@ -1,0 +1,170 @@
+"""Load, validate and convert images; PIL/numpy <-> tensors in [-1, 1].
+
+Policy (every rule raises ``ValueError`` with a message meant for the user):
+
+* **Sources.** A ``PIL.Image``, a numpy array, or a file path that the *server* chose (gradio's
+  upload cache, or ``assets/samples``). Never pass paths typed by a user.
+* **Decompression bombs** are refused *before* decoding: ``Image.open`` only reads the header,
+  so width x height is checked against :data:`MAX_PIXELS` (40 megapixels) before ``load()``.
+* **Broken files.** Empty, truncated, corrupt or non-image files are refused.
+* **Size and shape.** Each side must be at least :data:`MIN_SIDE` px (so 1x1 is refused) and
+  the aspect ratio at most :data:`MAX_ASPECT`:1 (a centre crop would keep too little).
+* **Orientation.** The EXIF orientation tag is applied (``ImageOps.exif_transpose``).
+* **Modes** all become 8-bit RGB: grayscale ("1", "L") is replicated to 3 channels; alpha
+  ("RGBA", "LA", "PA", palette with transparency) is **composited on white** (transparent
+  areas become white, not black); palette ("P") is expanded; "CMYK" uses PIL's conversion
+  (ICC profiles are ignored); 16/32-bit integer ("I;16*", "I") and float ("F") grayscale are
+  rescaled to 8 bits (÷257 when values exceed 255, otherwise taken as 8-bit values).
+  Animated images use their first frame.
+* **Working size.** :func:`to_working_size` **centre-crops to a square** and resizes (bicubic)
+  to ``size x size``; smaller images are upscaled.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000
+MIN_SIDE = 16
+MAX_ASPECT = 10.0
+WHITE = (255, 255, 255)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"Image is too large: {width}×{height} px = {width * height / 1e6:.0f} megapixels; "
+            f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels. Please upload a smaller image."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"Image is too small: {width}×{height} px; each side needs at least {MIN_SIDE} px.")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise ValueError(
+            f"Image aspect ratio is too extreme: {width}×{height} px; at most {MAX_ASPECT:g}:1 is "
+            f"supported (it is centre-cropped to a square)."
+        )
+
+
+def _open_path(path: str | os.PathLike) -> Image.Image:
+    """Open and decode a file, checking the header's size before decoding the pixels."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"No image file at {p.name!r}.")
+    if p.stat().st_size == 0:
+        raise ValueError("The uploaded file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)  # lazy: reads the header only
+    except Image.DecompressionBombError as e:
+        # PIL refuses > 2x its own limit already in open(); give our message instead.
+        raise ValueError(f"Image is too large to decode safely ({e}); the limit is "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"The file {p.name!r} is not a readable image ({type(e).__name__}).") from None
+    _check_size(*im.size)  # before decoding any pixel
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ValueError(f"The image {p.name!r} is corrupt or truncated ({e}).") from None
+    return im
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    """HxW, HxWx1, HxWx3 or HxWx4 array: uint8/uint16 as is, float in [0, 1]."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ValueError(f"Expected an image array of shape HxW, HxWx3 or HxWx4, got {arr.shape}.")
+    _check_size(arr.shape[1], arr.shape[0])
+    if arr.dtype == np.uint16:
+        arr = (arr // 257).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError("The image array contains NaN or infinite values.")
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"Unsupported image array dtype {arr.dtype}; use uint8, uint16 or float in [0, 1].")
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (see the module docstring for the rules)."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if a.max(initial=0) > 255:
+            a = a / 257.0  # 16-bit range 0..65535 -> 0..255
+        im = Image.fromarray(np.clip(a, 0, 255).round().astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
+def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Image:
+    """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
+
+    Args:
+        source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]) or a
+            server-chosen file path.
+
+    Returns:
+        A decoded ``PIL.Image`` in mode "RGB".
+    """
+    if source is None:
+        raise ValueError("No image given: upload one or pick a sample.")
+    if isinstance(source, np.ndarray):
+        im = _from_array(source)
+    elif isinstance(source, Image.Image):
+        _check_size(*source.size)
+        im = source
+    elif isinstance(source, (str, os.PathLike)):
+        im = _open_path(source)
+    else:
+        raise ValueError(f"Unsupported image input of type {type(source).__name__}.")
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception as e:  # a malformed EXIF block must not hide the image
+        raise ValueError(f"The image's EXIF orientation data is malformed ({e}).") from None
+    _check_size(*im.size)  # size after rotation, same limits
+    return to_rgb(im)
+
+
+def to_working_size(im: Image.Image, size: int = 256) -> Image.Image:
+    """Centre-crop to a square, then resize (bicubic) to ``size x size``; RGB in, RGB out."""
+    return ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    """8-bit RGB PIL image -> float32 ``[1, 3, H, W]`` in [-1, 1]."""
+    a = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy())  # [H, W, 3]
+    return a.permute(2, 0, 1).unsqueeze(0).float().div_(127.5).sub_(1.0)
+
+
+def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``[B, 3, H, W]`` or ``[3, H, W]`` (clamped to [-1, 1]) -> uint8 ``[B, H, W, 3]`` / ``[H, W, 3]``."""
+    y = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round_().to(torch.uint8)
+    y = y.movedim(-3, -1)  # channels last
+    return y.cpu().numpy()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """``[3, H, W]`` -> one image; ``[B, 3, H, W]`` -> a list of B images (values clamped to [-1, 1])."""
+    a = tensor_to_uint8(x)
+    return Image.fromarray(a) if a.ndim == 3 else [Image.fromarray(i) for i in a]
+
+
+def load_working_tensor(source, size: int = 256) -> torch.Tensor:
+    """load_image -> to_working_size -> ``[1, 3, size, size]`` float32 in [-1, 1]."""
+    return pil_to_tensor(to_working_size(load_image(source), size))
