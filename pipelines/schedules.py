@@ -37,6 +37,7 @@ All tensors here are 1-D float32 of length T, indexed by timestep.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ SCHEDULES: dict[str, tuple[str, tuple[float, float] | None]] = {
     "quadratic": ("scaled_linear", (1e-4, 0.02)),  # same formula as scaled_linear, DDPM range
 }
 SCHEDULE_NAMES: tuple[str, ...] = tuple(SCHEDULES)
+PORTABLE = {"linear", "scaled_linear", "squaredcos_cap_v2"}  # beta_schedule values every scheduler knows
 MAX_TIMESTEPS = 10_000
 
 
@@ -85,13 +87,7 @@ class ScheduleSpec:
         return f"{s.name} (T={s.num_train_timesteps}{rng}{', zero-SNR' if s.zero_terminal_snr else ''})"
 
 
-def scheduler_config(spec: ScheduleSpec) -> dict:
-    """The diffusers scheduler kwargs that reproduce ``spec`` (any scheduler taking betas).
-
-    >>> from diffusers import DDIMScheduler
-    >>> DDIMScheduler(**scheduler_config(ScheduleSpec("cosine", 1000)))  # doctest: +SKIP
-    """
-    s = spec.resolved()
+def _native_config(s: ScheduleSpec) -> dict:
     return {
         "num_train_timesteps": s.num_train_timesteps,
         "beta_schedule": SCHEDULES[s.name][0],
@@ -99,6 +95,23 @@ def scheduler_config(spec: ScheduleSpec) -> dict:
         "beta_end": s.beta_end,
         "rescale_betas_zero_snr": s.zero_terminal_snr,
     }
+
+
+def scheduler_config(spec: ScheduleSpec) -> dict:
+    """The diffusers scheduler kwargs that reproduce ``spec``, for any scheduler taking betas.
+
+    Only ``DDPMScheduler`` knows ``"sigmoid"``, so that schedule is passed as ``trained_betas``
+    (before the zero-SNR rescale, which the scheduler applies itself when asked).
+
+    >>> from diffusers import DDIMScheduler
+    >>> DDIMScheduler(**scheduler_config(ScheduleSpec("cosine", 1000)))  # doctest: +SKIP
+    """
+    s = spec.resolved()
+    cfg = _native_config(s)
+    if cfg["beta_schedule"] not in PORTABLE:
+        raw = _betas_cached(dataclasses.replace(s, zero_terminal_snr=False))
+        cfg["trained_betas"] = raw.tolist()
+    return cfg
 
 
 def make_scheduler(spec: ScheduleSpec, cls: str | type = "DDPMScheduler", **overrides):
@@ -114,7 +127,7 @@ def _betas_cached(spec: ScheduleSpec) -> torch.Tensor:
     from diffusers import DDPMScheduler
 
     # DDPMScheduler computes the betas (and the zero-terminal-SNR rescale) in its __init__.
-    return DDPMScheduler(**scheduler_config(spec)).betas.to(torch.float32)
+    return DDPMScheduler(**_native_config(spec)).betas.to(torch.float32)
 
 
 def make_betas(spec: ScheduleSpec | str = "linear", **kwargs) -> torch.Tensor:
