@@ -1,0 +1,211 @@
+"""Tab "Forward noising": drag t and watch x_t = sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε dissolve an image.
+
+UI only: the maths is :mod:`pipelines.forward`, :mod:`pipelines.schedules`, :mod:`pipelines.images`.
+Per-user state (x0 and ε at the working size) lives in a ``gr.State``, so dragging the slider
+recomputes only the mix. Run alone for a quick look: ``python -m demos.forward_noising``.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from demos.common import jpeg, request_generator, sample_paths, user_errors
+from pipelines import forward, images, schedules
+
+TITLE = "Forward noising"
+T = 1000  # num_train_timesteps on this tab (the Schedules tab varies it)
+STRIP_LEN = 8
+COMPARE_PX = 48  # side of the image used for the steps-vs-jump experiment (the chain is t+1 draws)
+SIZES = [128, 256, 512]
+
+
+def _alphas_cumprod(schedule: str) -> torch.Tensor:
+    return schedules.alphas_cumprod(schedules.make_betas(schedule, num_train_timesteps=T))
+
+
+def _check_t(t) -> int:
+    t = int(t)
+    if not 0 <= t < T:
+        raise ValueError(f"t must be between 0 and {T - 1}, got {t}")
+    return t
+
+
+def _state(x0: torch.Tensor, noise: torch.Tensor) -> dict:
+    small = F.interpolate(x0, size=(COMPARE_PX, COMPARE_PX), mode="area")
+    return {"x0": x0, "noise": noise, "x0_small": small}
+
+
+def initial_state(size: int = 256, seed: int = 0) -> dict:
+    """x0 (first sample image) and ε for a fresh session."""
+    x0 = images.load_working_tensor(sample_paths()[0], size)
+    return _state(x0, torch.randn(x0.shape, generator=request_generator(seed)))
+
+
+def formula_markdown(t: int, alpha_bar: float) -> str:
+    """The jump formula with the numbers of timestep ``t`` plugged in (KaTeX between $$)."""
+    a, b = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
+    snr = schedules.snr_db(alpha_bar)
+    snr_lin = alpha_bar / (1.0 - alpha_bar) if alpha_bar < 1 else float("inf")
+    return (
+        "$$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\varepsilon"
+        "\\qquad \\text{(DDPM eq. 4)}$$\n\n"
+        f"$$x_{{{t}}} = {a:.4f}\\,x_0 + {b:.4f}\\,\\varepsilon$$\n\n"
+        "| quantity | value |\n|---|---|\n"
+        f"| ᾱ_t | {alpha_bar:.6f} |\n"
+        f"| signal coefficient √ᾱ_t | **{a:.4f}** |\n"
+        f"| noise coefficient √(1−ᾱ_t) | **{b:.4f}** |\n"
+        f"| SNR = ᾱ_t / (1−ᾱ_t) | {snr_lin:.4g} = **{snr:.1f} dB** |\n\n"
+        f"t is diffusers' 0-based timestep index (t = 0 is already one step of noise; "
+        f"the paper's t is {t + 1}). Images are shown clipped to [−1, 1]."
+    )
+
+
+def mix(state: dict, schedule: str, t: int) -> tuple[str, str]:
+    """Slider update: x_t from the cached x0 and ε -> (path of the x_t JPEG, formula markdown)."""
+    if not state:
+        raise ValueError("Load an image first.")
+    t = _check_t(t)
+    ac = _alphas_cumprod(schedule)
+    x_t, _ = forward.q_sample(state["x0"], t, ac, noise=state["noise"])
+    return jpeg(images.tensor_to_uint8(x_t[0])), formula_markdown(t, float(ac[t]))
+
+
+def strip(state: dict, schedule: str) -> list[tuple[str, str]]:
+    """x_t at STRIP_LEN evenly spaced t, all with the same ε: a gallery of (image, caption)."""
+    if not state:
+        raise ValueError("Load an image first.")
+    ac = _alphas_cumprod(schedule)
+    ts = torch.linspace(0, T - 1, STRIP_LEN).round().long()
+    x0, noise = state["x0"], state["noise"]
+    x_t, _ = forward.q_sample(x0.expand(len(ts), -1, -1, -1), ts, ac, noise=noise.expand(len(ts), -1, -1, -1))
+    return [(jpeg(img), f"t={int(t)}  √ᾱ={float(ac[t]) ** 0.5:.3f}") for img, t in zip(images.tensor_to_uint8(x_t), ts)]
+
+
+def load(file, seed, size, schedule: str, t: int):
+    """New image or seed: decode, crop, draw ε, and compute every view."""
+    if file is None:
+        return (gr.skip(),) * 6
+    size = int(size)
+    if size not in SIZES:
+        raise ValueError(f"working size must be one of {SIZES}, got {size}")
+    x0 = images.load_working_tensor(file, size)  # [1, 3, size, size] in [-1, 1]
+    noise = torch.randn(x0.shape, generator=request_generator(seed))  # ε ~ N(0, I)
+    state = _state(x0, noise)
+    x_t, md = mix(state, schedule, t)
+    return (state, jpeg(images.tensor_to_uint8(x0[0])), jpeg(images.tensor_to_uint8(noise[0])), x_t, md,
+            strip(state, schedule))
+
+
+def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Progress()):
+    """t+1 single steps q(x_t|x_{t-1}) vs one jump q(x_t|x0): per-pixel mean/std and histograms."""
+    if not state:
+        raise ValueError("Load an image first.")
+    t, draws = _check_t(t), int(draws)
+    if not 2 <= draws <= 64:
+        raise ValueError(f"draws must be between 2 and 64, got {draws}")
+    betas = schedules.make_betas(schedule, num_train_timesteps=T)
+    progress(0, desc="running the chain of single steps")
+    r = forward.steps_vs_jump(
+        state["x0_small"], t, betas, draws, request_generator(seed),
+        callback=lambda s, _x: progress((s + 1) / (t + 1)) if s % 50 == 0 else None,
+    )
+    sd = float(r["expected_std"])
+    std_img = lambda s: images.tensor_to_uint8(s[0] * 2 - 1)  # std 0..1 shown black..white
+    gallery = [
+        (images.tensor_to_uint8(r["expected_mean"][0]), "theory: mean √ᾱ·x0"),
+        (images.tensor_to_uint8(r["jump_mean"][0]), f"jump: mean of {draws}"),
+        (images.tensor_to_uint8(r["steps_mean"][0]), f"{t + 1} steps: mean of {draws}"),
+        (std_img(r["jump_std"]), f"jump: std (theory {sd:.3f})"),
+        (std_img(r["steps_std"]), f"steps: std (theory {sd:.3f})"),
+    ]
+    # Standardised residuals z = (x_t - sqrt(ᾱ) x0) / sqrt(1-ᾱ) should be N(0, 1) for both.
+    z = {k: ((r[k] - r["expected_mean"]) / sd).flatten().numpy() for k in ("jump", "steps")}
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    bins = np.linspace(-3, 3, 61)
+    for k, c in (("jump", "tab:blue"), ("steps", "tab:orange")):
+        ax1.hist(r[k].flatten().numpy(), bins=bins, histtype="step", color=c, label=k, density=True)
+        ax2.hist(z[k], bins=bins, histtype="step", color=c, label=k, density=True)
+    ax2.plot(bins, np.exp(-bins**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="N(0, 1)")
+    ax1.set(title=f"pixel values of x_{{{t}}}", xlabel="value")
+    ax2.set(title="standardised: (x_t − √ᾱ·x0) / √(1−ᾱ)", xlabel="z")
+    ax1.legend(fontsize=8), ax2.legend(fontsize=8)
+    se = sd * (2.0 / draws) ** 0.5  # standard error of a difference of two means of `draws` samples
+    dmean = float((r["jump_mean"] - r["steps_mean"]).abs().mean())
+    md = (
+        f"**{draws} draws each**, image {COMPARE_PX}×{COMPARE_PX}. Mean |jump mean − steps mean| per pixel: "
+        f"{dmean:.4f} (expected ≈ {se * (2 / np.pi) ** 0.5:.4f} from sampling noise alone). "
+        f"Mean std: jump {float(r['jump_std'].mean()):.4f}, steps {float(r['steps_std'].mean()):.4f}, "
+        f"theory √(1−ᾱ_t) = {sd:.4f}. Standardised residuals: jump {z['jump'].mean():+.3f} ± {z['jump'].std():.3f}, "
+        f"steps {z['steps'].mean():+.3f} ± {z['steps'].std():.3f} (theory 0 ± 1)."
+    )
+    return gallery, fig, md
+
+
+def create(runtime=None) -> None:
+    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
+    samples = sample_paths()
+    init = initial_state()
+    init_xt, init_md = mix(init, "linear", 500)
+    gr.Markdown(
+        "Pick or upload an image, then **drag t**. Each step of the forward process adds a little "
+        "Gaussian noise; the jump formula gives x_t from x0 in one go, with the same ε all along."
+    )
+    state = gr.State(init, time_to_live=3600)
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            file = gr.File(label="Image (upload: PNG, JPEG, WebP…)", file_types=["image"],
+                           type="filepath", value=samples[0], height=90)
+            gallery = gr.Gallery(value=samples, label="…or click a sample", columns=4, height=110,
+                                 allow_preview=False, show_label=True)
+            schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="linear", label="β schedule (T = 1000)")
+            with gr.Row():
+                seed = gr.Number(0, label="noise seed", precision=0, minimum=0)
+                size = gr.Radio(SIZES, value=256, label="working size (px, centre-cropped square)")
+        with gr.Column(scale=2):
+            t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t (drag me)", elem_id="forward-t")
+            with gr.Row():
+                x0_img = gr.Image(jpeg(images.tensor_to_uint8(init["x0"][0])), label="x0 (clean)",
+                                  interactive=False, elem_id="forward-x0")
+                xt_img = gr.Image(init_xt, label="x_t", interactive=False, elem_id="forward-xt")
+                eps_img = gr.Image(jpeg(images.tensor_to_uint8(init["noise"][0])), label="noise ε (clipped to ±1)",
+                                   interactive=False)
+            info = gr.Markdown(init_md, elem_id="forward-formula")
+    strip_gallery = gr.Gallery(strip(init, "linear"), label="x_t at evenly spaced t (same ε)", columns=STRIP_LEN,
+                               height=220, allow_preview=True)
+    with gr.Accordion("t single steps vs one jump: the same distribution", open=False):
+        gr.Markdown(
+            "Runs the chain x0 → x1 → … → x_t of single steps q(x_t | x_{t−1}) (DDPM eq. 2) and the "
+            "jump q(x_t | x0) (DDPM eq. 4) many times on a small copy of the image, at the current t."
+        )
+        with gr.Row():
+            draws = gr.Slider(2, 64, value=16, step=1, label="draws per method")
+            run = gr.Button("Compare", variant="primary")
+        cmp_gallery = gr.Gallery(label="per-pixel mean and std over the draws", columns=5, height=200)
+        cmp_plot = gr.Plot(label="histograms")
+        cmp_md = gr.Markdown()
+
+    def pick(evt: gr.SelectData) -> str:
+        return samples[int(evt.index)]  # the server picks the path; the client only sends an index
+
+    gallery.select(pick, None, file, api_name="forward_pick_sample", api_visibility="private")
+    load_outputs = [state, x0_img, eps_img, xt_img, info, strip_gallery]
+    gr.on([file.change, seed.change, size.change], user_errors(load), [file, seed, size, schedule, t],
+          load_outputs, api_name="forward_load")
+    t.input(user_errors(mix), [state, schedule, t], [xt_img, info], api_name="forward_mix",
+            trigger_mode="always_last", show_progress="hidden")
+    schedule.change(user_errors(mix), [state, schedule, t], [xt_img, info], api_name="forward_schedule",
+                    show_progress="hidden").then(
+        user_errors(strip), [state, schedule], strip_gallery, api_name="forward_strip")
+    run.click(user_errors(compare), [state, schedule, t, draws, seed], [cmp_gallery, cmp_plot, cmp_md],
+              api_name="forward_compare")
+
+
+if __name__ == "__main__":
+    with gr.Blocks(title=TITLE) as demo:
+        create()
+    demo.launch()
