@@ -1,0 +1,87 @@
+"""Architecture and noise schedule of the bundled text-conditional UNet (``toy-sd``).
+
+Chosen by measured cost on 2 CPU cores (see ``assets/models/toy-sd/MODEL_CARD.md``):
+32x32 RGB in pixel space, three resolutions (32, 16, 8), cross-attention on the tiny
+CLIP's 64-d token features at 16x16 and 8x8 only (attention at 32x32 costs 4x more and
+adds little for flat shapes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEXT_DIM = 64  # width of the tiny CLIP text tower (toy-clip.json text_cfg.width)
+CONTEXT_LENGTH = 16  # tokens per prompt (toy-clip.json text_cfg.context_length)
+
+
+def toy_unet_config(
+    sample_size: int = 32,
+    block_out_channels: tuple[int, ...] = (32, 64, 96),
+    layers_per_block: int = 1,
+    cross_attention_dim: int = TEXT_DIM,
+    norm_num_groups: int = 16,
+) -> dict:
+    """Keyword arguments for ``diffusers.UNet2DConditionModel`` (tests pass tiny values)."""
+    return dict(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=layers_per_block,
+        block_out_channels=tuple(block_out_channels),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(block_out_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(block_out_channels) - 1) + ("UpBlock2D",),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=norm_num_groups,
+    )
+
+
+def toy_scheduler_config() -> dict:
+    """The training noise schedule, saved as ``scheduler/scheduler_config.json``.
+
+    Cosine (``squaredcos_cap_v2``, Nichol & Dhariwal 2021) keeps signal longer than the
+    linear schedule, which matters at 32 px where the linear one destroys the image early.
+    """
+    return dict(
+        _class_name="DDPMScheduler",
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        timestep_spacing="trailing",
+    )
+
+
+def build_random_toy_sd(folder: str | Path, clip_folder: str | Path | None = None, tiny: bool = True,
+                        seed: int = 0) -> Path:
+    """Write a randomly initialised toy-sd folder (UNet + scheduler) for tests.
+
+    ``tiny`` uses a very small UNet (channels 32/32, one attention level). The text
+    encoder is the tiny CLIP in ``clip_folder`` (random weights written there if empty).
+    Returns ``folder``.
+    """
+    import json
+
+    import open_clip
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from pipelines.toyworld.tinyclip import CONFIG_PATH, register
+
+    folder = Path(folder)
+    torch.manual_seed(seed)  # test fixture only: deterministic random weights
+    cfg = toy_unet_config(block_out_channels=(32, 32), norm_num_groups=8) if tiny else toy_unet_config()
+    UNet2DConditionModel(**cfg).save_pretrained(folder / "unet")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(toy_scheduler_config(), indent=2))
+    if clip_folder is not None:
+        clip_folder = Path(clip_folder)
+        clip_folder.mkdir(parents=True, exist_ok=True)
+        if not (clip_folder / "open_clip_model.safetensors").exists():
+            (clip_folder / CONFIG_PATH.name).write_text(CONFIG_PATH.read_text())
+            model, _, _ = open_clip.create_model_and_transforms(register())
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      clip_folder / "open_clip_model.safetensors")
+    return folder
