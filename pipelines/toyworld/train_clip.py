@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=CONFIG_PATH.parent)
+    ap.add_argument("--freeze-text", action="store_true",
+                    help="train the vision tower only: keeps the text features the UNet was trained on")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only: weight init reproducibility
@@ -77,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         prev = json.loads(state_path.read_text())
         start, base_wall = prev["step"], prev.get("wall_seconds", 0.0)
         accelerator.print(f"resuming from step {start}")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    if args.freeze_text:
+        for n, p in model.named_parameters():
+            if not n.startswith("visual.") and n != "logit_scale":
+                p.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
 
     def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 5%
         if step < args.warmup:
