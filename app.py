@@ -18,6 +18,8 @@ from pipelines.runtime import Runtime
 TAB_MODULES = [
     "demos.forward_noising",
     "demos.schedules",
+    "demos.guidance",
+    "demos.clip_guidance",
 ]
 MAX_FILE_SIZE = "20mb"
 QUEUE_MAX_SIZE = 32

@@ -1,0 +1,334 @@
+"""Tab "Guidance playground": classifier-free guidance made visible, plus colour-loss guidance.
+
+UI only: the maths is :mod:`pipelines.guidance` and :mod:`pipelines.sampling`. Every event
+builds its own generator and scheduler; nothing per-user lives in module globals.
+Run alone for a quick look: ``python -m demos.guidance``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from demos.common import jpeg, request_generator
+from pipelines import guidance as G
+from pipelines import images
+from pipelines.models import SAMPLERS
+from pipelines.sampling import sample_steps
+
+TITLE = "Guidance playground"
+SHOW_PX = 256  # the toy model makes 32 px images; shown upscaled (nearest) to this side
+MAX_STEPS = 100
+MAX_SCALE = 20.0
+MAX_COLOUR_SCALE = 500.0
+DEFAULT_PROMPT = "a yellow star on a navy background"
+PLOT_EVERY = 5  # redraw streamed plots every this many steps (matplotlib is not free)
+
+
+# ------------------------------------------------------------------ shared UI helpers
+
+
+def user_errors(fn):
+    """Like :func:`demos.common.user_errors`, for plain functions *and* generators: a
+    ``ValueError`` from pipelines becomes a ``gr.Error`` the user reads as a message."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as e:
+                raise gr.Error(str(e)) from e
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+    return wrapper
+
+
+def show(x: torch.Tensor, px: int = SHOW_PX) -> np.ndarray:
+    """One image ``[3, H, W]`` in [-1, 1] -> uint8 ``[px, px, 3]`` (nearest upscaling keeps pixels honest)."""
+    arr = images.tensor_to_uint8(x.detach().float().cpu())
+    if arr.shape[0] >= px:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((px, px), Image.NEAREST))
+
+
+def show_path(x: torch.Tensor, px: int = SHOW_PX) -> str:
+    return jpeg(show(x, px), quality=95)
+
+
+def steps_arg(steps) -> int:
+    return int(G.check_number("steps", steps, 1, MAX_STEPS))
+
+
+def seed_arg(seed) -> int:
+    return int(G.check_number("seed", seed, 0, 2**63 - 1))
+
+
+def conditional_model(runtime, name: str):
+    model = runtime.registry.diffusion(name or None)  # ModelUnavailable is a ValueError
+    if not model.conditional:
+        raise ValueError(f"{name} is unconditional: classifier-free guidance needs a text-conditional model")
+    return model
+
+
+def conditional_names(runtime) -> list[str]:
+    reg = runtime.registry
+    return [n for n in reg.diffusion_names() if reg.spec(n).kind != "pixel"]
+
+
+# ------------------------------------------------------------------ CFG
+
+
+def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed):
+    """Stream one CFG sample: x̂0 at every step, then the final image. Yields (image, markdown)."""
+    model = conditional_model(runtime, model_name)
+    w = G.check_number("guidance scale", scale, 0.0, MAX_SCALE)
+    n = steps_arg(steps)
+    gen = request_generator(seed_arg(seed))
+    for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
+                            num_inference_steps=n, sampler=sampler, generator=gen):
+        if rec.is_last:
+            yield show_path(rec.image[0]), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {int(seed)}. "
+                                            "Same seed + same settings = the same image.")
+        else:
+            yield show_path(rec.pred_x0_rgb[0]), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"
+
+
+def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed):
+    """Same seed, scales 0, 1, 3, 7.5, 15: streams the gallery as each finishes."""
+    model = conditional_model(runtime, model_name)
+    n, s = steps_arg(steps), seed_arg(seed)
+    out = []
+    for w in G.CFG_GRID_SCALES:
+        gen = request_generator(s)  # same initial noise for every scale
+        rec = None
+        for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
+                                num_inference_steps=n, sampler=sampler, generator=gen, preview="none"):
+            pass
+        label = {0.0: "w = 0 (unconditional)", 1.0: "w = 1 (conditional, no guidance)"}.get(w, f"w = {w:g}")
+        out.append((show_path(rec.image[0]), label))
+        yield out
+
+
+def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed, step):
+    """The CFG terms at one step -> (gallery, markdown table)."""
+    model = conditional_model(runtime, model_name)
+    w = G.check_number("guidance scale", scale, 0.0, MAX_SCALE)
+    n = steps_arg(steps)
+    k = int(G.check_number("step", step, 1, n)) - 1
+    d = G.cfg_decomposition(model, str(prompt), step_index=k, guidance_scale=w, negative_prompt=str(negative or ""),
+                            num_inference_steps=n, sampler=sampler, generator=request_generator(seed_arg(seed)))
+    common = float(2.5 * G.rms(d.eps_cond).mean())  # ε_u, ε_c, combined on one scale; the difference on its own
+    nm = d.norms
+    gallery = [
+        (show_path(d.x_t[0].clamp(-1, 1)), f"x_t (VP input), t = {d.t}"),
+        (show_path(G.eps_to_image(d.eps_uncond, common)[0]), f"ε_u  ‖·‖ = {nm['eps_uncond']['l2']:.2f}"),
+        (show_path(G.eps_to_image(d.eps_cond, common)[0]), f"ε_c  ‖·‖ = {nm['eps_cond']['l2']:.2f}"),
+        (show_path(G.eps_to_image(d.difference)[0]), f"ε_c − ε_u (own scale)  ‖·‖ = {nm['difference']['l2']:.2f}"),
+        (show_path(G.eps_to_image(d.combined, common)[0]), f"ε_u + w(ε_c − ε_u)  ‖·‖ = {nm['combined']['l2']:.2f}"),
+        (show_path(d.pred_x0[0].clamp(-1, 1)), "x̂0 from the combined ε"),
+    ]
+    rows = "\n".join(f"| {lab} | {nm[k_]['l2']:.3f} | {nm[k_]['rms']:.4f} |" for k_, lab in
+                     (("eps_uncond", "ε_u (empty / negative prompt)"), ("eps_cond", "ε_c (prompt)"),
+                      ("difference", "ε_c − ε_u (the guidance direction)"),
+                      ("combined", f"ε_u + {w:g}·(ε_c − ε_u)")))
+    md = (f"Step **{k + 1}/{n}**, timestep t = {d.t}, ᾱ_t = {d.alpha_bar:.4f}, w = {w:g}.\n\n"
+          "| term | L2 norm | RMS per element |\n|---|---|---|\n" + rows +
+          f"\n\nThe difference is {nm['difference']['rms'] / max(nm['eps_cond']['rms'], 1e-12):.1%} of ε_c's size: "
+          "guidance amplifies a small direction w times. ε images: ±2.5 RMS of ε_c spans black..white; "
+          "the difference uses its own scale.")
+    return gallery, md
+
+
+def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, samples, progress=gr.Progress()):
+    """Adherence (tiny-CLIP) and diversity vs scale from a small batch -> (plot, table markdown)."""
+    model = conditional_model(runtime, model_name)
+    n = steps_arg(steps)
+    k = int(G.check_number("samples per scale", samples, 2, 8))
+    clip = runtime.registry.clip()
+    scales = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
+    progress(0, desc="sampling the first scale")
+    rows = G.adherence_diversity(model, clip, [str(prompt)], scales, samples=k, seed=seed_arg(seed),
+                                 negative_prompt=str(negative or ""), num_inference_steps=n, sampler=sampler,
+                                 callback=lambda d, t: progress(d / t, desc=f"scale {d}/{t}"))
+    ws = [r["scale"] for r in rows]
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    ax1, ax3 = fig.subplots(1, 2, width_ratios=[3, 2])
+    ax1.plot(ws, [r["clip_score"] for r in rows], "o-", color="tab:blue", label="tiny-CLIP score (cos)")
+    if not np.isnan(rows[0]["match"]):
+        ax1.plot(ws, [r["match"] for r in rows], "s--", color="tab:green", label="attributes match (fraction)")
+    ax2 = ax1.twinx()
+    ax2.plot(ws, [r["diversity"] for r in rows], "^-", color="tab:red", label="diversity (1 − cos)")
+    ax1.set(xlabel="guidance scale w", ylabel="adherence")
+    ax2.set_ylabel("diversity", color="tab:red")
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax1.legend(h1 + h2, l1 + l2, fontsize=8, loc="best")
+    ax1.set_title(f"{k} samples per scale, same seeds")
+    # a thumbnail strip: first sample of each scale
+    strip = torch.cat([r["images"][0] for r in rows], dim=-1)  # [3, H, len*W]
+    ax3.imshow(images.tensor_to_uint8(strip), interpolation="nearest")
+    ax3.set_xticks([(i + 0.5) * rows[0]["images"].shape[-1] for i in range(len(ws))], [f"{w:g}" for w in ws],
+                   fontsize=7)
+    ax3.set_yticks([])
+    ax3.set_title("first sample at each w")
+    pct = lambda v: "—" if np.isnan(v) else f"{v:.0%}"  # noqa: E731
+    md = "| w | attributes match | tiny-CLIP score | diversity |\n|---|---|---|---|\n" + "\n".join(
+        f"| {r['scale']:g} | {pct(r['match'])} | {r['clip_score']:.3f} | {r['diversity']:.3f} |" for r in rows)
+    return fig, md
+
+
+# ------------------------------------------------------------------ colour guidance
+
+
+def loss_figure(curves: dict[str, list[float]], title: str, ylabel: str, log: bool = True) -> Figure:
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    for label, ys in curves.items():
+        if ys:
+            ax.plot(range(1, len(ys) + 1), ys, "-", marker=".", label=label)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    if log and any(y > 0 for ys in curves.values() for y in ys):
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed):
+    """Unguided then colour-guided at the same seed; streams (gallery, loss plot, markdown)."""
+    model = runtime.registry.diffusion(model_name or None)
+    rgb = G.parse_color(colour)
+    s = G.check_number("colour loss scale", loss_scale, 0.0, MAX_COLOUR_SCALE)
+    n, sd = steps_arg(steps), seed_arg(seed)
+    w = 3.0 if model.conditional else 1.0
+    target = G.color_target(rgb)
+
+    def run(scale):
+        hook = G.color_guidance(rgb, scale, scaling=scaling)
+        gen = request_generator(sd)
+        rec = None
+        for rec in sample_steps(model, str(prompt), guidance_scale=w, num_inference_steps=n, sampler="DDIM",
+                                generator=gen, cond_fn=hook):
+            yield rec, hook
+
+    base = None
+    for rec, ref in run(0.0):  # scale 0: measure the loss only
+        base = rec
+    gal = [(show_path(base.image[0]), "without colour guidance")]
+    guided = None
+    for rec, hook in run(s):
+        guided = rec
+        if rec.is_last or rec.index % PLOT_EVERY == 0:
+            img = rec.image[0] if rec.is_last else rec.pred_x0_rgb[0]
+            cap = "with colour guidance" if rec.is_last else f"with: step {rec.index + 1}/{n}, x̂0"
+            fig = loss_figure({"without": ref.losses(), "with": hook.losses()},
+                              "colour loss mean|x̂0 − target| per step", "loss")
+            yield gal + [(show_path(img), cap)], fig, f"step {rec.index + 1}/{n}…"
+    m0, m1 = G.mean_color(base.image)[0], G.mean_color(guided.image)[0]
+    t = torch.tensor(rgb)
+    d0, d1 = float((m0 - t).norm()), float((m1 - t).norm())
+    fmt = lambda c: "(" + ", ".join(f"{float(v):.2f}" for v in c) + ")"  # noqa: E731
+    md = (f"Target {fmt(t)} (RGB in 0..1). Mean colour without: {fmt(m0)}, distance {d0:.3f}; "
+          f"with: {fmt(m1)}, distance **{d1:.3f}** ({'closer' if d1 < d0 else 'not closer'}). "
+          f"Final colour loss: {float(G.color_loss(base.image, target)[0]):.3f} → "
+          f"{float(G.color_loss(guided.image, target)[0]):.3f}.")
+    fig = loss_figure({"without": ref.losses(), "with": hook.losses()},
+                      "colour loss mean|x̂0 − target| per step", "loss")
+    yield gal + [(show_path(guided.image[0]), "with colour guidance")], fig, md
+
+
+# ------------------------------------------------------------------ layout
+
+
+def create(runtime) -> None:
+    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
+    names = conditional_names(runtime)
+    gr.Markdown(
+        "**Classifier-free guidance** runs the UNet twice per step, with the prompt (ε_c) and with the "
+        "empty or *negative* prompt (ε_u), batched together, and extrapolates: "
+        "ε = ε_u + w·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6). w = 0 ignores the prompt, w = 1 is the plain "
+        "conditional model, w > 1 pushes further along the direction the prompt adds."
+    )
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            model = gr.Dropdown(names, value=names[0], label="diffusion model")
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt")
+            negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
+            scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w", elem_id="guidance-w")
+            with gr.Row():
+                steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps")
+                sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
+            seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
+            gr.Examples([["a yellow star on a navy background", "", 5.0],
+                         ["a red circle on a white background", "", 7.5],
+                         ["a blue square on a black background", "a blue square", 3.0],
+                         ["a green cross on a gray background", "", 0.0]],
+                        [prompt, negative, scale], label="try (then press Generate)")
+        with gr.Column(scale=1):
+            image = gr.Image(label="sample", interactive=False, elem_id="guidance-image", height=300)
+            info = gr.Markdown()
+    with gr.Accordion("Same seed, different scales", open=True):
+        with gr.Row():
+            grid_btn = gr.Button("Run the grid (w = 0, 1, 3, 7.5, 15)", elem_id="guidance-grid-run")
+        grid = gr.Gallery(label="same seed and steps; only w changes", columns=5, height=240, elem_id="guidance-grid")
+    with gr.Accordion("Inside one step: ε_u, ε_c, their difference, the combination", open=False):
+        with gr.Row():
+            step = gr.Slider(1, MAX_STEPS, value=10, step=1, label="step (1 = first, noisiest)")
+            dec_btn = gr.Button("Decompose", elem_id="guidance-decompose-run")
+        dec_gallery = gr.Gallery(label="decomposition", columns=6, height=220, elem_id="guidance-decomposition")
+        dec_md = gr.Markdown()
+    with gr.Accordion("Fidelity vs diversity: adherence and diversity against w", open=False):
+        gr.Markdown("A few samples per scale (the same seeds at every scale) are scored by the bundled tiny CLIP: "
+                    "its cosine score with the prompt, whether its zero-shot classifier reads the prompt's shape and "
+                    "colour off the image, and how different the samples are from each other.")
+        with gr.Row():
+            samples = gr.Slider(2, 8, value=4, step=1, label="samples per scale")
+            trade_btn = gr.Button("Measure (8 scales)", elem_id="guidance-tradeoff-run")
+        trade_plot = gr.Plot(label="adherence and diversity vs w", elem_id="guidance-tradeoff")
+        trade_md = gr.Markdown()
+    gr.Markdown("## Colour guidance\nAt every step, predict x̂0, score it with a loss (here: mean |x̂0 − colour|), "
+                "take the gradient with respect to x_t and nudge x_t downhill before the scheduler steps "
+                "(the HF diffusion-models-class recipe; classifier guidance with a loss instead of a classifier).")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            colour = gr.ColorPicker("#00c8ff", label="target colour")
+            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=60, step=1, label="colour loss scale s")
+            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in G.SCALINGS.items()], value="sqrt_alpha_bar",
+                                  label="gradient × per step (ᾱ of timestep t)")
+            col_btn = gr.Button("Run with and without", variant="primary", elem_id="guidance-colour-run")
+        with gr.Column(scale=2):
+            col_gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300,
+                                     elem_id="guidance-colour")
+            col_plot = gr.Plot(label="loss per step")
+            col_md = gr.Markdown()
+
+    bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
+    base = [model, prompt, negative]
+    run.click(bind(generate), base + [scale, steps, sampler, seed], [image, info], api_name="guidance_generate")
+    grid_btn.click(bind(scale_grid), base + [steps, sampler, seed], grid, api_name="guidance_grid")
+    dec_btn.click(bind(decompose), base + [scale, steps, sampler, seed, step], [dec_gallery, dec_md],
+                  api_name="guidance_decompose")
+    trade_btn.click(bind(tradeoff), base + [steps, sampler, seed, samples], [trade_plot, trade_md],
+                    api_name="guidance_tradeoff")
+    col_btn.click(bind(colour_run), [model, prompt, colour, loss_scale, scaling, steps, seed],
+                  [col_gallery, col_plot, col_md], api_name="guidance_colour")
+
+
+if __name__ == "__main__":
+    from pipelines.runtime import Runtime
+
+    with gr.Blocks(title=TITLE) as demo:
+        create(Runtime.create("auto"))
+    demo.launch()
