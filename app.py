@@ -20,6 +20,7 @@ TAB_MODULES = [
     "demos.schedules",
     "demos.guidance",
     "demos.clip_guidance",
+    "demos.inpainting",
 ]
 MAX_FILE_SIZE = "20mb"
 QUEUE_MAX_SIZE = 32

@@ -1,0 +1,375 @@
+"""Tab "Inpainting": paint a mask on an image and let the model fill it in (RePaint), and turn a
+rough drawing into an image (SDEdit).
+
+UI only: the maths is :mod:`pipelines.inpainting` (on top of :mod:`pipelines.sampling`); images
+are validated by :mod:`pipelines.images`. Each event builds its own generator and scheduler.
+Run alone for a quick look: ``python -m demos.inpainting``.
+
+The canvas is a ``gr.ImageEditor`` (RGBA, numpy): its value is
+``{"background": HxWx4, "layers": [HxWx4, ...], "composite": HxWx4}``; the mask is where the
+paint layer's alpha is non-zero (the colour of the brush does not matter).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import io
+
+import gradio as gr
+import numpy as np
+import torch
+from gradio.processing_utils import save_bytes_to_cache
+from gradio.utils import get_upload_folder
+from PIL import Image, ImageDraw, ImageOps
+
+from demos.common import jpeg, sample_paths
+from pipelines import images
+from pipelines import inpainting as ip
+from pipelines.models import SAMPLERS
+from pipelines.toyworld.world import Scene, render
+
+TITLE = "Inpainting"
+WORK_PX = 256  # working / display size; the toy model itself runs at 32 px (8x smaller)
+HUGE_SIDE = 2048  # larger uploads get a visible warning (they are resized to the working size anyway)
+MAX_STEPS = 100
+MAX_SCALE = 20.0
+BRUSH = ("#ff00ff", 0.55)  # translucent magenta: the image stays visible under the paint
+SKETCH_COLOURS = ["#dc1e1e", "#ff8c00", "#fae114", "#1eaa32", "#00d2e6", "#1e46eb", "#8c32c8", "#ff78c8",
+                  "#0c0c0c", "#7d7d7d", "#f5f5f5"]  # the toy world's colours, then black/gray/white
+RESAMPLING_HELP = ("**Resampling** (RePaint): after every *jump length* steps, re-noise the sample back up and "
+                   "denoise that stretch again, *resamples* passes in all. Each pass lets the new content re-adapt "
+                   "to the pixels that are kept, so seams and colours blend better, at the cost of more UNet calls.")
+TOY_SCENES = [
+    Scene("circle", "red", "navy", "large", 0.5, 0.5, 0.36),
+    Scene("star", "yellow", "black", "large", 0.5, 0.5, 0.38),
+    Scene("square", "blue", "white", "large", 0.5, 0.5, 0.34),
+    Scene("triangle", "green", "gray", "large", 0.5, 0.5, 0.36),
+    Scene("cross", "pink", "navy", "large", 0.5, 0.5, 0.36),
+]
+
+
+# ------------------------------------------------------------------ helpers (UI side only)
+
+
+def user_errors(fn):
+    """A pipelines ``ValueError`` -> ``gr.Error`` the user reads; works for generators too."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as e:
+                raise gr.Error(str(e)) from e
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+    return wrapper
+
+
+def png(im: Image.Image) -> str:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return save_bytes_to_cache(buf.getvalue(), "image.png", get_upload_folder())
+
+
+def toy_sample_images() -> list[Image.Image]:
+    """Toy-world scenes rendered directly at the working size (what the toy model knows)."""
+    return [render(s, size=WORK_PX) for s in TOY_SCENES]
+
+
+def red_blob_sketch(size: int = WORK_PX, seed: int = 0) -> Image.Image:
+    """A hand-drawn-looking red blob on white (a wobbly closed curve), for the sketch demo and eval."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(1, 4)
+    amp, phase = rng.uniform(0.03, 0.09, 3), rng.uniform(0, 2 * np.pi, 3)
+    cx, cy = size * (0.5 + rng.uniform(-0.06, 0.06, 2))
+    r0 = size * rng.uniform(0.27, 0.36)
+    th = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    r = r0 * (1 + (amp[:, None] * np.cos(k[:, None] * th + phase[:, None])).sum(0))
+    pts = list(zip(cx + r * np.cos(th), cy + r * np.sin(th)))
+    im = Image.new("RGB", (size, size), (245, 245, 245))
+    ImageDraw.Draw(im).polygon(pts, fill=(220, 30, 30))
+    return im
+
+
+def number(name: str, value, lo: float, hi: float) -> float:
+    """A finite float in [lo, hi], else ValueError (NaN/inf sent through the API are refused)."""
+    return ip.sampling._finite(name, value, lo, hi)  # noqa: SLF001
+
+
+def generator_for(seed) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(int(number("seed", seed, 0, 2**63 - 1)))
+
+
+def work_size(model) -> int:
+    return max(WORK_PX, max(ip.model_pixel_size(model)))
+
+
+def _size_notes(w: int, h: int, work: int) -> list[str]:
+    notes = []
+    if max(w, h) > HUGE_SIDE:
+        notes.append(f"Your image is large ({w}×{h} px); it was resized to {work}×{work} px for this demo.")
+    elif (w, h) != (work, work):
+        notes.append(f"The image ({w}×{h} px) was centre-cropped to a square and resized to {work}×{work} px.")
+    return notes
+
+
+def editor_image_and_mask(value, work: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+    """ImageEditor value -> (image ``[1, 3, work, work]`` in [-1, 1], mask ``[work, work]`` in {0, 1}, notes)."""
+    if not value or value.get("background") is None:
+        raise ValueError("No image on the canvas: upload one or pick a sample first.")
+    pil = images.load_image(value["background"])  # validates size; transparency composited on white
+    w, h = pil.size
+    notes = _size_notes(w, h, work)
+    layers = [a for a in (value.get("layers") or []) if a is not None]
+    if any(np.asarray(a).shape[:2] != (h, w) for a in layers):
+        notes.append(f"The paint layer's size differs from the image's ({w}×{h} px); the mask was resized to it.")
+    mask = ip.mask_from_layers(layers, size=(h, w))  # [h, w] in {0, 1}
+    img = images.to_working_size(pil, work)
+    mask_im = ImageOps.fit(Image.fromarray((mask * 255).astype(np.uint8), "L"), (work, work),
+                           method=Image.Resampling.NEAREST, centering=(0.5, 0.5))
+    return images.pil_to_tensor(img), (np.asarray(mask_im) > 127).astype(np.float32), notes
+
+
+def mask_png(mask: np.ndarray) -> str:
+    return png(Image.fromarray((mask * 255).astype(np.uint8), "L").convert("RGB"))
+
+
+def show(x: torch.Tensor, px: int | None = None) -> str:
+    """``[3, H, W]`` in [-1, 1] -> a JPEG path (nearest upscaling to ``px`` keeps model pixels honest)."""
+    arr = images.tensor_to_uint8(x.detach().float().cpu())
+    if px and arr.shape[0] < px:
+        arr = np.asarray(Image.fromarray(arr).resize((px, px), Image.NEAREST))
+    return jpeg(arr, quality=95)
+
+
+def show_png(x: torch.Tensor) -> str:
+    """Lossless, so the kept pixels can be checked against the input exactly."""
+    return png(Image.fromarray(images.tensor_to_uint8(x.detach().float().cpu())))
+
+
+def editor_value(path: str) -> dict:
+    return {"background": path, "layers": [], "composite": path}
+
+
+# ------------------------------------------------------------------ events
+
+
+def preview_mask(value):
+    """Canvas changed -> (mask image, coverage markdown). Nothing heavy: no model."""
+    if not value or value.get("background") is None:
+        return None, "No image yet."
+    _, mask, notes = editor_image_and_mask(value, WORK_PX)
+    cov = float(mask.mean())
+    msg = f"Mask covers **{cov:.0%}** of the image (white = replace)."
+    if cov == 0:
+        msg = "Mask is empty: paint over the region to replace."
+    elif cov == 1:
+        msg = "Everything is masked: that is plain text-to-image generation."
+    return mask_png(mask), " ".join([msg] + notes)
+
+
+def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, sampler, seed, resamples, jump):
+    """Stream (composite, x_t, mask, markdown) per UNet step; the last composite is a lossless PNG."""
+    model = runtime.registry.diffusion(model_name or None)  # ModelUnavailable is a ValueError
+    n = int(number("steps", steps, 1, MAX_STEPS))
+    w = number("guidance scale", scale, 0.0, MAX_SCALE)
+    r = int(number("resamples", resamples, 1, ip.MAX_RESAMPLES))
+    j = int(number("jump length", jump, 1, MAX_STEPS))
+    work = work_size(model)
+    image, mask, notes = editor_image_and_mask(value, work)
+    prep = ip.prepare(image, mask)  # empty mask -> ValueError; full -> plain generation (note)
+    notes += prep.notes
+    hm, wm = ip.model_pixel_size(model)
+    if (hm, wm) != (work, work):
+        notes.append(f"The model works at {wm}×{hm} px: image and mask are downsized for it, the result is "
+                     f"upscaled back and pasted into the original outside the mask.")
+    mpath = mask_png(mask)
+    head = " ".join(notes)
+    gen = generator_for(seed)
+    for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
+                               sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
+                               jump_length=j, resamples=r):
+        phase = f", {st.phase} of this stretch" if st.phase else ""
+        if st.image is not None:
+            md = (f"**Done**: {st.total} UNet calls ({n} {sampler} steps, {r} resample pass(es), jump length {j}); "
+                  f"mask {prep.coverage:.0%}; seed {int(seed)}. Outside the mask the pixels are the input's. {head}")
+            yield show_png(st.image[0]), show(st.x_t_rgb[0]) if st.x_t_rgb is not None else None, mpath, md
+        else:
+            md = (f"UNet call {st.index + 1}/{st.total}: step {st.position}/{n} (t = {st.t}){phase}. "
+                  f"Showing the predicted x̂0 inside the mask. {head}")
+            yield show(st.composite[0]), show(st.x_t_rgb[0]) if st.x_t_rgb is not None else None, mpath, md
+
+
+def _sketch_tensor(value) -> torch.Tensor:
+    if not value:
+        raise ValueError("The sketch canvas is empty: draw something first.")
+    src = value.get("composite")
+    if src is None:
+        src = value.get("background")
+    if src is None:
+        raise ValueError("The sketch canvas is empty: draw something first.")
+    return images.pil_to_tensor(images.to_working_size(images.load_image(src), WORK_PX))
+
+
+def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed):
+    """SDEdit on the drawing: stream (result, markdown); the predicted x̂0 per step, then the image."""
+    model = runtime.registry.diffusion(model_name or None)
+    n = int(number("steps", steps, 1, MAX_STEPS))
+    s = number("strength", strength, 0.0, 1.0)
+    w = number("guidance scale", scale, 0.0, MAX_SCALE)
+    first = ip.start_step(s, n)
+    sketch = _sketch_tensor(value)
+    work = work_size(model)
+    gen = generator_for(seed)
+    for rec in ip.sketch_steps(model, sketch, str(prompt or ""), strength=s, num_inference_steps=n,
+                               guidance_scale=w, generator=gen):
+        if rec.index == 0:
+            t0 = rec.t
+        if rec.image is not None:
+            md = (f"**Done**: strength {s:g} → the drawing was noised to t = {t0} (step {first + 1}/{n}) and "
+                  f"denoised for {n - first} steps; seed {int(seed)}. "
+                  f"The model works at {ip.model_pixel_size(model)[0]} px (shown upscaled).")
+            yield show(rec.image[0], work), md
+        else:
+            yield show(rec.pred_x0_rgb[0], work), (f"step {first + rec.index + 1}/{n} (started at t = {t0}): "
+                                                    f"predicted x̂0")
+
+
+def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
+    """The same drawing, prompt and seed at strengths 0.3 … 1.0 -> gallery [(image, caption)]."""
+    model = runtime.registry.diffusion(model_name or None)
+    n = int(number("steps", steps, 1, MAX_STEPS))
+    w = number("guidance scale", scale, 0.0, MAX_SCALE)
+    seed = int(number("seed", seed, 0, 2**63 - 1))
+    sketch = _sketch_tensor(value)
+    work = work_size(model)
+    out = [(show(sketch[0]), "your drawing")]
+    for s, img in ip.sketch_strip(model, sketch, str(prompt or ""), seed=seed, num_inference_steps=n,
+                                  guidance_scale=w):
+        out.append((show(img[0], work), f"strength {s:g} (from step {ip.start_step(s, n) + 1}/{n})"))
+    return out
+
+
+# ------------------------------------------------------------------ layout
+
+
+def create(runtime) -> None:
+    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
+    reg = runtime.registry
+    names = [n for n in reg.diffusion_names() if reg.spec(n).kind in ("toy", "latent")]
+    toy_paths = [png(im) for im in toy_sample_images()]
+    samples = toy_paths + sample_paths()
+    blob = png(red_blob_sketch())
+    blank = png(Image.new("RGB", (WORK_PX, WORK_PX), (245, 245, 245)))
+    bind = lambda fn: user_errors(functools.partial(fn, runtime))  # noqa: E731
+
+    gr.Markdown(
+        "**Paint over what should change**, say what should be there, and watch the model fill it in while the "
+        "rest stays put. At every step the kept region of x_t is replaced by the input noised to the same t, "
+        "x_t ← m·x_t + (1−m)·q(x_orig, t) with m = 1 on the painted region (RePaint, Lugmayr et al. 2022). "
+        "The bundled toy model knows only coloured shapes and works at **32×32 px**: the image and mask are "
+        f"downsized for it and the result is upscaled back to {WORK_PX} px and pasted in outside the mask."
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            editor = gr.ImageEditor(
+                value=editor_value(toy_paths[0]), type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
+                brush=gr.Brush(default_size=24, colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
+                eraser=gr.Eraser(default_size=24), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
+                label="canvas: paint the region to replace (brush size in the brush menu; eraser to undo paint)",
+                elem_id="inpaint-editor", height=420)
+            gallery = gr.Gallery(value=samples, label="…or click a sample (toy-world scenes first)", columns=9,
+                                 height=100, allow_preview=False, elem_id="inpaint-samples")
+        with gr.Column(scale=2):
+            with gr.Row():
+                mask_img = gr.Image(label="mask (white = replace)", interactive=False, elem_id="inpaint-mask",
+                                    height=200)
+                xt_img = gr.Image(label="x_t the UNet sees", interactive=False, elem_id="inpaint-xt", height=200)
+            result = gr.Image(label="result (streams: x̂0 inside the mask, the input outside)", interactive=False,
+                              elem_id="inpaint-result", height=260, format="png")
+            info = gr.Markdown(elem_id="inpaint-info")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            model = gr.Dropdown(names, value=names[0], label="diffusion model")
+            prompt = gr.Textbox("a yellow star on a navy background", label="prompt (what goes in the mask)")
+            negative = gr.Textbox("", label="negative prompt")
+        with gr.Column(scale=1, min_width=260):
+            with gr.Row():
+                steps = gr.Slider(5, MAX_STEPS, value=40, step=1, label="steps")
+                sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
+            with gr.Row():
+                scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
+                seed = gr.Number(0, label="seed", precision=0, minimum=0)
+        with gr.Column(scale=1, min_width=260):
+            gr.Markdown(RESAMPLING_HELP)
+            with gr.Row():
+                resamples = gr.Slider(1, 10, value=1, step=1, label="resamples r (1 = off)")
+                jump = gr.Slider(1, 20, value=5, step=1, label="jump length j (steps)")
+            run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
+
+    gr.Markdown("### Sketch to image (SDEdit)\nDraw with a few colours (or on an existing image), pick a strength and "
+                "a prompt. The drawing is noised to the step the strength picks and denoised from there: low "
+                "strength keeps your drawing, strength 1 ignores it.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            sketch = gr.ImageEditor(
+                value=editor_value(blob), type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
+                brush=gr.Brush(default_size=20, colors=SKETCH_COLOURS, color_mode="defaults"),
+                eraser=gr.Eraser(default_size=20), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
+                label="sketch (the toy model's colours are in the palette)", elem_id="sketch-editor", height=420)
+            with gr.Row():
+                blank_btn = gr.Button("Blank canvas", size="sm")
+                blob_btn = gr.Button("Example: a red blob", size="sm")
+                from_btn = gr.Button("Draw on the inpainting image", size="sm")
+        with gr.Column(scale=2):
+            sk_prompt = gr.Textbox("a red circle", label="prompt")
+            sk_strength = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="strength (fraction of steps run)")
+            with gr.Row():
+                sk_steps = gr.Slider(5, MAX_STEPS, value=40, step=1, label="steps")
+                sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
+                sk_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            with gr.Row():
+                sk_run = gr.Button("Sketch → image", variant="primary", elem_id="sketch-run")
+                strip_run = gr.Button("Strip across strengths", elem_id="sketch-strip-run")
+            sk_result = gr.Image(label="result", interactive=False, elem_id="sketch-result", height=260)
+            sk_info = gr.Markdown()
+    strip = gr.Gallery(label="same drawing, prompt and seed; only the strength changes", columns=8, height=220,
+                       elem_id="sketch-strip")
+
+    def pick(evt: gr.SelectData) -> dict:
+        return editor_value(samples[int(evt.index)])  # the server picks the path; the client sends an index
+
+    def from_inpaint(value):
+        if not value or value.get("background") is None:
+            raise ValueError("The inpainting canvas has no image.")
+        pil = images.to_working_size(images.load_image(value["background"]), WORK_PX)
+        return editor_value(png(pil))
+
+    gallery.select(pick, None, editor, api_name="inpaint_pick_sample", api_visibility="private")
+    editor.change(user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
+                  trigger_mode="always_last", show_progress="hidden")
+    run.click(bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
+              [result, xt_img, mask_img, info], api_name="inpaint")
+    blank_btn.click(lambda: editor_value(blank), None, sketch, api_name="sketch_blank", api_visibility="private")
+    blob_btn.click(lambda: editor_value(blob), None, sketch, api_name="sketch_example", api_visibility="private")
+    from_btn.click(user_errors(from_inpaint), editor, sketch, api_name="sketch_from_inpaint",
+                   api_visibility="private")
+    sk_run.click(bind(run_sketch), [model, sketch, sk_prompt, sk_strength, sk_scale, sk_steps, sk_seed],
+                 [sk_result, sk_info], api_name="sketch")
+    strip_run.click(bind(run_strip), [model, sketch, sk_prompt, sk_scale, sk_steps, sk_seed], strip,
+                    api_name="sketch_strip")
+
+
+if __name__ == "__main__":
+    from pipelines.runtime import Runtime
+
+    with gr.Blocks(title=TITLE) as demo:
+        create(Runtime.create())
+    demo.launch()
