@@ -127,7 +127,7 @@ def create(runtime) -> None:
                                   label="gradient × per step")
             with gr.Row():
                 steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                seed = gr.Number(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
             gr.Examples([["a red circle on a white background", BASE_MODES[0], 200, "sqrt_alpha_bar"],
                          ["a blue square on a black background", BASE_MODES[0], 400, "sqrt_alpha_bar"],

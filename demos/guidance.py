@@ -72,7 +72,10 @@ def steps_arg(steps) -> int:
 
 
 def seed_arg(seed) -> int:
-    return int(G.check_number("seed", seed, 0, 2**63 - 1))
+    v = G.check_number("seed", seed, 0, 2**63 - 1)
+    if v != int(v):
+        raise ValueError(f"seed must be a whole number, got {v:g}")
+    return int(v)
 
 
 def conditional_model(runtime, name: str):
@@ -269,7 +272,7 @@ def create(runtime) -> None:
             with gr.Row():
                 steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps")
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
-            seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            seed = gr.Number(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
             gr.Examples([["a yellow star on a navy background", "", 5.0],
                          ["a red circle on a white background", "", 7.5],

@@ -1,0 +1,111 @@
+"""Every api_name of the "Guidance playground" and "CLIP guidance" tabs, through gradio_client,
+on the bundled models (few steps: these check wiring, validation and determinism, not quality)."""
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+pytestmark = pytest.mark.api
+
+MODEL = "toy-sd (bundled, 32 px)"
+CLIP = "toy-clip (bundled)"
+PROMPT = "a red circle on a white background"
+UNCOND = "unconditional (empty prompt)"
+COND = "conditional (base prompt + CFG)"
+
+
+def _img(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def test_generate_is_deterministic_and_depends_on_w(client):
+    a, md = client.predict(MODEL, PROMPT, "", 5.0, 4, "DDIM", 1, api_name="/guidance_generate")
+    b, _ = client.predict(MODEL, PROMPT, "", 5.0, 4, "DDIM", 1, api_name="/guidance_generate")
+    c, _ = client.predict(MODEL, PROMPT, "", 0.0, 4, "DDIM", 1, api_name="/guidance_generate")
+    assert "Done" in md and _img(a).shape == (256, 256, 3)
+    assert np.abs(_img(a) - _img(b)).max() <= 8  # same seed: same image (JPEG round trip aside)
+    assert np.abs(_img(a) - _img(c)).mean() > 1  # w changes it
+
+
+def test_grid_has_five_scales(client):
+    grid = client.predict(MODEL, PROMPT, "", 3, "DDIM", 2, api_name="/guidance_grid")
+    assert len(grid) == 5
+    assert "unconditional" in grid[0]["caption"] and grid[4]["caption"] == "w = 15"
+
+
+def test_decompose_reports_terms_and_norms(client):
+    gallery, md = client.predict(MODEL, PROMPT, "a blue star", 7.5, 5, "DDIM", 0, 2, api_name="/guidance_decompose")
+    assert len(gallery) == 6
+    assert "ε_c − ε_u" in md and "Step **2/5**" in md and "L2 norm" in md
+
+
+def test_tradeoff_plot_and_table(client):
+    plot, md = client.predict(MODEL, PROMPT, "", 3, "DDIM", 0, 2, api_name="/guidance_tradeoff")
+    assert plot is not None
+    rows = [r for r in md.splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert len(rows) == 8 and rows[0].startswith("| 0 |")
+
+
+def test_colour_with_and_without(client):
+    gallery, plot, md = client.predict(MODEL, PROMPT, "#00ff00", 300, "sqrt_alpha_bar", 6, 0,
+                                       api_name="/guidance_colour")
+    assert len(gallery) == 2 and plot is not None
+    assert "Mean colour without" in md and "distance" in md
+
+
+@pytest.mark.parametrize("mode", [UNCOND, COND])
+def test_clip_guidance_run(client, mode):
+    gallery, loss_plot, heat, md = client.predict(CLIP, MODEL, PROMPT, mode, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0,
+                                                  api_name="/clip_guidance_run")
+    assert len(gallery) == 2 and loss_plot is not None and heat is not None
+    assert "Final CLIP loss" in md
+
+
+def test_clip_hub_model_offline_gives_a_clear_message(client):
+    with pytest.raises(AppError, match="network"):
+        client.predict("ViT-B-32 / openai (hub)", MODEL, PROMPT, UNCOND, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0,
+                       api_name="/clip_guidance_run")
+
+
+@pytest.mark.parametrize("api,args,match", [
+    ("/guidance_generate", (MODEL, PROMPT, "", 5.0, 4, "DDIM", 1e30), "seed|maximum"),
+    ("/guidance_generate", (MODEL, PROMPT, "", 5.0, 1e9, "DDIM", 0), "steps|maximum"),
+    ("/guidance_decompose", (MODEL, PROMPT, "", 5.0, 4, "DDIM", 0, 9), "step must be between 1 and 4"),
+    ("/guidance_colour", (MODEL, PROMPT, "not a colour", 60, "sqrt_alpha_bar", 4, 0), "colour"),
+    ("/clip_guidance_run", (CLIP, MODEL, "  ", UNCOND, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0), "prompt"),
+])
+def test_bad_input_is_reported(client, api, args, match):
+    with pytest.raises(AppError, match=match):
+        client.predict(*args, api_name=api)
+
+
+def _raw_call(app_url: str, api: str, data_json: str) -> str:
+    """POST a hand-written JSON body (gradio_client refuses NaN/inf) and return the result stream."""
+    base = app_url.rstrip("/")
+    r = httpx.post(f"{base}/gradio_api/call/{api}", content='{"data": ' + data_json + "}",
+                   headers={"content-type": "application/json"}, timeout=60)
+    r.raise_for_status()
+    event = r.json()["event_id"]
+    with httpx.stream("GET", f"{base}/gradio_api/call/{api}/{event}", timeout=120) as s:
+        return "".join(s.iter_text())
+
+
+@pytest.mark.parametrize("api,data", [
+    ("guidance_generate", [MODEL, PROMPT, "", "NaN", 4, "DDIM", 0]),
+    ("guidance_generate", [MODEL, PROMPT, "", 5.0, 4, "DDIM", "NaN"]),
+    ("guidance_decompose", [MODEL, PROMPT, "", 5.0, 4, "DDIM", 0, "NaN"]),
+    ("guidance_tradeoff", [MODEL, PROMPT, "", "NaN", "DDIM", 0, 2]),
+    ("guidance_colour", [MODEL, PROMPT, "#00ff00", "Infinity", "sqrt_alpha_bar", 4, 0]),
+    ("clip_guidance_run", [CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 2, "NaN", "sqrt_alpha_bar", 4, 0]),
+    ("clip_guidance_run", [CLIP, MODEL, PROMPT, COND, "", "-Infinity", 2, 100, "sqrt_alpha_bar", 4, 0]),
+])
+def test_nan_and_inf_through_raw_http_get_a_clear_error(app_url, api, data):
+    body = json.dumps(data).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity").replace('"-Infinity"', "-Infinity")
+    out = _raw_call(app_url, api, body)
+    assert "event: error" in out, out[-500:]
+    # our message ("… must be a finite number") or gradio's bounds check ("… greater than maximum …")
+    assert any(m in out for m in ("finite", "must be", "maximum value", "minimum value")), out[-500:]
