@@ -103,8 +103,19 @@ def number(name: str, value, lo: float, hi: float) -> float:
     return ip.sampling._finite(name, value, lo, hi)  # noqa: SLF001
 
 
+MAX_SEED = 2**53  # integers a browser's number type holds exactly
+
+
+def seed_arg(seed) -> int:
+    """A whole number in [0, 2^53] (NaN/inf/fractions refused with a message)."""
+    v = number("seed", seed, 0, MAX_SEED)
+    if v != int(v):
+        raise ValueError(f"seed must be a whole number, got {v:g}")
+    return int(v)
+
+
 def generator_for(seed) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(int(number("seed", seed, 0, 2**63 - 1)))
+    return torch.Generator("cpu").manual_seed(seed_arg(seed))
 
 
 def work_size(model) -> int:
@@ -247,7 +258,7 @@ def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     model = runtime.registry.diffusion(model_name or None)
     n = int(number("steps", steps, 1, MAX_STEPS))
     w = number("guidance scale", scale, 0.0, MAX_SCALE)
-    seed = int(number("seed", seed, 0, 2**63 - 1))
+    seed = seed_arg(seed)
     sketch = _sketch_tensor(value)
     work = work_size(model)
     out = [(show(sketch[0]), "your drawing")]
@@ -306,7 +317,7 @@ def create(runtime) -> None:
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             with gr.Row():
                 scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                seed = gr.Number(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(RESAMPLING_HELP)
             with gr.Row():
@@ -334,7 +345,7 @@ def create(runtime) -> None:
             with gr.Row():
                 sk_steps = gr.Slider(5, MAX_STEPS, value=40, step=1, label="steps")
                 sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                sk_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                sk_seed = gr.Number(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
             with gr.Row():
                 sk_run = gr.Button("Sketch → image", variant="primary", elem_id="sketch-run")
                 strip_run = gr.Button("Strip across strengths", elem_id="sketch-strip-run")
