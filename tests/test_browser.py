@@ -73,3 +73,55 @@ def test_clip_guidance_run_shows_with_and_without(page):
     assert errors.count() == 0, errors.first.inner_text()
     page.wait_for_timeout(500)
     page.screenshot(path="/tmp/diffusion-lab-clip-guidance.png", full_page=True)
+
+
+def _paint_strokes(page, elem_id: str, strokes: list[tuple[float, float, float, float]]) -> None:
+    """Drag the mouse over the ImageEditor canvas ``elem_id``; strokes are (x0, y0, x1, y1) fractions
+    of the drawn image's box (the visible canvas)."""
+    page.locator(f"#{elem_id} button[aria-label='Brush']").click()
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    for x0, y0, x1, y1 in strokes:
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for i in range(1, 16):
+            f = i / 15
+            page.mouse.move(box["x"] + (x0 + (x1 - x0) * f) * box["width"],
+                            box["y"] + (y0 + (y1 - y0) * f) * box["height"])
+            page.wait_for_timeout(20)
+        page.mouse.up()
+
+
+def _fetch_image(page, elem_id: str):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    src = image_src(page, elem_id)
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
+def test_inpainting_paint_mask_with_the_mouse_and_inpaint(page):
+    open_tab(page, "Inpainting")
+    page.wait_for_selector("#inpaint-editor canvas")
+    page.wait_for_timeout(1000)  # let the sample background load onto the canvas
+    _paint_strokes(page, "inpaint-editor", [(0.42, 0.45, 0.58, 0.45), (0.42, 0.52, 0.58, 0.52)])
+    page.wait_for_selector("#inpaint-mask img", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Mask covers')")
+    mask = _fetch_image(page, "inpaint-mask")[..., 0] > 127
+    assert 0.005 < mask.mean() < 0.5, mask.mean()  # the strokes, not nothing and not everything
+    h, w = mask.shape
+    assert mask[int(0.4 * h):int(0.6 * h), int(0.35 * w):int(0.65 * w)].any()  # where we painted
+    assert not mask[: h // 5].any() and not mask[-h // 5:].any()
+    before = image_src(page, "inpaint-result")
+    page.locator("#inpaint-run").click()
+    page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Done')",
+                           timeout=180_000)
+    src = wait_for_change(page, "inpaint-result", before)
+    assert src and src.endswith(".png"), src
+    result = _fetch_image(page, "inpaint-result")
+    assert result.shape[:2] == mask.shape
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
+    page.wait_for_timeout(300)
+    page.screenshot(path="/tmp/diffusion-lab-inpainting.png", full_page=True)
