@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from gradio.processing_utils import save_bytes_to_cache
 from gradio.utils import get_upload_folder
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
 from demos.common import jpeg, sample_paths
 from pipelines import images
@@ -84,18 +84,8 @@ def toy_sample_images() -> list[Image.Image]:
 
 
 def red_blob_sketch(size: int = WORK_PX, seed: int = 0) -> Image.Image:
-    """A hand-drawn-looking red blob on white (a wobbly closed curve), for the sketch demo and eval."""
-    rng = np.random.default_rng(seed)
-    k = np.arange(1, 4)
-    amp, phase = rng.uniform(0.03, 0.09, 3), rng.uniform(0, 2 * np.pi, 3)
-    cx, cy = size * (0.5 + rng.uniform(-0.06, 0.06, 2))
-    r0 = size * rng.uniform(0.27, 0.36)
-    th = np.linspace(0, 2 * np.pi, 90, endpoint=False)
-    r = r0 * (1 + (amp[:, None] * np.cos(k[:, None] * th + phase[:, None])).sum(0))
-    pts = list(zip(cx + r * np.cos(th), cy + r * np.sin(th)))
-    im = Image.new("RGB", (size, size), (245, 245, 245))
-    ImageDraw.Draw(im).polygon(pts, fill=(220, 30, 30))
-    return im
+    """A hand-drawn-looking red blob on white, for the sketch demo (the evaluation uses the same)."""
+    return ip.blob_sketch(size, seed)
 
 
 def number(name: str, value, lo: float, hi: float) -> float:

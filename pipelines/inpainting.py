@@ -493,6 +493,23 @@ def inpaint(model, image, mask, prompt="", **kwargs) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 
 
+def blob_sketch(size: int = 256, seed: int = 0, color=(220, 30, 30), background=(245, 245, 245)):
+    """A hand-drawn-looking blob (a wobbly closed curve, three random harmonics) as an RGB PIL
+    image: the "rough drawing" of the sketch demo and of the evaluation. Deterministic in ``seed``."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    k = np.arange(1, 4)
+    amp, phase = rng.uniform(0.03, 0.09, 3), rng.uniform(0, 2 * np.pi, 3)
+    cx, cy = size * (0.5 + rng.uniform(-0.06, 0.06, 2))
+    r0 = size * rng.uniform(0.27, 0.36)
+    th = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    r = r0 * (1 + (amp[:, None] * np.cos(k[:, None] * th + phase[:, None])).sum(0))
+    im = Image.new("RGB", (size, size), tuple(background))
+    ImageDraw.Draw(im).polygon(list(zip(cx + r * np.cos(th), cy + r * np.sin(th))), fill=tuple(color))
+    return im
+
+
 def start_step(strength: float, num_steps: int) -> int:
     """SDEdit: ``strength`` in (0, 1] -> index of the first step run (0 = from pure noise).
 
