@@ -288,14 +288,28 @@ def alpha_bar_at(scheduler, t, step_index: int | None = None) -> float:
     return float(scheduler.alphas_cumprod[int(t)])
 
 
-def plan_timesteps(scheduler, num_inference_steps: int, strength: float = 1.0, device=None):
+def plan_timesteps(scheduler, num_inference_steps: int, strength: float = 1.0, device=None,
+                   timesteps: list[int] | None = None):
     """``set_timesteps`` then keep the last ``strength`` fraction (diffusers' img2img rule).
 
-    Returns ``(timesteps, begin_index)``: ``timesteps`` is what the loop walks (1-D tensor),
+    ``timesteps``: an explicit descending list (e.g. CS180's strided 990, 960, ..., 0), for
+    schedulers whose ``set_timesteps`` accepts one (DDPM); ``num_inference_steps`` is then
+    its length. Returns ``(timesteps, begin_index)``: ``timesteps`` is what the loop walks (1-D tensor),
     ``begin_index`` its offset into ``scheduler.timesteps``. Raises ValueError when
     ``strength`` leaves no step.
     """
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    if timesteps is not None:
+        timesteps = [int(v) for v in timesteps]
+        n_train = int(scheduler.config.num_train_timesteps)
+        if not timesteps or any(a <= b for a, b in zip(timesteps, timesteps[1:])) or not 0 <= timesteps[-1] \
+                or timesteps[0] >= n_train:
+            raise ValueError(f"timesteps must be a strictly descending list within [0, {n_train - 1}]")
+        if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+            raise ValueError(f"{type(scheduler).__name__} does not take an explicit list of timesteps; use DDPM")
+        scheduler.set_timesteps(timesteps=timesteps, device=device)
+        num_inference_steps = len(timesteps)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device)
     init = min(int(num_inference_steps * strength), num_inference_steps)
     if init < 1:
         raise ValueError(f"strength {strength:g} with {num_inference_steps} steps leaves no denoising step; "
@@ -378,6 +392,7 @@ def sample_steps(
     init_latents: torch.Tensor | None = None,
     strength: float = 1.0,
     noise: torch.Tensor | None = None,
+    timesteps: list[int] | None = None,
     prompt_embeds: torch.Tensor | None = None,
     negative_prompt_embeds: torch.Tensor | None = None,
     cond_fn: CondFn | None = None,
@@ -411,6 +426,8 @@ def sample_steps(
         init_latents: the same, already in model space ``[B, C, h, w]``.
         strength: fraction of the steps to run from the image (1 = from pure noise).
         noise: the ε for noising the init image ``[B, C, h, w]`` (drawn when None).
+        timesteps: an explicit descending list of timesteps (DDPM only; see
+            :func:`plan_timesteps`); overrides ``num_inference_steps``.
         prompt_embeds / negative_prompt_embeds: precomputed ``[B, L, D]`` text features.
         cond_fn, replace_fn, denoiser: hooks; see the module docstring.
         preview: ``auto`` | ``linear`` | ``vae`` | ``none`` (see :func:`to_rgb`).
@@ -421,6 +438,8 @@ def sample_steps(
     Raises:
         ValueError: for bad arguments (with a message meant for the user).
     """
+    if timesteps is not None:
+        num_inference_steps = len(timesteps)
     steps = int(_finite("steps", num_inference_steps, 1, MAX_STEPS))
     w = _finite("guidance scale", guidance_scale, 0.0, 100.0)
     eta = _finite("eta", eta, 0.0, 1.0)
@@ -465,7 +484,7 @@ def sample_steps(
 
     # 2. Timesteps (img2img keeps the last `strength` of them).
     from_image = init_image is not None or init_latents is not None
-    timesteps, begin = plan_timesteps(scheduler, steps, strength if from_image else 1.0, device)
+    timesteps, begin = plan_timesteps(scheduler, steps, strength if from_image else 1.0, device, timesteps)
     extra = {}
     if "eta" in step_params:
         extra["eta"] = eta

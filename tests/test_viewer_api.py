@@ -1,0 +1,148 @@
+"""Every api_name of the Denoising viewer tab, through gradio_client against the launched app
+(bundled toy model, whatever its weights: these tests assert behaviour, not appearance)."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from demos.denoising_viewer import toy_scene_paths
+from pipelines.models import DEFAULT_DIFFUSION_SPECS
+
+pytestmark = pytest.mark.api
+
+MODEL = DEFAULT_DIFFUSION_SPECS[0].name
+PROMPT = "a red circle on a navy background"
+
+
+def _img(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _run_args(sampler="DDIM", steps=6, eta=0.0, seed=0, guidance=3.0, use_image=False, image=None, strength=0.6):
+    return (MODEL, PROMPT, "", sampler, steps, eta, seed, guidance, use_image, image, strength)
+
+
+def _final(client, **kw):
+    job = client.submit(*_run_args(**kw), api_name="/viewer_run")
+    outs = job.result(timeout=300) and job.outputs()
+    return outs
+
+
+def test_viewer_run_streams_then_scrubs_without_recomputing(client):
+    outs = _final(client, steps=12)
+    assert len(outs) >= 2  # streamed frames, then the final one
+    xt, x0, eps, info, slider, strip = outs[-1]
+    assert "step 12 / 12" in info and "done" in info and "SNR" in info
+    assert all(_img(p).shape == (256, 256, 3) for p in (xt, x0, eps))
+    assert slider["maximum"] == 11 and slider["value"] == 11 and slider["interactive"]
+    assert len(strip) == 11 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
+    assert all("done" not in o[3] for o in outs[:-1])  # intermediate frames carry step info only
+    # scrub: step 1 is noisier than the last; the last equals the streamed last frame
+    xt1, x01, _, info1 = client.predict(0, api_name="/viewer_scrub")
+    assert "step 1 / 12" in info1
+    xt_last, x0_last, _, info_last = client.predict(11, api_name="/viewer_scrub")
+    assert "step 12 / 12" in info_last
+    assert np.array_equal(_img(x0_last), _img(x0)) and np.array_equal(_img(xt_last), _img(xt))
+    assert not np.array_equal(_img(xt1), _img(xt_last))
+    # first x_t is noise: neighbouring pixels barely correlate, unlike the last step's
+    rough = lambda a: np.abs(np.diff(a.astype(float)[::8, ::8], axis=1)).mean()  # noqa: E731
+    assert rough(_img(xt1)) > rough(_img(xt_last))
+
+
+def test_scrub_before_any_run_is_a_clear_error(client):
+    with pytest.raises(AppError, match="Run the sampler first"):
+        client.predict(0, api_name="/viewer_scrub")
+
+
+def test_start_from_an_image_sdedit(client):
+    info = client.predict(MODEL, "DDIM", 10, 0.5, True, api_name="/viewer_start_info")
+    assert "5 of 10" in info and "√ᾱ_t" in info and "SNR" in info
+    assert "pure noise" in client.predict(MODEL, "DDIM", 10, 0.5, False, api_name="/viewer_start_info")
+    scene = handle_file(toy_scene_paths()[0])
+    outs = _final(client, steps=10, use_image=True, image=scene, strength=0.5)
+    assert "step 5 / 5" in outs[-1][3]
+    # at low strength the result stays close to the start image (the model only repaints details)
+    low = _final(client, steps=10, use_image=True, image=scene, strength=0.1)
+    start = np.asarray(Image.open(toy_scene_paths()[0]).convert("RGB").resize((256, 256), Image.NEAREST), float)
+    assert np.abs(_img(low[-1][1]).astype(float) - start).mean() < 40
+    with pytest.raises(AppError, match="leaves no denoising step"):
+        client.predict(*_run_args(steps=5, use_image=True, image=scene, strength=0.1), api_name="/viewer_run")
+
+
+def test_three_ways(client):
+    gallery, md = client.predict(MODEL, handle_file(toy_scene_paths()[1]), 400, 50, "a blue square", 1.0, 0,
+                                 api_name="/three_ways")
+    assert len(gallery) == 5 and "iterative (9 steps)" in gallery[4]["caption"]
+    psnrs = [float(v) for v in re.findall(r"\| ([\d.]+) dB \|", md)]
+    assert len(psnrs) == 3 and all(0 < p < 100 for p in psnrs)
+
+
+def test_sampler_race(client):
+    lanes = [True, "DDPM", 6, True, "DDIM", 4, True, "DPM-Solver++", 3, False, "Euler", 5]
+    gallery, md = client.predict(MODEL, PROMPT, 3.0, 1, *lanes, api_name="/sampler_race")
+    assert [g["caption"].split(",")[0] for g in gallery] == ["DDPM", "DDIM", "DPM-Solver++"]
+    assert "| DDIM | 4 |" in md and "seed 1" in md
+    with pytest.raises(AppError, match="2 to 4"):
+        client.predict(MODEL, PROMPT, 3.0, 1, True, "DDIM", 4, *([False, "DDIM", 4] * 3), api_name="/sampler_race")
+
+
+def test_oracle_recovers_x0_and_the_model_does_not_exactly(client):
+    gallery, strip, md = client.predict(MODEL, handle_file(toy_scene_paths()[2]), 0.8, "DDPM", 10, "a star", 1.0, 0,
+                                        api_name="/oracle")
+    assert len(gallery) == 4 and len(strip) == 12
+    err_oracle, err_model = (float(v) for v in re.findall(r"max \|error\| = ([\d.e+-]+)", md))
+    assert err_oracle < 1e-3 < err_model
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(sampler="Euler", eta=0.5), "DDIM only"),
+    (dict(steps=500), "greater than maximum"),
+    (dict(use_image=True, image=None), "give an image"),
+])
+def test_bad_input_is_reported(client, kw, match):
+    with pytest.raises(AppError, match=match):
+        client.predict(*_run_args(**kw), api_name="/viewer_run")
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity"])
+def test_nan_and_inf_sent_through_the_raw_api_are_refused(app_url, bad):
+    """JSON clients cannot send NaN, but a raw POST can (Python's json accepts it)."""
+    body = json.dumps({"data": list(_run_args(steps="__STEPS__"))}).replace('"__STEPS__"', bad)
+    base = app_url.rstrip("/") + "/gradio_api/call/viewer_run"
+    event = httpx.post(base, content=body, headers={"content-type": "application/json"}, timeout=30).json()["event_id"]
+    stream = httpx.get(f"{base}/{event}", timeout=120).text
+    assert "event: error" in stream, stream[:500]
+    # NaN passes gradio's bounds check (every comparison is False) and is refused by the tab;
+    # inf is refused by gradio's slider bounds; either way the user reads why
+    assert ("finite" in stream) if bad == "NaN" else ("greater than maximum" in stream), stream[:500]
+
+
+def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
+    """8 sessions at once: each scrubs its own run; the same seed gives the same final image as a serial run."""
+    seeds = [0, 1, 2, 3, 0, 1, 2, 3]
+    clients = [Client(app_url, verbose=False) for _ in seeds]
+
+    def one(k):
+        c, seed = clients[k], seeds[k]
+        outs = c.submit(*_run_args(seed=seed, steps=5), api_name="/viewer_run").result(timeout=600)
+        _, x0, _, info = c.predict(4, api_name="/viewer_scrub")
+        return _img(outs[1]), _img(x0), info
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    for final, scrubbed, info in results:
+        assert np.array_equal(final, scrubbed) and "step 5 / 5" in info  # each session scrubs its own run
+    for k in range(4):
+        assert np.array_equal(results[k][0], results[k + 4][0])  # same seed, same image
+    assert not np.array_equal(results[0][0], results[1][0])  # different seeds differ
+    serial = Client(app_url, verbose=False).predict(*_run_args(seed=2, steps=5), api_name="/viewer_run")
+    assert np.array_equal(_img(serial[1]), results[2][0])
