@@ -18,6 +18,7 @@ from pipelines.runtime import Runtime
 TAB_MODULES = [
     "demos.forward_noising",
     "demos.schedules",
+    "demos.denoising_viewer",
     "demos.guidance",
     "demos.clip_guidance",
     "demos.inpainting",
