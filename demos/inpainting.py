@@ -311,7 +311,7 @@ def create(runtime) -> None:
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(RESAMPLING_HELP)
             with gr.Row():
-                resamples = gr.Slider(1, 10, value=1, step=1, label="resamples r (1 = off)")
+                resamples = gr.Slider(1, 10, value=3, step=1, label="resamples r (1 = off)")
                 jump = gr.Slider(1, 20, value=5, step=1, label="jump length j (steps)")
             run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
 
