@@ -175,17 +175,25 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         raise ValueError("prompts are limited to 500 characters")
     model = runtime.registry.diffusion(model_name)
     gen = request_generator(seed)
-    kw = {}
+    skip = gr.skip()
     if use_image:
         if image is None:
             raise ValueError("Tick off 'start from an image' or give an image.")
         kw = dict(init_image=_load_image(model, image), strength=strength)
+        first = _u8(kw["init_image"])
+    else:
+        # Draw x_T here (the very draw the loop would make: randn_tensor on the request's generator)
+        # so the first frame goes out before the first model call.
+        x_T = torch.randn((1, *model.sample_shape), generator=gen, dtype=model.unet.dtype).to(model.device)
+        kw = dict(latents=x_T)
+        first = _u8(sampling.to_rgb(model, x_T, pred_x0=False))
+    yield (_png(first), skip, skip, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
+           "running the model…", skip, skip, skip)
     records = sampling.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                     sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                     eta=eta, generator=gen, preview="auto", **kw)
     frames, meta = [], []
     last_sent = -math.inf
-    skip = gr.skip()
     for rec in records:
         frames.append(_frame(model, rec))  # uint8 at native size: ~9 kB per step for 32 px
         meta.append({"index": rec.index, "n": rec.num_steps, "t": float(rec.t), "a": rec.alpha_bar})
@@ -337,7 +345,7 @@ def create(runtime) -> None:
                     negative = gr.Textbox("", label="negative prompt (replaces the empty prompt in CFG)", max_lines=1)
                     with gr.Row():
                         sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
-                        steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps")
+                        steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps", elem_id="viewer-steps")
                     with gr.Row():
                         guidance = gr.Slider(0, 15, value=4.0, step=0.5, label="guidance scale w (CFG)")
                         eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM only)")

@@ -315,3 +315,13 @@ def test_q_sample_is_what_noise_to_start_uses_for_vp(toy):
     x0, noise = torch.zeros(1, 3, 32, 32), torch.randn(1, 3, 32, 32, generator=gen())
     x_t, _ = forward.q_sample(x0, int(ts[0]), sch.alphas_cumprod, noise=noise)
     assert torch.equal(sampling.noise_to_start(sch, x0, noise, ts[0], begin), x_t)
+
+
+def test_drawing_x_T_outside_the_loop_is_the_same_draw(toy):
+    """The viewer draws x_T itself (to show it at once) and passes it in with the same generator:
+    the result equals letting the loop draw it (also for DDPM, whose steps keep drawing)."""
+    g = gen()
+    x_T = torch.randn((1, *toy.sample_shape), generator=g)
+    a = sampling.sample(toy, PROMPT, sampler="DDPM", num_inference_steps=4, latents=x_T, generator=g)
+    b = sampling.sample(toy, PROMPT, sampler="DDPM", num_inference_steps=4, generator=gen())
+    assert torch.equal(a, b)

@@ -1,0 +1,150 @@
+"""Benchmark rows of the Denoising viewer (issue #4), run by ``scripts/benchmark.py``.
+
+All rows are measured side by side in one run, with the bundled toy model:
+
+* bare loop vs streaming loop: a diffusers-style loop (UNet + CFG + ``scheduler.step``, no
+  records), :func:`pipelines.sampling.sample` and the tab's streaming generator (records,
+  uint8 trajectory, throttled PNG frames, filmstrip), interleaved ABC ABC ..., medians;
+* time to first frame after the click, through gradio_client against the launched app;
+* bytes sent to the browser for a 50-step run (every streamed image file + the JSON);
+* one 50-step DDIM + CFG sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+import torch
+
+PROMPT = "a red circle on a navy background"
+STEPS = 50
+W = 4.0
+
+
+def _bare_loop(model, seed: int) -> torch.Tensor:
+    """The minimal loop (StableDiffusionPipeline's, without records or hooks)."""
+    sch = model.make_scheduler("DDIM")
+    emb = torch.cat([model.encode_prompt([""]), model.encode_prompt([PROMPT])])
+    sch.set_timesteps(STEPS)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((1, *model.sample_shape), generator=g) * sch.init_noise_sigma
+    with torch.no_grad():
+        for t in sch.timesteps:
+            inp = sch.scale_model_input(torch.cat([x] * 2), t)
+            u, c = model.unet(inp, t, encoder_hidden_states=emb).sample.chunk(2)
+            x = sch.step(u + W * (c - u), t, x, generator=g).prev_sample
+    return x.clamp(-1, 1)
+
+
+def loop_rows(runtime, repeats: int = 5) -> list[tuple[str, str]]:
+    from demos import denoising_viewer as dv
+    from pipelines import sampling
+
+    model = runtime.registry.diffusion()
+    runs = {
+        "bare diffusers-style loop": lambda s: _bare_loop(model, s),
+        "sampling.sample (records)": lambda s: sampling.sample(
+            model, PROMPT, sampler="DDIM", num_inference_steps=STEPS, guidance_scale=W,
+            generator=torch.Generator().manual_seed(s)),
+        "viewer streaming generator": lambda s: list(dv.run_viewer(
+            runtime, model.name, PROMPT, "", "DDIM", STEPS, 0.0, s, W, False, None, 0.6)),
+    }
+    for fn in runs.values():  # warm-up
+        fn(0)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(repeats):
+        for name, fn in runs.items():  # interleaved, so load changes hit all alike
+            t0 = time.perf_counter()
+            fn(r)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["bare diffusers-style loop"]
+    rows = [(f"{STEPS}-step DDIM + CFG, {k}", f"{v:.3f} s (median of {repeats}; "
+             f"{100 * (v / base - 1):+.1f}% vs bare)") for k, v in med.items()]
+    return rows
+
+
+SERVER = """
+import sys, torch
+sys.path.insert(0, {root!r})
+if {threads}: torch.set_num_threads({threads})
+import app
+from pipelines.runtime import Runtime
+demo = app.build_app(Runtime.create("cpu"))
+demo.launch(server_name="127.0.0.1", server_port={port}, quiet=True)
+"""
+
+
+def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
+    """Launch the app in its own process (as in real use: the browser is another process), then
+    time the first streamed frames and count the bytes of a 50-step run through gradio_client."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gradio_client import Client
+
+    from pipelines.models import DEFAULT_DIFFUSION_SPECS
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = str(Path(__file__).resolve().parent.parent)
+    code = SERVER.format(root=root, threads=torch.get_num_threads(), port=port)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(600):
+            try:
+                client = Client(url, verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+        args = (DEFAULT_DIFFUSION_SPECS[0].name, PROMPT, "", "DDIM", STEPS, 0.0, 0, W, False, None, 0.6)
+        client.predict(*args, api_name="/viewer_run")  # warm-up (model load)
+        firsts, steps1, totals, sizes, n_frames = [], [], [], [], []
+        for k in range(trials):
+            t0 = time.perf_counter()
+            job = client.submit(*args[:6], k, *args[7:], api_name="/viewer_run")
+            first = step1 = None
+            while not job.done():
+                outs = job.outputs()
+                now = time.perf_counter() - t0
+                if first is None and outs:
+                    first = now
+                if step1 is None and any("step 1 /" in str(o[3]) for o in outs):
+                    step1 = now
+                time.sleep(0.005)
+            totals.append(time.perf_counter() - t0)
+            outs = job.outputs()
+            firsts.append(first if first is not None else totals[-1])
+            steps1.append(step1 if step1 is not None else totals[-1])
+            files = set()
+            for o in outs:
+                files.update(p for p in o[:3] if isinstance(p, str) and os.path.exists(p))
+                if isinstance(o[5], list):
+                    files.update(g["image"] for g in o[5])
+            payload = sum(os.path.getsize(p) for p in files)
+            payload += sum(len(json.dumps(o, default=str)) for o in outs)  # the JSON messages, roughly
+            sizes.append(payload)
+            n_frames.append(len(outs))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    ms = lambda v: f"{statistics.median(v) * 1000:.0f} ms median of {trials} (max {max(v) * 1000:.0f} ms)"  # noqa: E731
+    return [
+        ("time to first frame (x_T) after the click (gradio_client, app in its own process)", ms(firsts)),
+        ("time to the first model step's frame (x_t, x̂0, ε̂ of step 1)", ms(steps1)),
+        ("50-step run end to end through the app", f"{statistics.median(totals):.2f} s median"),
+        ("bytes sent for a 50-step run (images + JSON)",
+         f"{statistics.median(sizes) / 1e6:.3f} MB in {statistics.median(n_frames):.0f} messages"),
+    ]
+
+
+def rows(runtime) -> list[tuple[str, str]]:
+    return loop_rows(runtime) + client_rows(runtime)
