@@ -419,7 +419,8 @@ class LossGuidance:
     1. x̂0 = (x_in − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t) (DDPM eq. 15), with ε held fixed (cheap; the
        seed's way) or, with ``through_unet``, ε re-predicted from x_t with autograd.
     2. L = Σ_b loss(decode(x̂0))_b: a sum of per-image losses, so each image's gradient is its
-       own loss's and does not shrink with the batch size.
+       own loss's and does not shrink with the batch size. The image is clamped to [-1, 1] in
+       value only (straight-through gradient), so the loss scores what the user would see.
     3. g = s · factor(ᾱ_t) · ∇_{x_t} L, factor from :func:`step_factor` with ᾱ of timestep t.
     4. ``apply="x_t"``: step from x_t − g (the HF class). ``apply="eps"``: ε̂ = ε + sqrt(1−ᾱ_t) g
        (Dhariwal & Nichol, Alg. 2 / Song et al. 2021 score form; done by the loop).
@@ -456,12 +457,17 @@ class LossGuidance:
         decode = ctx.model.decode
         if self.scale == 0.0:
             with torch.no_grad():
-                loss = self.loss_fn(decode(ctx.pred_x0)).detach().float().cpu()
+                loss = self.loss_fn(decode(ctx.pred_x0).clamp(-1, 1)).detach().float().cpu()
             self.history.append(GuidanceStep(ctx.index, t, ctx.alpha_bar, factor, loss))
             return None
         with torch.enable_grad():
             x = ctx.x_t.detach().requires_grad_(True)
-            per_image = self.loss_fn(decode(self._pred_x0(ctx, x)))  # [B]
+            img = decode(self._pred_x0(ctx, x))
+            # Score a valid image: clamp to [-1, 1] in value (as the scheduler's clip_sample / the
+            # final image), straight-through in the gradient. Early on x̂0 is far outside the range
+            # (÷ sqrt(ᾱ_t) ≈ 5e-5 at t = 999 on the cosine schedule) and its raw loss is meaningless.
+            img = img + (img.clamp(-1, 1) - img).detach()
+            per_image = self.loss_fn(img)  # [B]
             grad = torch.autograd.grad(per_image.sum(), x)[0]  # ∇_{x_t} L, [B, C, h, w]
         g = self.scale * factor * grad
         gmap = g.detach().norm(dim=1).float().cpu() if self.keep_maps else None  # [B, h, w]
