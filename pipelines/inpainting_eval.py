@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--scale", type=float, default=5.0, help="classifier-free guidance scale")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    ap.add_argument("--part", choices=["all", "inpaint", "sketch"], default="all")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     reg = ModelRegistry("cpu")
@@ -122,6 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"toy-sd checkpoint: step {step}; DDIM {args.steps} steps, guidance {args.scale:g}; "
           f"{args.seeds} seeds; tiny-CLIP zero-shot classification over 160 captions")
 
+    if args.part in ("all", "inpaint"):
+        run_inpaint_part(model, clip, args)
+    if args.part in ("all", "sketch"):
+        run_sketch_part(model, clip, args)
+
+
+def run_inpaint_part(model, clip, args) -> None:
     t0 = time.time()
     cases = inpaint_cases(args.seeds)
     orig = classify(clip, torch.cat([c["image"] for c in cases]))
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{m['old']:>8.0%} {m['outside_max_255']:>12.0f}/255", flush=True)
     print(f"   ({time.time() - t0:.0f}s)")
 
+
+def run_sketch_part(model, clip, args) -> None:
     t0 = time.time()
     print("\n2. Sketch to image (SDEdit): a red blob drawn on white")
     print(f"   {'prompt':<16} {'strength':>8} {'red circle':>11} {'red':>6} {'circle':>7} {'|x - sketch|':>13}")
