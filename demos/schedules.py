@@ -50,9 +50,9 @@ def schedules_plot(names, T, beta_start, beta_end, custom_range, zero_snr) -> Fi
             ax.plot(t, y, label=spec.name, lw=1.5)
             ax.set(ylabel=label, xlabel="t", yscale="log" if log else "linear")
     axes[4].set_ylim(bottom=max(axes[4].get_ylim()[0], -20))  # -inf (zero SNR) would squash the axis
-    axes[0].legend(fontsize=8)
-    axes[5].axis("off")
-    axes[5].text(0, 0.5, "Cosine keeps √ᾱ_t high for longer:\nits log-SNR falls almost linearly,\n"
+    axes[5].axis("off")  # the legend lives in the free panel: gradio's label badge covers the top-left
+    axes[5].legend(*axes[0].get_legend_handles_labels(), loc="upper left", fontsize=9, frameon=False)
+    axes[5].text(0, 0.35, "Cosine keeps √ᾱ_t high for longer:\nits log-SNR falls almost linearly,\n"
                  "so fewer steps are wasted on\nnearly-pure noise or nearly-clean images.",
                  fontsize=10, va="center")
     return fig
