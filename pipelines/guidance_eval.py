@@ -51,11 +51,13 @@ def _latents(model, seeds) -> torch.Tensor:
 
 
 def eval_cfg(model, clip, prompts, samples: int, steps: int, seed: int = 0) -> list[dict]:
-    rows = G.adherence_diversity(model, clip, prompts, CFG_SCALES, samples=samples, seed=seed,
-                                 num_inference_steps=steps, sampler="DDIM")
     print(f"\n1. CFG: {len(prompts)} prompts x {samples} samples per scale, DDIM {steps} steps, same seeds")
-    print(f"{'w':>6} {'match':>7} {'CLIP score':>11} {'diversity':>10}")
-    for r in rows:
+    print(f"{'w':>6} {'match':>7} {'CLIP score':>11} {'diversity':>10}", flush=True)
+    rows = []
+    for w in CFG_SCALES:  # one scale at a time, so rows print as they finish
+        r = G.adherence_diversity(model, clip, prompts, [w], samples=samples, seed=seed,
+                                  num_inference_steps=steps, sampler="DDIM")[0]
+        rows.append(r)
         print(f"{r['scale']:>6.1f} {r['match']:>7.1%} {r['clip_score']:>11.4f} {r['diversity']:>10.4f}", flush=True)
     best = max(rows, key=lambda r: r["match"])
     print(f"   peak adherence {best['match']:.1%} at w = {best['scale']:g} "
@@ -171,23 +173,28 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer prompts and steps")
     ap.add_argument("--bench-only", action="store_true")
-    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 30, quick 15)")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 30, quick 10)")
     ap.add_argument("--clip-scale", type=float, default=200.0)
     ap.add_argument("--cutouts", type=int, default=4)
     ap.add_argument("--colour-scale", type=float, default=100.0)
+    ap.add_argument("--sections", default="cfg,clip,colour,bench", help="comma-separated subset")
     args = ap.parse_args(argv)
+    sections = set(args.sections.split(",")) if not args.bench_only else {"bench"}
     from pipelines.models import ModelRegistry
 
     reg = ModelRegistry("cpu")
     model, clip = reg.diffusion(), reg.clip()
-    steps = args.steps or (15 if args.quick else 30)
+    steps = args.steps or (10 if args.quick else 30)
     t0 = time.time()
-    if not args.bench_only:
+    if "cfg" in sections:
         prompts = CFG_PROMPTS[:6] if args.quick else CFG_PROMPTS
         eval_cfg(model, clip, prompts, samples=2 if args.quick else 4, steps=steps)
+    if "clip" in sections:
         eval_clip(model, clip, steps, args.clip_scale, args.cutouts)
-        eval_colour(model, steps, args.colour_scale)
-    print_bench(bench_guidance_steps(model, clip))
+    if "colour" in sections:
+        eval_colour(model, steps, args.colour_scale, n_seeds=4 if args.quick else 8)
+    if "bench" in sections:
+        print_bench(bench_guidance_steps(model, clip))
     print(f"\n({time.time() - t0:.0f}s)")
 
 
