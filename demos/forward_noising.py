@@ -35,8 +35,14 @@ def _check_t(t) -> int:
 
 
 def _state(x0: torch.Tensor, noise: torch.Tensor) -> dict:
+    """Per-user cache: x0 and ε pre-scaled for display ([H, W, 3]) and a small x0 for the comparison."""
     small = F.interpolate(x0, size=(COMPARE_PX, COMPARE_PX), mode="area")
-    return {"x0": x0, "noise": noise, "x0_small": small}
+    return {"x0_d": forward.display_basis(x0), "noise_d": forward.display_basis(noise), "x0_small": small}
+
+
+def _pixels(state: dict, alpha_bar: float) -> np.ndarray:
+    """uint8 [H, W, 3] of x_t = sqrt(ᾱ) x0 + sqrt(1-ᾱ) ε (ᾱ = 1: x0, ᾱ = 0: ε), clipped to [-1, 1]."""
+    return forward.q_sample_uint8(state["x0_d"], state["noise_d"], alpha_bar)
 
 
 def initial_state(size: int = 256, seed: int = 0) -> dict:
@@ -69,9 +75,8 @@ def mix(state: dict, schedule: str, t: int) -> tuple[str, str]:
     if not state:
         raise ValueError("Load an image first.")
     t = _check_t(t)
-    ac = _alphas_cumprod(schedule)
-    x_t, _ = forward.q_sample(state["x0"], t, ac, noise=state["noise"])
-    return jpeg(images.tensor_to_uint8(x_t[0])), formula_markdown(t, float(ac[t]))
+    alpha_bar = float(_alphas_cumprod(schedule)[t])
+    return jpeg(_pixels(state, alpha_bar)), formula_markdown(t, alpha_bar)
 
 
 def strip(state: dict, schedule: str) -> list[tuple[str, str]]:
@@ -79,10 +84,8 @@ def strip(state: dict, schedule: str) -> list[tuple[str, str]]:
     if not state:
         raise ValueError("Load an image first.")
     ac = _alphas_cumprod(schedule)
-    ts = torch.linspace(0, T - 1, STRIP_LEN).round().long()
-    x0, noise = state["x0"], state["noise"]
-    x_t, _ = forward.q_sample(x0.expand(len(ts), -1, -1, -1), ts, ac, noise=noise.expand(len(ts), -1, -1, -1))
-    return [(jpeg(img), f"t={int(t)}  √ᾱ={float(ac[t]) ** 0.5:.3f}") for img, t in zip(images.tensor_to_uint8(x_t), ts)]
+    ts = torch.linspace(0, T - 1, STRIP_LEN).round().long().tolist()
+    return [(jpeg(_pixels(state, float(ac[t]))), f"t={t}  √ᾱ={float(ac[t]) ** 0.5:.3f}") for t in ts]
 
 
 def load(file, seed, size, schedule: str, t: int):
@@ -96,7 +99,7 @@ def load(file, seed, size, schedule: str, t: int):
     noise = torch.randn(x0.shape, generator=request_generator(seed))  # ε ~ N(0, I)
     state = _state(x0, noise)
     x_t, md = mix(state, schedule, t)
-    return (state, jpeg(images.tensor_to_uint8(x0[0])), jpeg(images.tensor_to_uint8(noise[0])), x_t, md,
+    return (state, jpeg(_pixels(state, 1.0)), jpeg(_pixels(state, 0.0)), x_t, md,
             strip(state, schedule))
 
 
@@ -169,10 +172,10 @@ def create(runtime=None) -> None:
         with gr.Column(scale=2):
             t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t (drag me)", elem_id="forward-t")
             with gr.Row():
-                x0_img = gr.Image(jpeg(images.tensor_to_uint8(init["x0"][0])), label="x0 (clean)",
+                x0_img = gr.Image(jpeg(_pixels(init, 1.0)), label="x0 (clean)",
                                   interactive=False, elem_id="forward-x0")
                 xt_img = gr.Image(init_xt, label="x_t", interactive=False, elem_id="forward-xt")
-                eps_img = gr.Image(jpeg(images.tensor_to_uint8(init["noise"][0])), label="noise ε (clipped to ±1)",
+                eps_img = gr.Image(jpeg(_pixels(init, 0.0)), label="noise ε (clipped to ±1)",
                                    interactive=False)
             info = gr.Markdown(init_md, elem_id="forward-formula")
     strip_gallery = gr.Gallery(strip(init, "linear"), label="x_t at evenly spaced t (same ε)", columns=STRIP_LEN,

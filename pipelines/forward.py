@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -168,3 +169,27 @@ def steps_vs_jump(
         "expected_mean": a.sqrt() * x0,
         "expected_std": (1.0 - a).sqrt(),
     }
+
+
+def display_basis(x: torch.Tensor) -> torch.Tensor:
+    """``[1, C, H, W]`` in [-1, 1] (or unbounded noise) -> float32 ``[H, W, C]`` = 127.5 * x, channels last.
+
+    The pre-scaled, display-ordered copy that :func:`q_sample_uint8` mixes; cache it per user.
+    """
+    return (x[0].movedim(0, -1) * 127.5).contiguous()
+
+
+def q_sample_uint8(x0_d: torch.Tensor, noise_d: torch.Tensor, alpha_bar: float) -> np.ndarray:
+    """DDPM eq. 4 straight to display pixels: uint8 ``[H, W, C]`` of clip(x_t, -1, 1).
+
+    Equals ``images.tensor_to_uint8(q_sample(x0, t, ..., noise)[0])`` to within one grey level
+    (rounding), in four passes over the pixels instead of about ten; this is the slider's path.
+
+    Args:
+        x0_d, noise_d: :func:`display_basis` of x0 and of epsilon, ``[H, W, C]``.
+        alpha_bar: alpha-bar_t, in [0, 1].
+    """
+    # 127.5 (x_t + 1) = sqrt(ab) * (127.5 x0) + sqrt(1 - ab) * (127.5 eps) + 127.5; +0.5 so the cast rounds
+    y = torch.mul(x0_d, alpha_bar**0.5)
+    y.add_(noise_d, alpha=(1.0 - alpha_bar) ** 0.5).add_(128.0).clamp_(0.0, 255.0)
+    return y.to(torch.uint8).numpy()

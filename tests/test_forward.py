@@ -93,3 +93,16 @@ def test_steps_vs_jump_summary_shapes():
     for k in ("jump_mean", "steps_mean", "jump_std", "steps_std", "expected_mean"):
         assert r[k].shape == (1, 3, 8, 8)
     assert float(r["expected_std"]) == pytest.approx(float((1 - S.alphas_cumprod(S.make_betas("linear"))[20]).sqrt()))
+
+
+@pytest.mark.parametrize("t", [0, 300, 999])
+def test_q_sample_uint8_matches_q_sample_then_display(t):
+    from pipelines import images
+
+    x0 = _x0((1, 3, 32, 24), seed=4)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
+    ac = S.curves("cosine").alphas_cumprod
+    ref = images.tensor_to_uint8(F.q_sample(x0, t, ac, noise=noise)[0][0]).astype(int)
+    fast = F.q_sample_uint8(F.display_basis(x0), F.display_basis(noise), float(ac[t]))
+    assert fast.shape == (32, 24, 3) and fast.dtype.name == "uint8"
+    assert abs(fast.astype(int) - ref).max() <= 1
