@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROW_MODULES = {
+    "forward": "scripts.bench_forward",  # issue #2: forward-noising update (512x512) and cold start
     "viewer": "scripts.bench_viewer",  # issue #4: Denoising viewer
     "guidance": "scripts.bench_guidance",  # issue #5: CFG step and CLIP-guided step vs a plain step
 }
