@@ -29,7 +29,8 @@ QUEUE_MAX_SIZE = 32
 
 def build_app(runtime: Runtime) -> gr.Blocks:
     """One gr.Tab per module of TAB_MODULES, in order. Loads no model (tabs load lazily)."""
-    with gr.Blocks(title="Diffusion Lab") as demo:
+    # delete_cache: every 30 min, drop result files older than 1 h (each slider drag writes a JPEG).
+    with gr.Blocks(title="Diffusion Lab", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# Diffusion Lab\nRun the pieces of a diffusion model and watch what they do.")
         for name in TAB_MODULES:
             module = importlib.import_module(name)
