@@ -303,7 +303,7 @@ def create(runtime) -> None:
             negative = gr.Textbox("", label="negative prompt")
         with gr.Column(scale=1, min_width=260):
             with gr.Row():
-                steps = gr.Slider(5, MAX_STEPS, value=40, step=1, label="steps")
+                steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             with gr.Row():
                 scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
@@ -333,7 +333,7 @@ def create(runtime) -> None:
             sk_prompt = gr.Textbox("a red circle", label="prompt")
             sk_strength = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="strength (fraction of steps run)")
             with gr.Row():
-                sk_steps = gr.Slider(5, MAX_STEPS, value=40, step=1, label="steps")
+                sk_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                 sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
                 sk_seed = gr.Number(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
             with gr.Row():
