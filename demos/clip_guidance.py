@@ -14,6 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from demos.common import request_generator
+from demos.components import SafeNumber
 from demos.guidance import loss_figure, seed_arg, show_path, steps_arg, user_errors
 from pipelines import guidance as G
 from pipelines.sampling import sample_steps
@@ -101,7 +102,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
            heatmap_figure(hook.history, n), md)
 
 
-def create(runtime) -> None:
+def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
     gr.Markdown(
@@ -127,7 +128,7 @@ def create(runtime) -> None:
                                   label="gradient × per step")
             with gr.Row():
                 steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                seed = gr.Number(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
+                seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
             gr.Examples([["a red circle on a white background", BASE_MODES[0], 200, "sqrt_alpha_bar"],
                          ["a blue square on a black background", BASE_MODES[0], 400, "sqrt_alpha_bar"],
@@ -141,6 +142,9 @@ def create(runtime) -> None:
     run.click(user_errors(functools.partial(clip_run, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
               [gallery, loss_plot, heat, md], api_name="clip_guidance_run")
+    return {"clip": clip_name, "model": model, "prompt": prompt, "base": base_mode, "base_prompt": base_prompt,
+            "cfg": cfg, "cutouts": cuts, "scale": scale, "scaling": scaling, "steps": steps,
+            "seed": seed}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

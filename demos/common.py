@@ -21,12 +21,30 @@ def sample_paths() -> list[str]:
 
 
 def user_errors(fn):
-    """Turn a pipelines ``ValueError`` into a ``gr.Error`` that the user sees as a message."""
+    """Turn a pipelines ``ValueError`` into a ``gr.Error`` that the user sees as a message.
+
+    Generator functions (streamed results) stay generators, so errors raised mid-stream are
+    converted too. On a ZeroGPU Space the function also runs under ``spaces.GPU``
+    (:func:`pipelines.accel.gpu`; a no-op elsewhere)."""
+    import inspect
+
+    from pipelines.accel import gpu
+
+    inner = gpu(fn)
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from inner(*args, **kwargs)
+            except ValueError as e:
+                raise gr.Error(str(e)) from e
+
+        return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return inner(*args, **kwargs)
         except ValueError as e:
             raise gr.Error(str(e)) from e
 
@@ -37,12 +55,9 @@ def request_generator(seed: int | float | None) -> "torch.Generator":  # noqa: F
     """One fresh CPU ``torch.Generator`` per request, seeded from the UI."""
     import torch
 
-    try:
-        seed = int(seed or 0)
-    except (TypeError, ValueError):
-        raise ValueError(f"seed must be an integer, got {seed!r}") from None
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be between 0 and 2^63-1, got {seed}")
+    from pipelines import validation
+
+    seed = 0 if seed is None or seed == "" else validation.integer("seed", seed, 0, 2**63 - 1)
     return torch.Generator("cpu").manual_seed(seed)
 
 

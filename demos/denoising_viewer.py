@@ -27,7 +27,8 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from demos.common import request_generator, user_errors
-from pipelines import denoising, images, sampling
+from demos.components import SafeImage, SafeNumber
+from pipelines import denoising, images, sampling, validation
 from pipelines.models import SAMPLERS
 
 TITLE = "Denoising viewer"
@@ -73,17 +74,7 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 def _num(name: str, value, lo: float, hi: float, integer: bool = False) -> float:
     """Validate a numeric UI/API parameter: finite and within [lo, hi] (ValueError otherwise)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
-    if integer and v != int(v):
-        raise ValueError(f"{name} must be a whole number, got {v:g}")
-    return int(v) if integer else v
+    return validation.integer(name, value, lo, hi) if integer else validation.number(name, value, lo, hi)
 
 
 def _sampler(name: str) -> str:
@@ -316,18 +307,10 @@ def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, gui
 
 def _stream_errors(fn):
     """user_errors for generator functions: a ValueError raised mid-stream becomes a gr.Error."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            yield from fn(*args, **kwargs)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-
-    return wrapper
+    return user_errors(fn)
 
 
-def create(runtime) -> None:
+def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     names = runtime.registry.diffusion_names()
     scenes = toy_scene_paths()
@@ -349,10 +332,10 @@ def create(runtime) -> None:
                     with gr.Row():
                         guidance = gr.Slider(0, 15, value=4.0, step=0.5, label="guidance scale w (CFG)")
                         eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM only)")
-                    seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                    seed = SafeNumber(0, label="seed", precision=0, minimum=0)
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
                         use_image = gr.Checkbox(False, label="start from an image")
-                        image = gr.Image(scenes[0], type="filepath", label="start image", height=160,
+                        image = SafeImage(scenes[0], type="filepath", label="start image", height=160,
                                          sources=["upload"])
                         gr.Examples([[p] for p in scenes], [image], label="toy-world images")
                         strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="strength (fraction of steps run)")
@@ -381,14 +364,14 @@ def create(runtime) -> None:
                         "(x̂0 from ε̂) and **iteratively** (strided DDPM steps), and compare with the clean image.")
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
-                    tw_image = gr.Image(scenes[1], type="filepath", label="image", height=160, sources=["upload"])
+                    tw_image = SafeImage(scenes[1], type="filepath", label="image", height=160, sources=["upload"])
                     gr.Examples([[p] for p in scenes], [tw_image], label="toy-world images")
                     tw_t = gr.Slider(1, 999, value=500, step=1, label="noise to timestep t")
                     tw_stride = gr.Slider(1, 200, value=50, step=1, label="stride of the iterative run")
                     tw_prompt = gr.Textbox("a blue square on a white background", label="prompt", max_lines=1)
                     with gr.Row():
                         tw_guidance = gr.Slider(0, 15, value=1.0, step=0.5, label="guidance scale")
-                        tw_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                        tw_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
                     tw_run = gr.Button("Denoise three ways", variant="primary")
                 with gr.Column(scale=2):
                     tw_gallery = gr.Gallery(label="clean | noisy | blur | one step | iterative", columns=5, height=260)
@@ -400,7 +383,7 @@ def create(runtime) -> None:
             with gr.Row():
                 rc_prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=1)
                 rc_guidance = gr.Slider(0, 15, value=4.0, step=0.5, label="guidance scale")
-                rc_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                rc_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
             lanes = []
             defaults = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True), ("Euler", 25, False)]
             with gr.Row():
@@ -417,7 +400,7 @@ def create(runtime) -> None:
                         "that knows x0 supplies the true ε; then the model tries from the same x_t.")
             with gr.Row():
                 with gr.Column(scale=1, min_width=260):
-                    or_image = gr.Image(scenes[2], type="filepath", label="image x0", height=160, sources=["upload"])
+                    or_image = SafeImage(scenes[2], type="filepath", label="image x0", height=160, sources=["upload"])
                     gr.Examples([[p] for p in scenes], [or_image], label="toy-world images")
                     or_strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="strength (how far to noise)")
                     with gr.Row():
@@ -427,7 +410,7 @@ def create(runtime) -> None:
                                            max_lines=1)
                     with gr.Row():
                         or_guidance = gr.Slider(0, 15, value=1.0, step=0.5, label="guidance scale")
-                        or_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                        or_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
                     or_run = gr.Button("Run oracle and model", variant="primary")
                 with gr.Column(scale=2):
                     or_gallery = gr.Gallery(label="clean | x_t | oracle | model", columns=4, height=230)
@@ -452,6 +435,9 @@ def create(runtime) -> None:
                  api_name="sampler_race")
     or_run.click(bind(run_oracle), [model_name, or_image, or_strength, or_sampler, or_steps, or_prompt, or_guidance,
                                     or_seed], [or_gallery, or_strip, or_md], api_name="oracle")
+    return {"model": model_name, "prompt": prompt, "negative": negative, "sampler": sampler, "steps": steps,
+            "scale": guidance, "eta": eta, "seed": seed, "use_image": use_image, "strength": strength,
+            "t": tw_t, "stride": tw_stride}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

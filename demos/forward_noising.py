@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from demos.common import jpeg, request_generator, sample_paths, user_errors
-from pipelines import forward, images, schedules
+from demos.components import SafeNumber
+from pipelines import forward, images, schedules, validation
 
 TITLE = "Forward noising"
 T = 1000  # num_train_timesteps on this tab (the Schedules tab varies it)
@@ -28,10 +29,7 @@ def _alphas_cumprod(schedule: str) -> torch.Tensor:
 
 
 def _check_t(t) -> int:
-    t = int(t)
-    if not 0 <= t < T:
-        raise ValueError(f"t must be between 0 and {T - 1}, got {t}")
-    return t
+    return validation.integer("t", t, 0, T - 1)
 
 
 def _state(x0: torch.Tensor, noise: torch.Tensor) -> dict:
@@ -92,7 +90,7 @@ def load(file, seed, size, schedule: str, t: int):
     """New image or seed: decode, crop, draw ε, and compute every view."""
     if file is None:
         return (gr.skip(),) * 6
-    size = int(size)
+    size = validation.integer("working size", size, min(SIZES), max(SIZES))
     if size not in SIZES:
         raise ValueError(f"working size must be one of {SIZES}, got {size}")
     x0 = images.load_working_tensor(file, size)  # [1, 3, size, size] in [-1, 1]
@@ -107,9 +105,7 @@ def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Pr
     """t+1 single steps q(x_t|x_{t-1}) vs one jump q(x_t|x0): per-pixel mean/std and histograms."""
     if not state:
         raise ValueError("Load an image first.")
-    t, draws = _check_t(t), int(draws)
-    if not 2 <= draws <= 64:
-        raise ValueError(f"draws must be between 2 and 64, got {draws}")
+    t, draws = _check_t(t), validation.integer("draws", draws, 2, 64)
     betas = schedules.make_betas(schedule, num_train_timesteps=T)
     progress(0, desc="running the chain of single steps")
     r = forward.steps_vs_jump(
@@ -149,7 +145,7 @@ def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Pr
     return gallery, fig, md
 
 
-def create(runtime=None) -> None:
+def create(runtime=None) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
     samples = sample_paths()
     init = initial_state()
@@ -167,7 +163,7 @@ def create(runtime=None) -> None:
                                  allow_preview=False, show_label=True)
             schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="linear", label="β schedule (T = 1000)")
             with gr.Row():
-                seed = gr.Number(0, label="noise seed", precision=0, minimum=0)
+                seed = SafeNumber(0, label="noise seed", precision=0, minimum=0)
                 size = gr.Radio(SIZES, value=256, label="working size (px, centre-cropped square)")
         with gr.Column(scale=2):
             t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t (drag me)", elem_id="forward-t")
@@ -206,6 +202,7 @@ def create(runtime=None) -> None:
         user_errors(strip), [state, schedule], strip_gallery, api_name="forward_strip")
     run.click(user_errors(compare), [state, schedule, t, draws, seed], [cmp_gallery, cmp_plot, cmp_md],
               api_name="forward_compare")
+    return {"schedule": schedule, "t": t, "seed": seed, "size": size, "draws": draws}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

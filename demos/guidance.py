@@ -8,7 +8,6 @@ Run alone for a quick look: ``python -m demos.guidance``.
 from __future__ import annotations
 
 import functools
-import inspect
 
 import gradio as gr
 import numpy as np
@@ -16,7 +15,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from demos.common import jpeg, request_generator
+from demos.common import jpeg, request_generator, user_errors  # noqa: F401 (clip_guidance imports it from here)
+from demos.components import SafeNumber
 from pipelines import guidance as G
 from pipelines import images
 from pipelines.models import SAMPLERS
@@ -32,27 +32,6 @@ PLOT_EVERY = 5  # redraw streamed plots every this many steps (matplotlib is not
 
 
 # ------------------------------------------------------------------ shared UI helpers
-
-
-def user_errors(fn):
-    """Like :func:`demos.common.user_errors`, for plain functions *and* generators: a
-    ``ValueError`` from pipelines becomes a ``gr.Error`` the user reads as a message."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except ValueError as e:
-                raise gr.Error(str(e)) from e
-        return gen_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-    return wrapper
 
 
 def show(x: torch.Tensor, px: int = SHOW_PX) -> np.ndarray:
@@ -254,7 +233,7 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
 # ------------------------------------------------------------------ layout
 
 
-def create(runtime) -> None:
+def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     names = conditional_names(runtime)
     gr.Markdown(
@@ -272,7 +251,7 @@ def create(runtime) -> None:
             with gr.Row():
                 steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps")
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
-            seed = gr.Number(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
+            seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
             gr.Examples([["a yellow star on a navy background", "", 5.0],
                          ["a red circle on a white background", "", 7.5],
@@ -327,6 +306,9 @@ def create(runtime) -> None:
                     api_name="guidance_tradeoff")
     col_btn.click(bind(colour_run), [model, prompt, colour, loss_scale, scaling, steps, seed],
                   [col_gallery, col_plot, col_md], api_name="guidance_colour")
+    return {"model": model, "prompt": prompt, "negative": negative, "scale": scale, "steps": steps,
+            "sampler": sampler, "seed": seed, "step": step, "samples": samples, "colour": colour,
+            "loss_scale": loss_scale, "scaling": scaling}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image, ImageOps
 
 from demos.common import jpeg, sample_paths
+from demos.components import SafeImageEditor, SafeNumber
 from pipelines import images
 from pipelines import inpainting as ip
 from pipelines.models import SAMPLERS
@@ -261,7 +262,7 @@ def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
 # ------------------------------------------------------------------ layout
 
 
-def create(runtime) -> None:
+def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
     names = [n for n in reg.diffusion_names() if reg.spec(n).kind in ("toy", "latent")]
@@ -280,7 +281,7 @@ def create(runtime) -> None:
     )
     with gr.Row():
         with gr.Column(scale=3):
-            editor = gr.ImageEditor(
+            editor = SafeImageEditor(
                 value=editor_value(toy_paths[0]), type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
                 brush=gr.Brush(default_size=24, colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
                 eraser=gr.Eraser(default_size=24), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
@@ -307,7 +308,7 @@ def create(runtime) -> None:
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             with gr.Row():
                 scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                seed = gr.Number(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
+                seed = SafeNumber(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(RESAMPLING_HELP)
             with gr.Row():
@@ -320,7 +321,7 @@ def create(runtime) -> None:
                 "strength keeps your drawing, strength 1 ignores it.")
     with gr.Row():
         with gr.Column(scale=3):
-            sketch = gr.ImageEditor(
+            sketch = SafeImageEditor(
                 value=editor_value(blob), type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
                 brush=gr.Brush(default_size=20, colors=SKETCH_COLOURS, color_mode="defaults"),
                 eraser=gr.Eraser(default_size=20), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
@@ -335,7 +336,7 @@ def create(runtime) -> None:
             with gr.Row():
                 sk_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                 sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                sk_seed = gr.Number(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
+                sk_seed = SafeNumber(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
             with gr.Row():
                 sk_run = gr.Button("Sketch → image", variant="primary", elem_id="sketch-run")
                 strip_run = gr.Button("Strip across strengths", elem_id="sketch-strip-run")
@@ -366,6 +367,9 @@ def create(runtime) -> None:
                  [sk_result, sk_info], api_name="sketch")
     strip_run.click(bind(run_strip), [model, sketch, sk_prompt, sk_scale, sk_steps, sk_seed], strip,
                     api_name="sketch_strip")
+    return {"model": model, "prompt": prompt, "negative": negative, "steps": steps, "sampler": sampler,
+            "scale": scale, "seed": seed, "resamples": resamples, "jump": jump, "sketch_prompt": sk_prompt,
+            "strength": sk_strength}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

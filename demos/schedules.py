@@ -12,7 +12,8 @@ import torch
 from matplotlib.figure import Figure
 
 from demos.common import jpeg, request_generator, sample_paths, user_errors
-from pipelines import forward, images, schedules
+from demos.components import SafeNumber
+from pipelines import forward, images, schedules, validation
 
 TITLE = "Schedules"
 GRID_PX = 160
@@ -32,8 +33,10 @@ PANELS = [
 def _specs(names, T, beta_start, beta_end, custom_range: bool, zero_snr: bool) -> list[schedules.ScheduleSpec]:
     if not names:
         raise ValueError("Pick at least one schedule.")
-    b0, b1 = (float(beta_start), float(beta_end)) if custom_range else (None, None)
-    specs = [schedules.ScheduleSpec(n, int(T), b0, b1, bool(zero_snr)) for n in names]
+    b0, b1 = ((validation.number("β_start", beta_start, 0, 1), validation.number("β_end", beta_end, 0, 1))
+              if custom_range else (None, None))
+    T = validation.integer("T", T, 2, schedules.MAX_TIMESTEPS)
+    specs = [schedules.ScheduleSpec(n, T, b0, b1, bool(zero_snr)) for n in names]
     return [s.resolved() for s in specs]  # raises ValueError on bad values
 
 
@@ -63,7 +66,8 @@ def schedules_grid(file, names, T, beta_start, beta_end, custom_range, zero_snr,
     specs = _specs(names, T, beta_start, beta_end, custom_range, zero_snr)
     x0 = images.load_working_tensor(file if file is not None else sample_paths()[0], GRID_PX)
     noise = torch.randn(x0.shape, generator=request_generator(seed))  # one ε for every schedule
-    t = min(int(round(float(t_frac) * (specs[0].num_train_timesteps - 1))), specs[0].num_train_timesteps - 1)
+    t_frac = validation.number("t fraction", t_frac, 0.0, 1.0)
+    t = min(int(round(t_frac * (specs[0].num_train_timesteps - 1))), specs[0].num_train_timesteps - 1)
     out = []
     for spec in specs:
         ac = schedules.alphas_cumprod(schedules.make_betas(spec))
@@ -91,7 +95,7 @@ def update_all(file, names, T, beta_start, beta_end, custom_range, zero_snr, t_f
             schedules_table(names, T, beta_start, beta_end, custom_range, zero_snr))
 
 
-def create(runtime=None) -> None:
+def create(runtime=None) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
     samples = sample_paths()
     gr.Markdown("Lay several β schedules over each other. The β range applies to all but cosine "
@@ -103,13 +107,13 @@ def create(runtime=None) -> None:
             T = gr.Slider(10, 4000, value=1000, step=10, label="T (num_train_timesteps)")
             custom = gr.Checkbox(False, label="use my β range for all (else each schedule's customary one)")
             with gr.Row():
-                b0 = gr.Number(1e-4, label="β_start", minimum=1e-8, maximum=0.999)
-                b1 = gr.Number(0.02, label="β_end", minimum=1e-8, maximum=0.999)
+                b0 = SafeNumber(1e-4, label="β_start", minimum=1e-8, maximum=0.999)
+                b1 = SafeNumber(0.02, label="β_end", minimum=1e-8, maximum=0.999)
             zero = gr.Checkbox(False, label="rescale to zero terminal SNR (Lin et al. 2024)")
             file = gr.File(label="image for the grid (default: a sample)", file_types=["image"],
                            type="filepath", height=90)
             t_frac = gr.Slider(0, 1, value=0.5, step=0.01, label="grid at t = fraction × (T−1)")
-            seed = gr.Number(0, label="noise seed", precision=0, minimum=0)
+            seed = SafeNumber(0, label="noise seed", precision=0, minimum=0)
         with gr.Column(scale=3):
             # value=callable + inputs: gradio computes it on each page load (nothing at build time).
             fig = gr.Plot(user_errors(schedules_plot), inputs=[names, T, b0, b1, custom, zero],
@@ -129,6 +133,8 @@ def create(runtime=None) -> None:
     gr.on([names.change, T.release, b0.submit, b0.blur, b1.submit, b1.blur, custom.change, zero.change,
            file.change, t_frac.release, seed.submit, seed.blur], user_errors(update_all), inputs, [fig, grid_out, table],
           api_name="schedules_update")
+    return {"schedules": names, "T": T, "custom": custom, "beta_start": b0, "beta_end": b1, "zero_snr": zero,
+            "t_frac": t_frac, "seed": seed}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from pipelines import validation
 from pipelines.sampling import GuidanceContext, GuidanceOutput, sample_steps
 
 CFG_GRID_SCALES: tuple[float, ...] = (0.0, 1.0, 3.0, 7.5, 15.0)
@@ -59,15 +60,7 @@ MAX_CUTOUTS = 64
 
 def check_number(name: str, value, lo: float, hi: float) -> float:
     """``value`` as a finite float in [lo, hi], else ValueError with a message for the user."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
-    return v
+    return validation.number(name, value, lo, hi)
 
 
 # ======================================================================================
@@ -498,6 +491,6 @@ def clip_guidance(clip, prompt: str, scale: float, *, n_cutouts: int = 4, scalin
 
     ``generator`` drives the cutouts only (default: a fresh one seeded 0, so runs repeat).
     """
-    loss = ClipLoss(clip, prompt, n_cutouts, generator, min_frac)
+    loss = ClipLoss(clip, validation.prompt(prompt, "CLIP prompt"), n_cutouts, generator, min_frac)
     return LossGuidance(loss, scale, scaling=scaling, apply=apply, through_unet=through_unet,
                         keep_maps=keep_maps)

@@ -76,6 +76,25 @@ def _open_path(path: str | os.PathLike) -> Image.Image:
     return im
 
 
+def check_upload(source: str | os.PathLike | bytes) -> tuple[int, int]:
+    """Validate an uploaded file (a server-chosen path, or raw bytes) *before* anything else
+    decodes it: the same rules as :func:`load_image` (size from the header first, then a bounded
+    decode to catch truncation). Returns ``(width, height)``; raises ValueError."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        import tempfile
+
+        if len(source) == 0:
+            raise ValueError("The uploaded file is empty (0 bytes).")
+        with tempfile.NamedTemporaryFile(suffix=".img") as f:
+            f.write(bytes(source))
+            f.flush()
+            return check_upload(f.name)
+    im = _open_path(source)
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    return im.size
+
+
 def _from_array(arr: np.ndarray) -> Image.Image:
     """HxW, HxWx1, HxWx3 or HxWx4 array: uint8/uint16 as is, float in [0, 1]."""
     if arr.ndim == 3 and arr.shape[2] == 1:

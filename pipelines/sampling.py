@@ -56,6 +56,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from pipelines import validation
+
 # --------------------------------------------------------------------------------------
 # Records and hook types
 # --------------------------------------------------------------------------------------
@@ -213,15 +215,8 @@ def _randn(shape, generator, device, dtype) -> torch.Tensor:
 
 
 def _finite(name: str, value, lo: float | None = None, hi: float | None = None) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be between {lo:g} and {hi:g}, got {v:g}")
-    return v
+    """A finite float in [lo, hi] (see :func:`pipelines.validation.number`)."""
+    return validation.number(name, value, lo, hi)
 
 
 def is_sigma_space(scheduler) -> bool:
@@ -465,6 +460,7 @@ def sample_steps(
             prompts = [prompt] if isinstance(prompt, str) else list(prompt)
             if not prompts:
                 raise ValueError("give at least one prompt")
+            prompts = [validation.prompt(p) for p in prompts]  # length cap, control characters
             prompt_embeds = model.encode_prompt(prompts)
         b = prompt_embeds.shape[0]
     else:
@@ -477,6 +473,7 @@ def sample_steps(
             if negative_prompt_embeds is None:
                 neg = negative_prompt if negative_prompt is not None else ""
                 negs = [neg] * b if isinstance(neg, str) else list(neg)
+                negs = [validation.prompt(n, "negative prompt") for n in negs]
                 if len(negs) != b:
                     raise ValueError(f"{len(negs)} negative prompts for {b} prompts")
                 negative_prompt_embeds = model.encode_prompt(negs)
