@@ -2,7 +2,7 @@
 
 Each module in TAB_MODULES exposes ``TITLE`` and ``create(runtime)``; adding a tab is one line.
 Flags (each has an environment variable): --host DL_HOST, --port DL_PORT/GRADIO_SERVER_PORT,
---share DL_SHARE, --device DL_DEVICE (auto/cpu/cuda/mps).
+--share DL_SHARE, --device DL_DEVICE (auto/cpu/cuda/mps), --model DL_MODEL (default diffusion model).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 
 import gradio as gr
 
+from demos import lecture
 from pipelines.runtime import Runtime
 
 TAB_MODULES = [
@@ -27,17 +28,30 @@ MAX_FILE_SIZE = "20mb"
 QUEUE_MAX_SIZE = 32
 
 
-def build_app(runtime: Runtime) -> gr.Blocks:
-    """One gr.Tab per module of TAB_MODULES, in order. Loads no model (tabs load lazily)."""
+def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Blocks:
+    """One gr.Tab per module of TAB_MODULES, in order. Loads no model (tabs load lazily).
+
+    ``queue_max_size`` bounds the waiting line; beyond it a request is refused at once with
+    "Queue is full" (HTTP 503), never left hanging."""
     # delete_cache: every 30 min, drop result files older than 1 h (each slider drag writes a JPEG).
     with gr.Blocks(title="Diffusion Lab", delete_cache=(1800, 3600)) as demo:
-        gr.Markdown("# Diffusion Lab\nRun the pieces of a diffusion model and watch what they do.")
-        for name in TAB_MODULES:
-            module = importlib.import_module(name)
-            with gr.Tab(module.TITLE):
-                module.create(runtime)
+        with gr.Row(equal_height=True):
+            gr.Markdown("# Diffusion Lab\nRun the pieces of a diffusion model and watch what they do.")
+            present = gr.Checkbox(False, label="Presentation mode (large fonts, high contrast)",
+                                  elem_id="dl-present", scale=0, min_width=220)
+            link_btn = gr.Button("🔗 Link to this setup", elem_id="dl-link-btn", scale=0, min_width=180)
+        link_box = gr.Textbox(label="link to this tab's setup (copied to the clipboard)", elem_id="dl-link",
+                              buttons=["copy"], interactive=False, max_lines=1)
+        registry, items = {}, {}
+        with gr.Tabs(elem_id="dl-tabs") as tabs:
+            for name in TAB_MODULES:
+                module = importlib.import_module(name)
+                tid = lecture.tab_id(name)
+                with gr.Tab(module.TITLE, id=tid, elem_id=f"tab-{tid}") as items[tid]:
+                    registry[tid] = module.create(runtime) or {}  # {url key: control}, see demos/lecture.py
+        lecture.wire(demo, tabs, items, registry, present, link_btn, link_box)
     # CPU-bound work: one job at a time per event, bounded waiting line.
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
+    demo.queue(max_size=queue_max_size, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
     return demo
 
 
@@ -53,12 +67,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="create a public gradio.live link (DL_SHARE=1)")
     p.add_argument("--device", default=env("DL_DEVICE", "auto"), choices=["auto", "cpu", "cuda", "mps"],
                    help="compute device (DL_DEVICE; default auto)")
+    p.add_argument("--model", default=env("DL_MODEL"),
+                   help="default diffusion model (DL_MODEL): a registry name, a hub id such as google/ddpm-cat-256, "
+                        "or a local diffusers pipeline folder; the dropdowns still offer every model")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    demo = build_app(Runtime.create(args.device))
+    demo = build_app(Runtime.create(args.device, args.model))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                 max_file_size=MAX_FILE_SIZE)
 
