@@ -219,25 +219,32 @@ def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionMod
     """An unconditional ``UNet2DModel`` repo laid out like a DDPMPipeline (unet/, scheduler/)."""
     from diffusers import DDPMPipeline
 
+    from pipelines.accel import model_dtype, use_sdpa
+
     try:
-        pipe = DDPMPipeline.from_pretrained(source)
+        pipe = DDPMPipeline.from_pretrained(source, dtype=model_dtype(device))
     except Exception as err:  # noqa: BLE001 - any hub failure becomes a clear message
         raise _hub_error(source, err) from err
-    return DiffusionModel(name, "pixel", _freeze(pipe.unet, device), dict(pipe.scheduler.config), device)
+    unet = use_sdpa(pipe.unet) if device.type == "cuda" else pipe.unet
+    return DiffusionModel(name, "pixel", _freeze(unet, device), dict(pipe.scheduler.config), device)
 
 
 def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
     """A Stable Diffusion repo (or a local folder in the same layout)."""
     from diffusers import StableDiffusionPipeline
 
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    from pipelines.accel import model_dtype, use_sdpa
+
+    dtype = model_dtype(device)  # bf16/fp16 on CUDA, fp32 on CPU
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype, safety_checker=None,
+        pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False)
     except Exception as err:  # noqa: BLE001
         raise _hub_error(source, err) from err
     text_encoder = _freeze(pipe.text_encoder, device)
     tokenizer = pipe.tokenizer
+    if device.type == "cuda":  # SDPA (flash / memory-efficient kernels) in every attention layer
+        use_sdpa(pipe.unet), use_sdpa(pipe.vae)
 
     @torch.no_grad()
     def encode_prompt(prompts: list[str]) -> torch.Tensor:
@@ -249,6 +256,35 @@ def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionMo
                           encode_prompt, vae=_freeze(pipe.vae, device),
                           latent_scale=float(pipe.vae.config.scaling_factor),
                           extras={"tokenizer": tokenizer, "text_encoder": text_encoder})
+
+
+def spec_for(choice: str, specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS) -> ModelSpec:
+    """A model chosen by CLI flag / ``DL_MODEL``: a registry name, a known hub repo id, or a local
+    folder laid out like a diffusers pipeline (``model_index.json``: DDPMPipeline -> pixel,
+    StableDiffusion*Pipeline -> latent). Raises ValueError with the choices otherwise."""
+    for s in specs:
+        if choice in (s.name, s.source):
+            return s
+    folder = Path(choice).expanduser()
+    index = folder / "model_index.json"
+    if index.is_file():
+        cls = json.loads(index.read_text()).get("_class_name", "")
+        kind = "pixel" if cls in {"DDPMPipeline", "DDIMPipeline"} else "latent" if "StableDiffusion" in cls else None
+        if kind is None:
+            raise ValueError(f"{folder}: unsupported pipeline class {cls!r} (DDPMPipeline or StableDiffusionPipeline)")
+        return ModelSpec(f"{folder.name} (local)", kind, str(folder.resolve()), f"local {cls} folder")
+    raise ValueError(f"unknown model {choice!r}: use one of {[s.name for s in specs]}, their hub ids, "
+                     "or a local diffusers pipeline folder")
+
+
+def specs_with_default(choice: str | None,
+                       specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS) -> tuple[ModelSpec, ...]:
+    """``specs`` with ``choice`` (see :func:`spec_for`) moved or added first: it becomes every
+    dropdown's default; the bundled models stay in the list."""
+    if not choice:
+        return specs
+    first = spec_for(choice, specs)
+    return (first, *[s for s in specs if s.name != first.name])
 
 
 class ModelRegistry:

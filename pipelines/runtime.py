@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipelines.models import ModelRegistry
+from pipelines.models import ModelRegistry, specs_with_default
 
 
 def resolve_device(flag: str = "auto") -> torch.device:
@@ -43,6 +43,10 @@ class Runtime:
     registry: ModelRegistry = field(default_factory=ModelRegistry)
 
     @classmethod
-    def create(cls, device: str = "auto") -> "Runtime":
+    def create(cls, device: str = "auto", model: str | None = None) -> "Runtime":
+        """``model`` (or env ``DL_MODEL``): the default diffusion model, see :func:`specs_with_default`."""
+        import os
+
         dev = resolve_device(device)
-        return cls(device=dev, registry=ModelRegistry(device=dev))
+        specs = specs_with_default(model if model is not None else os.environ.get("DL_MODEL") or None)
+        return cls(device=dev, registry=ModelRegistry(device=dev, diffusion_specs=specs))
