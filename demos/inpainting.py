@@ -304,7 +304,7 @@ def create(runtime) -> dict:
             negative = gr.Textbox("", label="negative prompt")
         with gr.Column(scale=1, min_width=260):
             with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
+                steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps", elem_id="inpaint-steps")
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             with gr.Row():
                 scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")

@@ -113,10 +113,14 @@ def test_inpainting_paint_mask_with_the_mouse_and_inpaint(page):
     h, w = mask.shape
     assert mask[int(0.4 * h):int(0.6 * h), int(0.35 * w):int(0.65 * w)].any()  # where we painted
     assert not mask[: h // 5].any() and not mask[-h // 5:].any()
+    steps = page.locator("#inpaint-steps input[type=number]")
+    steps.fill("10")  # default resampling (r = 3, j = 5) on 10 steps: 20 UNet calls, cheap on a busy CPU
+    steps.press("Enter")
     before = image_src(page, "inpaint-result")
     page.locator("#inpaint-run").click()
     page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Done')",
-                           timeout=180_000)
+                           timeout=300_000)
+    assert "20 UNet calls (10 DDIM steps, 3 resample" in page.locator("#inpaint-info").inner_text()
     src = wait_for_change(page, "inpaint-result", before)
     assert src and src.endswith(".png"), src
     result = _fetch_image(page, "inpaint-result")
