@@ -192,7 +192,8 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict[str, gr.Tab], registry:
               api_visibility="private", show_progress="hidden")
     present.change(None, present, None, js=TOGGLE_JS)
     for tid, item in tab_items.items():
-        item.select(lambda t=tid: t, None, current, api_name=False, show_progress="hidden")
+        item.select(lambda t=tid: t, None, current, api_name=f"lecture_tab_{tid}", api_visibility="private",
+                    show_progress="hidden")
 
     def make_link(tab, *values):
         return link_query(tab, registry, list(values))
