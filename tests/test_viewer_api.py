@@ -129,7 +129,8 @@ def test_nan_and_inf_sent_through_the_raw_api_are_refused(app_url, bad):
 def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     """8 sessions at once: each scrubs its own run; the same seed gives the same final image as a serial run."""
     seeds = [0, 1, 2, 3, 0, 1, 2, 3]
-    clients = [Client(app_url, verbose=False) for _ in seeds]
+    # generous HTTP timeout: on a loaded 2-core machine the config fetch can take > httpx's 5 s default
+    clients = [Client(app_url, verbose=False, httpx_kwargs={"timeout": 120}) for _ in seeds]
 
     def one(k):
         c, seed = clients[k], seeds[k]
@@ -144,5 +145,5 @@ def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     for k in range(4):
         assert np.array_equal(results[k][0], results[k + 4][0])  # same seed, same image
     assert not np.array_equal(results[0][0], results[1][0])  # different seeds differ
-    serial = Client(app_url, verbose=False).predict(*_run_args(seed=2, steps=5), api_name="/viewer_run")
+    serial = Client(app_url, verbose=False, httpx_kwargs={"timeout": 120}).predict(*_run_args(seed=2, steps=5), api_name="/viewer_run")
     assert np.array_equal(_img(serial[1]), results[2][0])
