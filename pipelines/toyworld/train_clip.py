@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=CONFIG_PATH.parent)
     ap.add_argument("--freeze-text", action="store_true",
                     help="train the vision tower only: keeps the text features the UNet was trained on")
+    ap.add_argument("--noise-aug", type=float, default=0.0,
+                    help="add Gaussian noise of std U(0, this) (in [-1, 1] units) to half the images, "
+                         "so the CLIP judges slightly grainy generated samples by their shape")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only: weight init reproducibility
@@ -106,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         # Light augmentation: small random translations keep shapes' identity.
         shift = rng.randint(-2, 2), rng.randint(-2, 2)
         x = torch.roll(x, shifts=shift, dims=(2, 3))
+        if args.noise_aug > 0:  # per image: std ~ U(0, noise_aug) on a random half, else 0
+            g = torch.Generator().manual_seed(step)
+            std = torch.rand(x.shape[0], 1, 1, 1, generator=g) * args.noise_aug
+            std = std * (torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5)
+            x = (x + std * torch.randn(x.shape, generator=g)).clamp(-1, 1)
         img = normalize_for_clip(x.to(accelerator.device), image_size)
         tok = tokenizer(captions).to(accelerator.device)
         unwrapped = accelerator.unwrap_model(model)

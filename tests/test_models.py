@@ -1,0 +1,81 @@
+"""The model registry loads bundled-layout models through the real code paths, offline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.models import (ASSETS, ClipSpec, ModelRegistry, ModelSpec, ModelUnavailable,
+                              SAMPLERS)
+from pipelines.toyworld.unet_config import build_random_toy_sd
+
+
+@pytest.fixture(scope="module")
+def tiny_registry(tmp_path_factory) -> ModelRegistry:
+    root = tmp_path_factory.mktemp("models")
+    build_random_toy_sd(root / "toy-sd", clip_folder=root / "toy-clip")
+    specs = (ModelSpec("tiny", "toy", str(root / "toy-sd"), clip_source=str(root / "toy-clip")),
+             ModelSpec("cat (hub)", "pixel", "google/ddpm-cat-256", hub=True))
+    clips = (ClipSpec("tiny-clip", "toy-clip", str(root / "toy-clip" / "open_clip_model.safetensors"),
+                      config_path=str(root / "toy-clip" / "toy-clip.json")),)
+    return ModelRegistry("cpu", specs, clips)
+
+
+def test_toy_model_loads_once_and_encodes_prompts(tiny_registry):
+    m = tiny_registry.diffusion("tiny")
+    assert tiny_registry.diffusion("tiny") is m  # cached: one load shared by all requests
+    feats = m.encode_prompt(["a red circle", ""])
+    assert feats.shape == (2, 16, 64)
+    assert not torch.allclose(feats[0], feats[1])  # the prompt reaches the features
+    assert m.sample_shape == (3, 32, 32)
+    assert all(not p.requires_grad for p in m.unet.parameters())
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_each_request_gets_its_own_scheduler(tiny_registry, sampler):
+    m = tiny_registry.diffusion("tiny")
+    a, b = m.make_scheduler(sampler), m.make_scheduler(sampler)
+    assert a is not b
+    a.set_timesteps(10)
+    b.set_timesteps(25)
+    assert len(a.timesteps) == 10 and len(b.timesteps) == 25
+
+
+def test_unknown_names_are_clear_errors(tiny_registry):
+    with pytest.raises(ValueError, match="unknown sampler"):
+        tiny_registry.diffusion("tiny").make_scheduler("Heun++")
+    with pytest.raises(ValueError, match="unknown model"):
+        tiny_registry.diffusion("nope")
+
+
+def test_hub_model_offline_gives_a_clear_message(tiny_registry, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    with pytest.raises(ModelUnavailable, match="network"):
+        tiny_registry.diffusion("cat (hub)")
+    assert time.time() - t0 < 60
+    # ... and the bundled model is still usable afterwards.
+    assert tiny_registry.diffusion("tiny").encode_prompt(["a star"]).shape[0] == 1
+
+
+def test_tiny_clip_scores_through_open_clip(tiny_registry):
+    clip = tiny_registry.clip("tiny-clip")
+    img = clip.encode_image(torch.zeros(2, 3, 32, 32))
+    txt = clip.encode_text(["a red circle", "a blue star"])
+    assert img.shape == (2, 128) and txt.shape == (2, 128)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_bundled_assets_are_lean_and_load():
+    size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
+    assert size < 40 * 2**20, f"bundled models are {size / 2**20:.1f} MB"
+    for path in ASSETS.rglob("*"):
+        assert path.suffix not in {".pt", ".pth", ".bin", ".ckpt"}, f"{path}: ship safetensors"
+    reg = ModelRegistry("cpu")
+    m = reg.diffusion()  # the bundled toy-sd + tiny CLIP, from assets/
+    assert m.kind == "toy" and m.sample_shape == (3, 32, 32)
+    assert (Path(ASSETS) / "toy-sd" / "MODEL_CARD.md").exists()
+    assert (Path(ASSETS) / "toy-clip" / "MODEL_CARD.md").exists()
