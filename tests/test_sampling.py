@@ -106,8 +106,8 @@ def test_toy_model_matches_stock_pipeline(toy, sampler):
     pipe = StableDiffusionPipeline(vae=identity_vae(), text_encoder=None, tokenizer=None, unet=toy.unet,
                                    scheduler=toy.make_scheduler(sampler), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    # StableDiffusionPipeline.__init__ rewrites clip_sample=True to False (an SD-1.x config fix);
-    # the toy model is trained with clip_sample=True, so hand the pipeline the same scheduler after.
+    # StableDiffusionPipeline.__init__ rewrites some scheduler configs (SD-1.x fixes such as
+    # clip_sample, steps_offset); hand the pipeline exactly the toy model's scheduler after.
     pipe.scheduler = toy.make_scheduler(sampler)
     pipe.set_progress_bar_config(disable=True)
     pe, ne = toy.encode_prompt([PROMPT]), toy.encode_prompt(["a white background"])

@@ -36,14 +36,16 @@ def toy_unet_config(
     )
 
 
-# The cosine schedule is cut at t = 950: the model is trained and sampled on t = 0..950.
-# Past it ᾱ_t falls from 0.0058 to 2.4e-6, where an epsilon-prediction model's clean-image
+# The cosine schedule is cut at t = 959: the model is trained and sampled on t = 0..959.
+# Past it ᾱ_t falls from 0.0039 to 2.4e-6, where an epsilon-prediction model's clean-image
 # estimate x̂0 = (x_t - sqrt(1 - ᾱ_t)·ε̂) / sqrt(ᾱ_t) (DDPM eq. 15) multiplies the error of ε̂
 # by up to 1/sqrt(ᾱ_t) ≈ 640. Measured on the bundled model: sampling from t = 999 gave pure
-# noise with Euler and DPM-Solver++ and grey, grainy images with DDIM; from t = 950 all are
-# clean. ᾱ_950 = 0.0058 is close to Stable Diffusion's terminal ᾱ = 0.0047.
+# noise with Euler and DPM-Solver++ and grey, grainy images with DDIM; from t = 959 all are
+# clean. ᾱ_959 = 0.0039 is close to Stable Diffusion's terminal ᾱ = 0.0047.
+# 960 (not 951): DDIM's last step jumps to ᾱ = 1 only when round(T/N) == T // N; 960 is a
+# multiple of N = 2, 4, 5, 8, 10, 12, 15, 16, 20, 24, 30, 32, 40, 48 and 960/25, 960/50 round down.
 COSINE_FULL_T = 1000
-SAMPLE_T = 951
+SAMPLE_T = 960
 
 
 def toy_scheduler_config() -> dict:
@@ -51,7 +53,7 @@ def toy_scheduler_config() -> dict:
 
     Cosine (``squaredcos_cap_v2``, Nichol & Dhariwal 2021, eq. 17) keeps signal longer than
     the linear schedule, which matters at 32 px where the linear one destroys the image early.
-    Its first ``SAMPLE_T`` betas are stored as ``trained_betas``, so ᾱ_t for t = 0..950 is
+    Its first ``SAMPLE_T`` betas are stored as ``trained_betas``, so ᾱ_t for t = 0..959 is
     exactly the 1000-step cosine schedule's (see ``SAMPLE_T``). ``clip_sample`` is off: clamping
     x̂0 to [-1, 1] at every step measurably washed DDIM samples out towards grey.
     """
