@@ -221,7 +221,11 @@ def scrub(traj, index):
 def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale, seed):
     model = runtime.registry.diffusion(model_name)
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
-    t = _num("t", t, 1, n_train - 1, integer=True)
+    t = _num("t", t, 1, max(999, n_train - 1), integer=True)
+    clamp_note = ""
+    if t > n_train - 1:  # the slider spans 1..999; the bundled model's schedule ends at 959
+        clamp_note = f" (the slider asked for {t}; this model's schedule ends at t = {n_train - 1})"
+        t = n_train - 1
     stride = _num("stride", stride, 1, n_train, integer=True)
     guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
     if image is None:
@@ -236,7 +240,7 @@ def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale
         (_png(_u8(r["one_step"]), 192), f"one step: {p['one_step']:.1f} dB"),
         (_png(_u8(r["iterative"]), 192), f"iterative ({r['steps']} steps): {p['iterative']:.1f} dB"),
     ]
-    md = (f"t = {t}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {_snr_text(r['alpha_bar'])}.\n\n"
+    md = (f"t = {t}{clamp_note}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {_snr_text(r['alpha_bar'])}.\n\n"
           "| method | what it does | PSNR vs clean |\n|---|---|---|\n"
           f"| Gaussian blur | blur x_t/√ᾱ_t (σ = {r['blur_sigma']:g} px, the best of a few, chosen with the clean "
           f"image) | {p['blur']:.2f} dB |\n"

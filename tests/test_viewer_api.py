@@ -84,6 +84,10 @@ def test_three_ways(client):
     assert len(gallery) == 5 and "iterative (9 steps)" in gallery[4]["caption"]
     psnrs = [float(v) for v in re.findall(r"\| ([\d.]+) dB \|", md)]
     assert len(psnrs) == 3 and all(0 < p < 100 for p in psnrs)
+    # the slider reaches 999; the toy schedule ends at 959: clamped, and said so
+    gallery, md = client.predict(MODEL, handle_file(toy_scene_paths()[1]), 999, 200, "a blue square", 1.0, 0,
+                                 api_name="/three_ways")
+    assert "t = 959 (the slider asked for 999" in md and gallery[1]["caption"] == "noisy x_t, t=959"
 
 
 def test_sampler_race(client):
