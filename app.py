@@ -33,6 +33,12 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
 
     ``queue_max_size`` bounds the waiting line; beyond it a request is refused at once with
     "Queue is full" (HTTP 503), never left hanging."""
+    # Cached examples live for this process only: gradio keys its cache folder by component id, so a
+    # folder kept across versions could serve images from older weights. Same seed -> same image anyway.
+    if "GRADIO_EXAMPLES_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="diffusion-lab-examples-")
     # delete_cache: every 30 min, drop result files older than 1 h (each slider drag writes a JPEG).
     with gr.Blocks(title="Diffusion Lab", delete_cache=(1800, 3600)) as demo:
         with gr.Row(equal_height=True):

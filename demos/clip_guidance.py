@@ -130,15 +130,22 @@ def create(runtime) -> dict:
                 steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
                 seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
-            gr.Examples([["a red circle on a white background", BASE_MODES[0], 200, "sqrt_alpha_bar"],
-                         ["a blue square on a black background", BASE_MODES[0], 400, "sqrt_alpha_bar"],
-                         ["a yellow star", BASE_MODES[1], 200, "one_minus_alpha_bar"]],
-                        [prompt, base_mode, scale, scaling], label="try (then press Run)")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300, elem_id="clip-gallery")
             md = gr.Markdown()
             loss_plot = gr.Plot(label="loss per step")
             heat = gr.Plot(label="gradient magnitude")
+    # Run on click, cached server-side after the first run (deterministic: same seed, same images).
+    clip0, model0 = reg.default_clip, reg.default_diffusion
+    gr.Examples([[clip0, model0, "a red circle on a white background", BASE_MODES[0], "", 3.0, 4, 200,
+                  "sqrt_alpha_bar", 30, 0],
+                 [clip0, model0, "a blue square on a black background", BASE_MODES[0], "", 3.0, 4, 400,
+                  "sqrt_alpha_bar", 30, 1],
+                 [clip0, model0, "a yellow star", BASE_MODES[1], "", 3.0, 4, 200, "one_minus_alpha_bar", 30, 2]],
+                [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
+                [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
+                cache_examples=True, cache_mode="lazy", label="examples (click to run; cached after the first run)",
+                elem_id="clip-examples")
     run.click(user_errors(functools.partial(clip_run, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
               [gallery, loss_plot, heat, md], api_name="clip_guidance_run")

@@ -245,7 +245,7 @@ def create(runtime) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             model = gr.Dropdown(names, value=names[0], label="diffusion model")
-            prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt")
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="guidance-prompt")
             negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
             scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w", elem_id="guidance-w")
             with gr.Row():
@@ -253,14 +253,18 @@ def create(runtime) -> dict:
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
             run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
-            gr.Examples([["a yellow star on a navy background", "", 5.0],
-                         ["a red circle on a white background", "", 7.5],
-                         ["a blue square on a black background", "a blue square", 3.0],
-                         ["a green cross on a gray background", "", 0.0]],
-                        [prompt, negative, scale], label="try (then press Generate)")
         with gr.Column(scale=1):
             image = gr.Image(label="sample", interactive=False, elem_id="guidance-image", height=300)
             info = gr.Markdown()
+    # Examples run on click and are cached server-side after their first use (same seed, same image),
+    # so a click during a talk answers at once the second time.
+    gr.Examples([[names[0], "a yellow star on a navy background", "", 5.0, 30, "DDIM", 0],
+                 [names[0], "a red circle on a white background", "", 7.5, 30, "DDIM", 1],
+                 [names[0], "a blue square on a black background", "a blue square", 3.0, 30, "DDIM", 2],
+                 [names[0], "a green cross on a gray background", "", 0.0, 30, "DDIM", 3]],
+                [model, prompt, negative, scale, steps, sampler, seed], [image, info],
+                fn=user_errors(functools.partial(generate, runtime)), cache_examples=True, cache_mode="lazy",
+                label="examples (click to run; cached after the first run)", elem_id="guidance-examples")
     with gr.Accordion("Same seed, different scales", open=True):
         with gr.Row():
             grid_btn = gr.Button("Run the grid (w = 0, 1, 3, 7.5, 15)", elem_id="guidance-grid-run")

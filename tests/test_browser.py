@@ -129,3 +129,37 @@ def test_inpainting_paint_mask_with_the_mouse_and_inpaint(page):
     assert errors.count() == 0, errors.first.inner_text()
     page.wait_for_timeout(300)
     page.screenshot(path="/tmp/diffusion-lab-inpainting.png", full_page=True)
+
+
+def test_guidance_example_runs_on_click_and_is_cached(page):
+    """An example row fills the inputs and runs; its result is cached (for every user) after the first run."""
+    import os
+    from pathlib import Path
+
+    open_tab(page, "Guidance playground")
+    row = page.locator("#guidance-examples").get_by_text("a yellow star on a navy background").first
+    row.click()
+    page.wait_for_selector("#guidance-image img", timeout=120_000)
+    first = _fetch_image(page, "guidance-image")
+    assert page.locator("#guidance-prompt textarea").input_value() == "a yellow star on a navy background"
+    cache = Path(os.environ["GRADIO_EXAMPLES_CACHE"])
+    page.wait_for_function("() => true")  # let the cache write land
+    logs = list(cache.rglob("log.csv"))
+    assert logs and any(len(p.read_text().splitlines()) >= 2 for p in logs), logs
+    page.reload()
+    page.wait_for_selector("button[role=tab]")
+    open_tab(page, "Guidance playground")
+    page.locator("#guidance-examples").get_by_text("a yellow star on a navy background").first.click()
+    page.wait_for_selector("#guidance-image img", timeout=30_000)
+    again = _fetch_image(page, "guidance-image")
+    assert again.shape == first.shape and abs(again.astype(int) - first.astype(int)).max() <= 8  # JPEG re-encode
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_clip_guidance_example_runs_on_click(page):
+    open_tab(page, "CLIP guidance")
+    page.locator("#clip-examples").get_by_text("a blue square on a black background").first.click()
+    _gallery_images(page, "clip-gallery", 2)
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
