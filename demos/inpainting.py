@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from gradio.processing_utils import save_bytes_to_cache
 from gradio.utils import get_upload_folder
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from demos.common import jpeg, sample_paths
 from demos.components import SafeImageEditor, SafeNumber
@@ -156,8 +156,18 @@ def show_png(x: torch.Tensor) -> str:
     return png(Image.fromarray(images.tensor_to_uint8(x.detach().float().cpu())))
 
 
-def editor_value(path: str) -> dict:
-    return {"background": path, "layers": [], "composite": path}
+def editor_value(path: str, layer: str | None = None) -> dict:
+    """An ImageEditor value: the image, and optionally one paint layer (RGBA; alpha > 0 = mask)."""
+    return {"background": path, "layers": [layer] if layer else [], "composite": path}
+
+
+def centre_disc_layer(size: int = WORK_PX, radius: float = 0.44) -> Image.Image:
+    """A paint layer with a translucent brush-coloured disc in the centre (covers TOY_SCENES' shapes)."""
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    r, c = radius * size, size / 2
+    rgb = tuple(int(BRUSH[0][i:i + 2], 16) for i in (1, 3, 5))
+    ImageDraw.Draw(layer).ellipse([c - r, c - r, c + r, c + r], fill=(*rgb, int(255 * BRUSH[1])))
+    return layer
 
 
 # ------------------------------------------------------------------ events
@@ -287,6 +297,8 @@ def create(runtime) -> dict:
                 eraser=gr.Eraser(default_size=24), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
                 label="canvas: paint the region to replace (brush size in the brush menu; eraser to undo paint)",
                 elem_id="inpaint-editor", height=420)
+            example_btn = gr.Button("Example: mask the red circle, ask for a yellow star, inpaint", size="sm",
+                                    elem_id="inpaint-example")
             gallery = gr.Gallery(value=samples, label="…or click a sample (toy-world scenes first)", columns=9,
                                  height=100, allow_preview=False, elem_id="inpaint-samples")
         with gr.Column(scale=2):
@@ -359,6 +371,11 @@ def create(runtime) -> dict:
                   trigger_mode="always_last", show_progress="hidden")
     run.click(bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
               [result, xt_img, mask_img, info], api_name="inpaint")
+    example_value = editor_value(toy_paths[0], png(centre_disc_layer()))
+    example_btn.click(lambda: (example_value, "a yellow star on a navy background"), None, [editor, prompt],
+                      api_name="inpaint_example", api_visibility="private").then(
+        bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
+        [result, xt_img, mask_img, info], api_visibility="private")
     blank_btn.click(lambda: editor_value(blank), None, sketch, api_name="sketch_blank", api_visibility="private")
     blob_btn.click(lambda: editor_value(blob), None, sketch, api_name="sketch_example", api_visibility="private")
     from_btn.click(user_errors(from_inpaint), editor, sketch, api_name="sketch_from_inpaint",

@@ -163,3 +163,17 @@ def test_clip_guidance_example_runs_on_click(page):
     _gallery_images(page, "clip-gallery", 2)
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_inpainting_example_button_masks_and_runs(page):
+    open_tab(page, "Inpainting")
+    page.locator("#inpaint-example").click()
+    page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Done')",
+                           timeout=300_000)
+    mask = _fetch_image(page, "inpaint-mask")[..., 0] > 127
+    assert 0.5 < mask.mean() < 0.7, mask.mean()  # the centre disc, radius 0.44 of the side
+    h, w = mask.shape
+    assert mask[h // 2, w // 2] and not mask[2, 2]
+    assert page.locator("#inpaint-editor").count() == 1
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
