@@ -79,3 +79,26 @@ def test_bundled_assets_are_lean_and_load():
     assert m.kind == "toy" and m.sample_shape == (3, 32, 32)
     assert (Path(ASSETS) / "toy-sd" / "MODEL_CARD.md").exists()
     assert (Path(ASSETS) / "toy-clip" / "MODEL_CARD.md").exists()
+
+
+def test_bundled_schedule_is_the_1000_step_cosine_cut_at_959():
+    """toy-sd's ᾱ_t equals diffusers' squaredcos_cap_v2 (T = 1000) for every t it uses (reference check),
+    the shipped scheduler config is the one the code builds, and DDIM's trailing steps end at ᾱ = 1."""
+    import json
+
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from pipelines.toyworld.unet_config import SAMPLE_T, toy_scheduler_config
+
+    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    cfg = toy_scheduler_config()
+    ours = DDPMScheduler.from_config(cfg)
+    assert ours.config.num_train_timesteps == SAMPLE_T == 960
+    assert torch.allclose(ours.alphas_cumprod.double(), ref.alphas_cumprod[:SAMPLE_T].double(), rtol=1e-5)
+    assert 0.003 < float(ours.alphas_cumprod[-1]) < 0.005  # close to SD's terminal 0.0047, far from 2.4e-6
+    shipped = json.loads((ASSETS / "toy-sd" / "scheduler" / "scheduler_config.json").read_text())
+    assert shipped["trained_betas"] == cfg["trained_betas"] and shipped["clip_sample"] is False
+    for n in (10, 25, 50):  # the last DDIM step jumps to x0 (ᾱ_prev = 1): a clean final image
+        ddim = DDIMScheduler.from_config(shipped)
+        ddim.set_timesteps(n)
+        assert int(ddim.timesteps[0]) == SAMPLE_T - 1 and int(ddim.timesteps[-1]) - 960 // n < 0
