@@ -150,8 +150,15 @@ def _info(meta: dict) -> str:
             f"SNR = {_snr_text(meta['a'])}")
 
 
+def _stream_png(arr: np.ndarray) -> str:
+    """A streamed panel: small images (the toy model's 32 px) go out at native size and the browser
+    upscales them without smoothing (CSS ``image-rendering: pixelated``, class ``dl-pixelated``):
+    ~64x fewer pixels to encode and send per frame than a 256 px upscale. Large ones are downsized."""
+    return _png(arr, px=min(arr.shape[1], DISPLAY_PX))
+
+
 def _panels(frame: np.ndarray) -> tuple[str, str, str]:
-    return _png(frame[0]), _png(frame[1]), _png(frame[2])
+    return _stream_png(frame[0]), _stream_png(frame[1]), _stream_png(frame[2])
 
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
@@ -178,7 +185,7 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         x_T = torch.randn((1, *model.sample_shape), generator=gen, dtype=model.unet.dtype).to(model.device)
         kw = dict(latents=x_T)
         first = _u8(sampling.to_rgb(model, x_T, pred_x0=False))
-    yield (_png(first), skip, skip, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
+    yield (_stream_png(first), skip, skip, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
            "running the model…", skip, skip, skip)
     records = sampling.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                     sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
@@ -349,11 +356,11 @@ def create(runtime) -> dict:
                 with gr.Column(scale=2):
                     with gr.Row():
                         xt_img = gr.Image(label="x_t (as the UNet sees it)", interactive=False, elem_id="viewer-xt",
-                                          height=DISPLAY_PX)
+                                          elem_classes=["dl-pixelated"], height=DISPLAY_PX)
                         x0_img = gr.Image(label="predicted x0", interactive=False, elem_id="viewer-x0",
-                                          height=DISPLAY_PX)
+                                          elem_classes=["dl-pixelated"], height=DISPLAY_PX)
                         eps_img = gr.Image(label="predicted noise ε (±3σ)", interactive=False, elem_id="viewer-eps",
-                                           height=DISPLAY_PX)
+                                           elem_classes=["dl-pixelated"], height=DISPLAY_PX)
                     info = gr.Markdown("Press **Denoise**.", elem_id="viewer-info")
                     scrub_slider = gr.Slider(0, 1, value=0, step=1, interactive=False, elem_id="viewer-scrub",
                                              label="scrub the recorded steps (after a run)")

@@ -32,6 +32,7 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
 CSS = """
+.dl-pixelated img { image-rendering: pixelated; object-fit: contain !important; width: 100%; height: 100%; }
 body.dl-presentation {
   --body-text-size: 22px; --text-xs: 16px; --text-sm: 18px; --text-md: 22px; --text-lg: 26px; --text-xl: 32px;
   --text-xxl: 40px; --input-text-size: 22px; --block-label-text-size: 19px; --block-info-text-size: 18px;

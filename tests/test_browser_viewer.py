@@ -19,6 +19,11 @@ def test_viewer_streams_then_the_slider_scrubs(page):
                            timeout=180_000)
     assert "step 12 / 12" in page.locator("#viewer-info").inner_text()
     assert page.locator("#viewer-strip img").count() >= 5  # the filmstrip of x̂0
+    # frames are sent at the model's 32 px; the browser shows them large and unsmoothed
+    img = page.locator("#viewer-x0 img").first
+    assert img.bounding_box()["width"] >= 150 and img.evaluate("e => e.naturalWidth") == 32
+    assert img.evaluate("e => getComputedStyle(e).imageRendering") == "pixelated"
+    assert img.evaluate("e => getComputedStyle(e).objectFit") == "contain"  # scale-down would keep it 32 px
     before_x0, before_xt = image_src(page, "viewer-x0"), image_src(page, "viewer-xt")
     drag_slider(page, "viewer-scrub", 0.98, 0.05)
     wait_for_change(page, "viewer-xt", before_xt)

@@ -42,7 +42,7 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     assert len(outs) >= 2  # streamed frames, then the final one
     xt, x0, eps, info, slider, strip = outs[-1]
     assert "step 12 / 12" in info and "done" in info and "SNR" in info
-    assert all(_img(p).shape == (256, 256, 3) for p in (xt, x0, eps))
+    assert all(_img(p).shape == (32, 32, 3) for p in (xt, x0, eps))  # native size; the browser upscales
     assert slider["maximum"] == 11 and slider["value"] == 11 and slider["interactive"]
     assert len(strip) == 11 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
     assert all("done" not in o[3] for o in outs[:-1])  # intermediate frames carry step info only
@@ -54,7 +54,7 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     assert np.array_equal(_img(x0_last), _img(x0)) and np.array_equal(_img(xt_last), _img(xt))
     assert not np.array_equal(_img(xt1), _img(xt_last))
     # first x_t is noise: neighbouring pixels barely correlate, unlike the last step's
-    rough = lambda a: np.abs(np.diff(a.astype(float)[::8, ::8], axis=1)).mean()  # noqa: E731
+    rough = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
     assert rough(_img(xt1)) > rough(_img(xt_last))
 
 
@@ -72,7 +72,7 @@ def test_start_from_an_image_sdedit(client):
     assert "step 5 / 5" in outs[-1][3]
     # at low strength the result stays close to the start image (the model only repaints details)
     low = _final(client, steps=10, use_image=True, image=scene, strength=0.1)
-    start = np.asarray(Image.open(toy_scene_paths()[0]).convert("RGB").resize((256, 256), Image.NEAREST), float)
+    start = np.asarray(Image.open(toy_scene_paths()[0]).convert("RGB").resize((32, 32), Image.BOX), float)
     assert np.abs(_img(low[-1][1]).astype(float) - start).mean() < 40
     with pytest.raises(AppError, match="leaves no denoising step"):
         client.predict(*_run_args(steps=5, use_image=True, image=scene, strength=0.1), api_name="/viewer_run")
