@@ -468,7 +468,7 @@ def inpaint_steps(
             xt = None if rec.x_t_rgb is None else up(rec.x_t_rgb)
             step = InpaintStep(index, total, p + 1, steps, rec.t, f"pass {passes_at[p]}/{r}" if r > 1 else "",
                                comp, xt, rec)
-            if rec.image is not None:
+            if rec.image is not None and index == total - 1:  # resampling passes also end a run: not final
                 # Final composite at the input resolution: generated inside, the input outside.
                 gen = rec.image.float()
                 step.model_image = gen

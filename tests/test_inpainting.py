@@ -226,6 +226,8 @@ def test_resampling_runs_and_changes_the_result(toy):
     assert [s.position for s in steps] == [p for a, p in zip(ip.repaint_walk(6, 2, 3), ip.repaint_walk(6, 2, 3)[1:])
                                            if p > a]
     assert {s.phase for s in steps} == {"pass 1/3", "pass 2/3", "pass 3/3"}
+    # the walk reaches the last step 3 times; only the very last UNet call carries the final image
+    assert [s.index for s in steps if s.image is not None] == [len(steps) - 1]
     res = steps[-1].image
     inside = (mask > 0.5).expand_as(img)
     assert float((res - plain).abs()[inside].mean()) > 1e-3  # resampling changed the generated region
