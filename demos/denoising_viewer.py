@@ -22,11 +22,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
-from gradio.processing_utils import save_bytes_to_cache
-from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demos.common import request_generator, user_errors
+from demos.common import cache_file, request_generator, user_errors
 from demos.components import SafeImage, SafeNumber
 from pipelines import denoising, images, sampling, validation
 from pipelines.models import SAMPLERS
@@ -64,7 +62,7 @@ def _png(arr: np.ndarray, px: int = DISPLAY_PX) -> str:
         im = im.resize((px, px), Image.Resampling.NEAREST if im.width < px else Image.Resampling.BOX)
     buf = io.BytesIO()
     im.save(buf, "PNG", compress_level=1)
-    return save_bytes_to_cache(buf.getvalue(), "frame.png", get_upload_folder())
+    return cache_file(buf.getvalue(), "frame.png")
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -142,7 +140,8 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
 
 def _frame(model, rec) -> np.ndarray:
     """One step as uint8 ``[3 panels, h, w, 3]``: x_t (as the UNet sees it), x̂0, ε̂."""
-    return np.stack([_u8(rec.x_t_rgb), _u8(rec.pred_x0_rgb), _u8(_eps_rgb(model, rec.pred_eps))])
+    panels = torch.cat([rec.x_t_rgb, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps)])  # [3, 3, h, w]
+    return images.tensor_to_uint8(panels)  # one conversion for the three (fewer tiny torch ops per step)
 
 
 def _info(meta: dict) -> str:

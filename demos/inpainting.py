@@ -19,11 +19,9 @@ import io
 import gradio as gr
 import numpy as np
 import torch
-from gradio.processing_utils import save_bytes_to_cache
-from gradio.utils import get_upload_folder
 from PIL import Image, ImageDraw, ImageOps
 
-from demos.common import jpeg, sample_paths
+from demos.common import cache_file, jpeg, sample_paths
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import images
 from pipelines import inpainting as ip
@@ -76,7 +74,7 @@ def user_errors(fn):
 def png(im: Image.Image) -> str:
     buf = io.BytesIO()
     im.save(buf, "PNG")
-    return save_bytes_to_cache(buf.getvalue(), "image.png", get_upload_folder())
+    return cache_file(buf.getvalue(), "image.png")
 
 
 def toy_sample_images() -> list[Image.Image]:

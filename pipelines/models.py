@@ -201,6 +201,9 @@ def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torc
         raise ModelUnavailable(f"toy diffusion model not found in {folder}; train it with "
                                "`python -m pipelines.toyworld.train_unet`")
     unet = _freeze(UNet2DConditionModel.from_pretrained(folder / "unet"), device)
+    # channels_last (NHWC) convolutions, as in training: the batched CFG pass (B=2, 32 px) ran
+    # ~8% faster on 2 CPU cores, interleaved A/B; results equal to float rounding.
+    unet = unet.to(memory_format=torch.channels_last)
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     jsons = sorted(clip_folder.glob("*.json"))
     config = next(p for p in jsons if p.stem not in {"train_state"})
