@@ -365,7 +365,8 @@ def create(runtime) -> dict:
                                              label="scrub the recorded steps (after a run)")
                     strip = gr.Gallery(label="filmstrip: predicted x0 along the run", columns=FILMSTRIP_LEN + 1,
                                        height=150, allow_preview=True, elem_id="viewer-strip")
-            gr.Examples(EXAMPLES, [prompt, sampler, steps, guidance, seed], label="prompts the toy model knows "
+            examples = gr.Examples(EXAMPLES, [prompt, sampler, steps, guidance, seed], elem_id="viewer-examples",
+                                   label="click to run · prompts the toy model knows "
                         "(shapes circle/square/triangle/star/cross; colours red/orange/yellow/green/cyan/blue/purple/"
                         "pink; backgrounds black/white/gray/navy; sizes small/large)")
 
@@ -433,10 +434,13 @@ def create(runtime) -> dict:
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
-    run.click(_stream_errors(functools.partial(run_viewer, runtime)),
-              [model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
-              [xt_img, x0_img, eps_img, info, scrub_slider, strip, traj], api_name="viewer_run",
-              show_progress="minimal")
+    viewer_io = dict(
+        fn=_stream_errors(functools.partial(run_viewer, runtime)),
+        inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
+        outputs=[xt_img, x0_img, eps_img, info, scrub_slider, strip, traj], show_progress="minimal")
+    run.click(**viewer_io, api_name="viewer_run")
+    # An example fills the inputs, then runs at once (streams like the button; not cached: the run *is* the demo).
+    examples.load_input_event.then(**viewer_io, api_visibility="private")
     scrub_slider.input(user_errors(scrub), [traj, scrub_slider], [xt_img, x0_img, eps_img, info],
                        api_name="viewer_scrub", show_progress="hidden", trigger_mode="always_last")
     tw_run.click(bind(run_three_ways), [model_name, tw_image, tw_t, tw_stride, tw_prompt, tw_guidance, tw_seed],

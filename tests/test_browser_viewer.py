@@ -35,3 +35,16 @@ def test_viewer_streams_then_the_slider_scrubs(page):
     assert errors.count() == 0, errors.first.inner_text()
     page.wait_for_timeout(300)
     page.screenshot(path="/tmp/diffusion-lab-viewer.png", full_page=True)
+
+
+def test_viewer_example_fills_the_inputs_and_runs(page):
+    open_tab(page, "Denoising viewer")
+    page.locator("#viewer-examples").get_by_text("a large yellow star on a black background").first.click()
+    # the example sets 20 DPM-Solver++ steps and the run starts by itself
+    page.wait_for_function("() => document.querySelector('#viewer-info').innerText.includes('done')",
+                           timeout=180_000)
+    assert "step 20 / 20" in page.locator("#viewer-info").inner_text()
+    assert page.locator("#viewer-prompt textarea").input_value() == "a large yellow star on a black background"
+    assert page.locator("#viewer-strip img").count() >= 5
+    errors = page.locator(".toast-body.error")
+    assert errors.count() == 0, errors.first.inner_text()
