@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from pathlib import Path
 
 import torch
 
-from pipelines.models import ModelRegistry
+from pipelines.models import TOY_CLIP_DIR, ModelRegistry, load_toy_diffusion
 from pipelines.toyworld.world import (BACKGROUNDS, COLORS, HELD_OUT, SHAPES, Scene, all_captions,
                                       make_batch, parse_caption)
 
@@ -88,11 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None, help="prompts per scale")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="a toy-sd folder (unet/, scheduler/) other than the bundled one, e.g. a training run's")
     args = ap.parse_args(argv)
     n = args.n or (24 if args.quick else 80)
     registry = ModelRegistry("cpu")
     clip = registry.clip()
-    model = registry.diffusion()
+    if args.model_dir is None:
+        model = registry.diffusion()
+    else:
+        model = load_toy_diffusion(args.model_dir, TOY_CLIP_DIR, torch.device("cpu"), name=str(args.model_dir))
 
     t0 = time.time()
     zs = clip_zero_shot(clip, n=300 if args.quick else 1000)
