@@ -74,6 +74,14 @@ def jpeg(arr: np.ndarray, quality: int = 90) -> str:
     return cache_file(buf.getvalue(), "image.jpg")
 
 
+def png(im: Image.Image, compress_level: int = 6) -> str:
+    """A PIL image -> a lossless PNG in gradio's cache (noise stays noise); returns its path.
+    ``compress_level=1`` encodes ~3x faster for streamed frames at a few % more bytes."""
+    buf = io.BytesIO()
+    im.save(buf, "PNG", compress_level=compress_level)
+    return cache_file(buf.getvalue(), "image.png")
+
+
 def cache_file(data: bytes, name: str) -> str:
     """Put ``data`` in gradio's upload cache (content-addressed: ``<folder>/<sha256>/<name>``, the
     layout of ``gradio.processing_utils.save_bytes_to_cache``) and return its path.

@@ -13,7 +13,6 @@ Run alone for a quick look: ``python -m demos.denoising_viewer``.
 from __future__ import annotations
 
 import functools
-import io
 import math
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.common import cache_file, request_generator, user_errors
+from demos.common import png, request_generator, user_errors
 from demos.components import SafeImage, SafeNumber
 from pipelines import denoising, images, sampling, validation
 from pipelines.models import SAMPLERS
@@ -60,9 +59,7 @@ def _png(arr: np.ndarray, px: int = DISPLAY_PX) -> str:
     im = Image.fromarray(arr)
     if im.width != px:
         im = im.resize((px, px), Image.Resampling.NEAREST if im.width < px else Image.Resampling.BOX)
-    buf = io.BytesIO()
-    im.save(buf, "PNG", compress_level=1)
-    return cache_file(buf.getvalue(), "frame.png")
+    return png(im, compress_level=1)
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
 
 import gradio as gr
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from demos.common import cache_file, jpeg, sample_paths
+from demos.common import jpeg, png, sample_paths
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import images
 from pipelines import inpainting as ip
@@ -69,12 +68,6 @@ def user_errors(fn):
         except ValueError as e:
             raise gr.Error(str(e)) from e
     return wrapper
-
-
-def png(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return cache_file(buf.getvalue(), "image.png")
 
 
 def toy_sample_images() -> list[Image.Image]:

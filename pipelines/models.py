@@ -202,7 +202,7 @@ def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torc
                                "`python -m pipelines.toyworld.train_unet`")
     unet = _freeze(UNet2DConditionModel.from_pretrained(folder / "unet"), device)
     # channels_last (NHWC) convolutions, as in training: the batched CFG pass (B=2, 32 px) ran
-    # ~8% faster on 2 CPU cores, interleaved A/B; results equal to float rounding.
+    # 6-8% faster on 2 CPU cores (`scripts/benchmark.py --only guidance`, last row); equal to float rounding.
     unet = unet.to(memory_format=torch.channels_last)
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     jsons = sorted(clip_folder.glob("*.json"))
