@@ -23,13 +23,16 @@ def sample_paths() -> list[str]:
 
 
 def user_errors(fn):
-    """Turn a pipelines ``ValueError`` into a ``gr.Error`` that the user sees as a message.
+    """Turn a pipelines ``ValueError`` into a ``gr.Error`` that the user sees as a message, and run the
+    handler's body on the compute thread (:mod:`pipelines.compute_thread`: on CPU, torch ops are ~2x
+    slower when several threads use them).
 
-    Generator functions (streamed results) stay generators, so errors raised mid-stream are
-    converted too. On a ZeroGPU Space the function also runs under ``spaces.GPU``
-    (:func:`pipelines.accel.gpu`; a no-op elsewhere)."""
+    Generator functions (streamed results) stay generators, advanced one item at a time there, so
+    errors raised mid-stream are converted too. On a ZeroGPU Space the function also runs under
+    ``spaces.GPU`` (:func:`pipelines.accel.gpu`; a no-op elsewhere)."""
     import inspect
 
+    from pipelines import compute_thread
     from pipelines.accel import gpu
 
     inner = gpu(fn)
@@ -37,7 +40,7 @@ def user_errors(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args, **kwargs):
             try:
-                yield from inner(*args, **kwargs)
+                yield from compute_thread.iterate(inner(*args, **kwargs))
             except ValueError as e:
                 raise gr.Error(str(e)) from e
 
@@ -46,7 +49,7 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return inner(*args, **kwargs)
+            return compute_thread.call(inner, *args, **kwargs)
         except ValueError as e:
             raise gr.Error(str(e)) from e
 

@@ -31,7 +31,10 @@ from pipelines.models import SAMPLERS
 TITLE = "Denoising viewer"
 DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
 STRIP_PX = 96  # filmstrip / gallery thumbnails
-FRAME_INTERVAL = 0.12  # s between streamed frames (~8 frames/s); the last step is always sent
+# s between streamed frames (4 frames/s); the last step is always sent. On 2 cores each frame (one
+# message, three file requests) costs the model ~40-50 ms: 0.25 s keeps ~10 live frames in a 2.5 s run
+# at ~1.3-1.4x the bare loop's time, against ~1.07x with no live frames (scripts/bench_viewer.py).
+FRAME_INTERVAL = 0.25
 FILMSTRIP_LEN = 10
 MAX_STEPS = 200
 SAMPLER_NAMES = list(SAMPLERS)
@@ -159,17 +162,17 @@ def _panels(frame: np.ndarray) -> tuple[str, str, str]:
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
                use_image, image, strength):
-    """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; at the end also the scrub
-    slider, the filmstrip of x̂0 and the trajectory (gr.State)."""
+    """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
+    carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip."""
     steps = _num("steps", steps, 1, MAX_STEPS, integer=True)
     eta = _num("eta", eta, 0.0, 1.0)
     guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
     strength = _num("strength", strength, 0.0, 1.0)
     if len(prompt or "") > 500 or len(negative_prompt or "") > 500:
         raise ValueError("prompts are limited to 500 characters")
+    t_start = time.perf_counter()
     model = runtime.registry.diffusion(model_name)
     gen = request_generator(seed)
-    skip = gr.skip()
     if use_image:
         if image is None:
             raise ValueError("Tick off 'start from an image' or give an image.")
@@ -181,8 +184,9 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         x_T = torch.randn((1, *model.sample_shape), generator=gen, dtype=model.unet.dtype).to(model.device)
         kw = dict(latents=x_T)
         first = _u8(sampling.to_rgb(model, x_T, pred_x0=False))
-    yield (_stream_png(first), skip, skip, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
-           "running the model…", skip, skip, skip)
+    skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
+    yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
+           "running the model…", skip)
     records = sampling.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                     sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                     eta=eta, generator=gen, preview="auto", **kw)
@@ -196,16 +200,26 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
             break
         if now - last_sent >= FRAME_INTERVAL:
             last_sent = now
-            yield (*_panels(frames[-1]), _info(meta[-1]), skip, skip, skip)
-    final = _u8(rec.image)
-    traj = {"frames": np.stack(frames), "meta": meta, "final": final}
+            yield (*_panels(frames[-1]), _info(meta[-1]), skip)
+    traj = {"frames": np.stack(frames), "meta": meta, "final": _u8(rec.image)}
+    took = time.perf_counter() - t_start  # the whole streamed run, sending included
+    yield (*_panels(frames[-1]), _info(meta[-1]) + f" · done in {took:.2f} s", traj)
+
+
+def finish_view(traj):
+    """After a run (chained on its success): the scrub slider over the recorded steps and the filmstrip
+    of x̂0. A separate event so that the streamed messages carry only the panels: gradio rebuilds the
+    config of every component a message skips (~3 ms for a gallery and a slider, each message)."""
+    if not traj:
+        raise ValueError("Run the sampler first: there is no recorded trajectory in this session yet.")
+    frames, meta, final = traj["frames"], traj["meta"], traj["final"]
     n = len(frames)
     picks = np.unique(np.linspace(0, n - 1, min(FILMSTRIP_LEN, n)).round().astype(int))
     strip = [(_png(frames[i][1], STRIP_PX), f"x̂0 @ t={meta[i]['t']:.0f}") for i in picks]
     strip.append((_png(final, STRIP_PX), "final image"))
     slider = gr.Slider(minimum=0, maximum=max(n - 1, 1), value=n - 1, step=1, interactive=n > 1,
                        label=f"scrub the {n} recorded steps (no recomputation)")
-    yield (*_panels(frames[-1]), _info(meta[-1]) + " · done", slider, strip, traj)
+    return slider, strip
 
 
 def scrub(traj, index):
@@ -358,8 +372,10 @@ def create(runtime) -> dict:
                         eps_img = gr.Image(label="predicted noise ε (±3σ)", interactive=False, elem_id="viewer-eps",
                                            elem_classes=["dl-pixelated"], height=DISPLAY_PX)
                     info = gr.Markdown("Press **Denoise**.", elem_id="viewer-info")
-                    scrub_slider = gr.Slider(0, 1, value=0, step=1, interactive=False, elem_id="viewer-scrub",
-                                             label="scrub the recorded steps (after a run)")
+                    # The range is set after each run (finish_view); until then it admits any step count, so an
+                    # API client may scrub right after /viewer_run (indices past the run's end show its last step).
+                    scrub_slider = gr.Slider(0, MAX_STEPS - 1, value=0, step=1, interactive=False,
+                                             elem_id="viewer-scrub", label="scrub the recorded steps (after a run)")
                     strip = gr.Gallery(label="filmstrip: predicted x0 along the run", columns=FILMSTRIP_LEN + 1,
                                        height=150, allow_preview=True, elem_id="viewer-strip")
             examples = gr.Examples(EXAMPLES, [prompt, sampler, steps, guidance, seed], elem_id="viewer-examples",
@@ -434,10 +450,12 @@ def create(runtime) -> dict:
     viewer_io = dict(
         fn=_stream_errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
-        outputs=[xt_img, x0_img, eps_img, info, scrub_slider, strip, traj], show_progress="minimal")
-    run.click(**viewer_io, api_name="viewer_run")
+        outputs=[xt_img, x0_img, eps_img, info, traj], show_progress="minimal")
+    finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
+    run.click(**viewer_io, api_name="viewer_run").success(**finish_io, api_name="viewer_filmstrip")
     # An example fills the inputs, then runs at once (streams like the button; not cached: the run *is* the demo).
-    examples.load_input_event.then(**viewer_io, api_visibility="private")
+    examples.load_input_event.then(**viewer_io, api_visibility="private").success(**finish_io,
+                                                                                  api_visibility="private")
     scrub_slider.input(user_errors(scrub), [traj, scrub_slider], [xt_img, x0_img, eps_img, info],
                        api_name="viewer_scrub", show_progress="hidden", trigger_mode="always_last")
     tw_run.click(bind(run_three_ways), [model_name, tw_image, tw_t, tw_stride, tw_prompt, tw_guidance, tw_seed],

@@ -13,14 +13,13 @@ paint layer's alpha is non-zero (the colour of the brush does not matter).
 from __future__ import annotations
 
 import functools
-import inspect
 
 import gradio as gr
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from demos.common import jpeg, png, sample_paths
+from demos.common import jpeg, png, sample_paths, user_errors
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import images
 from pipelines import inpainting as ip
@@ -48,26 +47,6 @@ TOY_SCENES = [
 
 
 # ------------------------------------------------------------------ helpers (UI side only)
-
-
-def user_errors(fn):
-    """A pipelines ``ValueError`` -> ``gr.Error`` the user reads; works for generators too."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except ValueError as e:
-                raise gr.Error(str(e)) from e
-        return gen_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-    return wrapper
 
 
 def toy_sample_images() -> list[Image.Image]:

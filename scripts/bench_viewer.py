@@ -4,7 +4,9 @@ All rows are measured side by side in one run, with the bundled toy model:
 
 * bare loop vs streaming loop: a diffusers-style loop (UNet + CFG + ``scheduler.step``, no
   records), :func:`pipelines.sampling.sample` and the tab's streaming generator (records,
-  uint8 trajectory, throttled PNG frames, filmstrip), interleaved ABC ABC ..., medians;
+  uint8 trajectory, throttled PNG frames), interleaved ABC ABC ..., medians;
+* the same run streamed through ``python app.py`` to a client that downloads every frame, against
+  the bare loop with the same torch threads, as shipped and as before the compute thread;
 * time to first frame after the click, through gradio_client against the launched app;
 * bytes sent to the browser for a 50-step run (every streamed image file + the JSON);
 * one 50-step DDIM + CFG sample.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
 
@@ -99,50 +102,104 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
             for k, v in med.items()]
 
 
-SERVER = """
-import sys, torch
-sys.path.insert(0, {root!r})
-if {threads}: torch.set_num_threads({threads})
-import app
-from pipelines.runtime import Runtime
-demo = app.build_app(Runtime.create("cpu"))
-demo.launch(server_name="127.0.0.1", server_port={port}, quiet=True)
-"""
+def _launch(port: int, env_extra: dict[str, str]):
+    """``python app.py`` (the README's path) in its own process, as in real use."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, **env_extra}
+    return subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=root,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _connect(url: str, **kw):
+    from gradio_client import Client
+
+    for _ in range(600):
+        try:
+            return Client(url, verbose=False, **kw)
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.2)
+    raise RuntimeError(f"the app at {url} did not come up")
+
+
+def _args(seed: int):
+    from pipelines.models import DEFAULT_DIFFUSION_SPECS
+
+    return (DEFAULT_DIFFUSION_SPECS[0].name, PROMPT, "", "DDIM", STEPS, 0.0, seed, W, False, None, 0.6)
+
+
+def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
+    """A 50-step run streamed through the app to a client that downloads every frame (as a browser
+    does) against the bare loop in this process with the same torch thread count, interleaved
+    (bare, app, bare, app, ...; the app is idle during the bare runs). Two servers: as shipped (one
+    compute thread, :mod:`pipelines.compute_thread`) and as before (``DL_COMPUTE_THREAD=0``: handlers
+    in gradio's worker threads, all cores)."""
+    from pipelines import compute_thread
+
+    model = runtime.registry.diffusion()
+    out = []
+    variants = [("as shipped (compute thread, %d torch thread%s)", {}, compute_thread.default_threads()),
+                ("before (DL_COMPUTE_THREAD=0: gradio worker threads, %d torch thread%s)",
+                 {"DL_COMPUTE_THREAD": "0"}, torch.get_num_threads())]
+    for label, env, n_threads in variants:
+        label = label % (n_threads, "" if n_threads == 1 else "s")
+        port = _free_port()
+        proc = _launch(port, env)
+        try:
+            client = _connect(f"http://127.0.0.1:{port}/")
+            client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
+            own = torch.get_num_threads()
+            torch.set_num_threads(n_threads)
+            _bare_loop(model, 0)
+            bare, e2e, server = [], [], []
+            try:
+                for k in range(trials):
+                    t0 = time.perf_counter()
+                    _bare_loop(model, k)
+                    bare.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    final = client.submit(*_args(k), api_name="/viewer_run").result()
+                    e2e.append(time.perf_counter() - t0)
+                    server.append(float(re.search(r"done in ([\d.]+) s", final[3]).group(1)))
+            finally:
+                torch.set_num_threads(own)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        ratios = [a / b for a, b in zip(server, bare)]
+        client_ratios = [a / b for a, b in zip(e2e, bare)]
+        out.append((f"{STEPS}-step run streamed through the app, {label}",
+                    f"in the server (click to last frame sent, the tab's 'done in'): median {statistics.median(server):.2f} s "
+                    f"vs bare loop {statistics.median(bare):.2f} s (same threads, interleaved) = "
+                    f"**{statistics.median(ratios):.2f}x** median of {trials} pairs (range {min(ratios):.2f}-{max(ratios):.2f}x); "
+                    f"at the client (gradio_client, downloading each frame in turn): {statistics.median(e2e):.2f} s = "
+                    f"{statistics.median(client_ratios):.2f}x"))
+    return out
 
 
 def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     """Launch the app in its own process (as in real use: the browser is another process), then
     time the first streamed frames and count the bytes of a 50-step run through gradio_client."""
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from gradio_client import Client
-
-    from pipelines.models import DEFAULT_DIFFUSION_SPECS
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = str(Path(__file__).resolve().parent.parent)
-    code = SERVER.format(root=root, threads=torch.get_num_threads(), port=port)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    port = _free_port()
+    proc = _launch(port, {})
     try:
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(600):
-            try:
-                client = Client(url, verbose=False)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.2)
-        args = (DEFAULT_DIFFUSION_SPECS[0].name, PROMPT, "", "DDIM", STEPS, 0.0, 0, W, False, None, 0.6)
-        client.predict(*args, api_name="/viewer_run")  # warm-up (model load)
+        client = _connect(f"http://127.0.0.1:{port}/")
+        client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
         firsts, steps1, totals, sizes, n_frames = [], [], [], [], []
         for k in range(trials):
             t0 = time.perf_counter()
-            job = client.submit(*args[:6], k, *args[7:], api_name="/viewer_run")
+            job = client.submit(*_args(k), api_name="/viewer_run")
             first = step1 = None
             while not job.done():
                 outs = job.outputs()
@@ -156,13 +213,14 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
             outs = job.outputs()
             firsts.append(first if first is not None else totals[-1])
             steps1.append(step1 if step1 is not None else totals[-1])
+            # what the browser then fetches: the scrubber and filmstrip (event chained on the run)
+            slider, strip = client.predict(api_name="/viewer_filmstrip")
             files = set()
             for o in outs:
                 files.update(p for p in o[:3] if isinstance(p, str) and os.path.exists(p))
-                if isinstance(o[5], list):
-                    files.update(g["image"] for g in o[5])
+            files.update(g["image"] for g in strip)
             payload = sum(os.path.getsize(p) for p in files)
-            payload += sum(len(json.dumps(o, default=str)) for o in outs)  # the JSON messages, roughly
+            payload += sum(len(json.dumps(o, default=str)) for o in [*outs, slider, strip])  # the JSON, roughly
             sizes.append(payload)
             n_frames.append(len(outs))
     finally:
@@ -172,11 +230,11 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     return [
         ("time to first frame (x_T) after the click (gradio_client, app in its own process)", ms(firsts)),
         ("time to the first model step's frame (x_t, x̂0, ε̂ of step 1)", ms(steps1)),
-        ("50-step run end to end through the app", f"{statistics.median(totals):.2f} s median"),
-        ("bytes sent for a 50-step run (images + JSON)",
+        ("50-step run end to end through the app (client polling every 5 ms)", f"{statistics.median(totals):.2f} s median"),
+        ("bytes sent for a 50-step run (images + JSON, filmstrip included)",
          f"{statistics.median(sizes) / 1e6:.3f} MB in {statistics.median(n_frames):.0f} messages"),
     ]
 
 
 def rows(runtime) -> list[tuple[str, str]]:
-    return loop_rows(runtime) + client_rows(runtime)
+    return loop_rows(runtime) + app_vs_bare_rows(runtime) + client_rows(runtime)

@@ -18,7 +18,8 @@ def test_viewer_streams_then_the_slider_scrubs(page):
     page.wait_for_function("() => document.querySelector('#viewer-info').innerText.includes('done')",
                            timeout=180_000)
     assert "step 12 / 12" in page.locator("#viewer-info").inner_text()
-    assert page.locator("#viewer-strip img").count() >= 5  # the filmstrip of x̂0
+    # the filmstrip (and the scrubber's range) follow in an event chained on the run's success
+    page.wait_for_function("() => document.querySelectorAll('#viewer-strip img').length >= 5", timeout=60_000)
     # frames are sent at the model's 32 px; the browser shows them large and unsmoothed
     img = page.locator("#viewer-x0 img").first
     assert img.bounding_box()["width"] >= 150 and img.evaluate("e => e.naturalWidth") == 32
@@ -45,6 +46,7 @@ def test_viewer_example_fills_the_inputs_and_runs(page):
                            timeout=180_000)
     assert "step 20 / 20" in page.locator("#viewer-info").inner_text()
     assert page.locator("#viewer-prompt textarea").input_value() == "a large yellow star on a black background"
-    assert page.locator("#viewer-strip img").count() >= 5
+    # the filmstrip (and the scrubber's range) follow in an event chained on the run's success
+    page.wait_for_function("() => document.querySelectorAll('#viewer-strip img').length >= 5", timeout=60_000)
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()

@@ -40,9 +40,12 @@ def _final(client, **kw):
 def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     outs = _final(client, steps=12)
     assert len(outs) >= 2  # streamed frames, then the final one
-    xt, x0, eps, info, slider, strip = outs[-1]
+    xt, x0, eps, info = outs[-1]
     assert "step 12 / 12" in info and "done" in info and "SNR" in info
     assert all(_img(p).shape == (32, 32, 3) for p in (xt, x0, eps))  # native size; the browser upscales
+    assert all(len(o) == 4 for o in outs)  # streamed messages carry the panels only (no skipped components)
+    # chained on the run's success in the UI: the scrubber and filmstrip, from this session's trajectory
+    slider, strip = client.predict(api_name="/viewer_filmstrip")
     assert slider["maximum"] == 11 and slider["value"] == 11 and slider["interactive"]
     assert len(strip) == 11 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
     assert all("done" not in o[3] for o in outs[:-1])  # intermediate frames carry step info only
@@ -61,6 +64,8 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
 def test_scrub_before_any_run_is_a_clear_error(client):
     with pytest.raises(AppError, match="Run the sampler first"):
         client.predict(0, api_name="/viewer_scrub")
+    with pytest.raises(AppError, match="Run the sampler first"):
+        client.predict(api_name="/viewer_filmstrip")
 
 
 def test_start_from_an_image_sdedit(client):
