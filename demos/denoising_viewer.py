@@ -32,8 +32,8 @@ TITLE = "Denoising viewer"
 DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
 STRIP_PX = 96  # filmstrip / gallery thumbnails
 # s between streamed frames (4 frames/s); the last step is always sent. On 2 cores each frame (one
-# message, three file requests) costs the model ~40-50 ms: 0.25 s keeps ~10 live frames in a 2.5 s run
-# at ~1.3-1.4x the bare loop's time, against ~1.07x with no live frames (scripts/bench_viewer.py).
+# message, three file requests) costs the model tens of ms: at 0.25 s a 50-step run streamed through the
+# app took 1.15x the bare loop's time (scripts/bench_viewer.py), against ~1.07x with no live frames.
 FRAME_INTERVAL = 0.25
 FILMSTRIP_LEN = 10
 MAX_STEPS = 200
@@ -326,11 +326,6 @@ def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, gui
 # ----------------------------------------------------------------------------- layout
 
 
-def _stream_errors(fn):
-    """user_errors for generator functions: a ValueError raised mid-stream becomes a gr.Error."""
-    return user_errors(fn)
-
-
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     names = runtime.registry.diffusion_names()
@@ -448,7 +443,7 @@ def create(runtime) -> dict:
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
-        fn=_stream_errors(functools.partial(run_viewer, runtime)),
+        fn=user_errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
         outputs=[xt_img, x0_img, eps_img, info, traj], show_progress="minimal")
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
