@@ -11,11 +11,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,31 +39,16 @@ def update_512() -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cold_start_and_round_trip(timeout: float = 300.0) -> tuple[float, list[float]]:
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    from scripts import app_process
+
+    port = app_process.free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = app_process.launch(port)
     try:
-        client = None
-        while client is None:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with code {proc.returncode}")
-            if time.perf_counter() - t0 > timeout:
-                raise TimeoutError("app did not answer")
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            except Exception:
-                time.sleep(0.2)
+        client = app_process.connect(proc, port, timeout)
         client.predict("linear", 500, api_name="/forward_mix")
         cold = time.perf_counter() - t0
         client.predict(handle_file(str(ROOT / "assets/samples/astronaut.jpg")), 0, 512, "linear", 500,
@@ -79,11 +60,7 @@ def cold_start_and_round_trip(timeout: float = 300.0) -> tuple[float, list[float
             trips.append(time.perf_counter() - s)
         return cold, trips
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        app_process.stop(proc)
 
 
 def rows(runtime=None) -> list[tuple[str, str]]:

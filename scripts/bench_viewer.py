@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from scripts import app_process
+
 PROMPT = "a red circle on a navy background"
 STEPS = 50
 W = 4.0
@@ -102,37 +104,6 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
             for k, v in med.items()]
 
 
-def _launch(port: int, env_extra: dict[str, str]):
-    """``python app.py`` (the README's path) in its own process, as in real use."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, **env_extra}
-    return subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=root,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _connect(url: str, **kw):
-    from gradio_client import Client
-
-    for _ in range(600):
-        try:
-            return Client(url, verbose=False, **kw)
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.2)
-    raise RuntimeError(f"the app at {url} did not come up")
-
-
 def _args(seed: int):
     from pipelines.models import DEFAULT_DIFFUSION_SPECS
 
@@ -154,10 +125,10 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
                  {"DL_COMPUTE_THREAD": "0"}, torch.get_num_threads())]
     for label, env, n_threads in variants:
         label = label % (n_threads, "" if n_threads == 1 else "s")
-        port = _free_port()
-        proc = _launch(port, env)
+        port = app_process.free_port()
+        proc = app_process.launch(port, env)
         try:
-            client = _connect(f"http://127.0.0.1:{port}/")
+            client = app_process.connect(proc, port)
             client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
             own = torch.get_num_threads()
             torch.set_num_threads(n_threads)
@@ -175,8 +146,7 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
             finally:
                 torch.set_num_threads(own)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            app_process.stop(proc)
         ratios = [a / b for a, b in zip(server, bare)]
         client_ratios = [a / b for a, b in zip(e2e, bare)]
         out.append((f"{STEPS}-step run streamed through the app, {label}",
@@ -191,10 +161,10 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
 def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     """Launch the app in its own process (as in real use: the browser is another process), then
     time the first streamed frames and count the bytes of a 50-step run through gradio_client."""
-    port = _free_port()
-    proc = _launch(port, {})
+    port = app_process.free_port()
+    proc = app_process.launch(port)
     try:
-        client = _connect(f"http://127.0.0.1:{port}/")
+        client = app_process.connect(proc, port)
         client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
         firsts, steps1, totals, sizes, n_frames = [], [], [], [], []
         for k in range(trials):
@@ -224,8 +194,7 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
             sizes.append(payload)
             n_frames.append(len(outs))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        app_process.stop(proc)
     ms = lambda v: f"{statistics.median(v) * 1000:.0f} ms median of {trials} (max {max(v) * 1000:.0f} ms)"  # noqa: E731
     return [
         ("time to first frame (x_T) after the click (gradio_client, app in its own process)", ms(firsts)),
