@@ -33,7 +33,7 @@ DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
 STRIP_PX = 96  # filmstrip / gallery thumbnails
 # s between streamed frames (4 frames/s); the last step is always sent. On 2 cores each frame (one
 # message, three file requests) costs the model tens of ms: at 0.25 s a 50-step run streamed through the
-# app took 1.15x the bare loop's time (scripts/bench_viewer.py), against ~1.07x with no live frames.
+# app took 1.15-1.21x the bare loop's time (scripts/bench_viewer.py), against ~1.07x with no live frames.
 FRAME_INTERVAL = 0.25
 FILMSTRIP_LEN = 10
 MAX_STEPS = 200
