@@ -91,7 +91,7 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
                 times[name].append(time.perf_counter() - t0)
                 outside[name].append(times[name][-1] - in_unet[0])
     finally:
-        del model.unet.forward  # back to the class's forward
+        model.unet.forward = forward  # back to the model's own forward (traced, pipelines.traced_unet)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {k: statistics.median(v) for k, v in outside.items()}
     low = {k: min(v) for k, v in times.items()}
