@@ -45,7 +45,36 @@ def test_iterate_advances_the_generator_there_and_closes_it():
     stream = compute_thread.iterate(gen())
     assert next(stream) == 0 and next(stream) == 1
     stream.close()  # the client left: the sampling generator is closed, on the compute thread
-    assert closed.is_set() and len(threads) == 2
+    assert closed.is_set() and len(threads) == 3  # two consumed, one computed ahead and dropped
+
+
+def test_iterate_computes_the_next_item_while_the_consumer_holds_this_one():
+    started = [threading.Event() for _ in range(3)]
+
+    def gen():
+        for i in range(3):
+            started[i].set()
+            yield i
+
+    stream = compute_thread.iterate(gen())
+    assert next(stream) == 0
+    # gradio is now post-processing and sending item 0; item 1 is already being computed
+    assert started[1].wait(timeout=30)
+    assert not started[2].is_set()  # one item ahead, no more
+    assert list(stream) == [1, 2]
+
+
+def test_iterate_raises_a_mid_stream_error_after_the_items_before_it():
+    def gen():
+        yield 0
+        yield 1
+        raise ValueError("bad step")
+
+    got = []
+    with pytest.raises(ValueError, match="bad step"):
+        for item in compute_thread.iterate(gen()):
+            got.append(item)
+    assert got == [0, 1]
 
 
 def test_thread_counts(monkeypatch):
