@@ -6,10 +6,11 @@ All rows are measured side by side in one run, with the bundled toy model:
   records), :func:`pipelines.sampling.sample` and the tab's streaming generator (records,
   uint8 trajectory, throttled PNG frames), interleaved ABC ABC ..., medians;
 * the same run streamed through ``python app.py`` to a client that downloads every frame, against
-  the bare loop with the same torch threads, as shipped and as before the compute thread;
+  the bare loop with the same torch threads and UNet forward: as shipped, with the eager UNet, and
+  without the compute thread;
 * time to first frame after the click, through gradio_client against the launched app;
 * bytes sent to the browser for a 50-step run (every streamed image file + the JSON);
-* one 50-step DDIM + CFG sample.
+* one 50-step DDIM + CFG sample, traced UNet vs eager (``DL_JIT=0``).
 """
 
 from __future__ import annotations
@@ -120,8 +121,11 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
 
     model = runtime.registry.diffusion()
     out = []
-    variants = [("as shipped (compute thread, %d torch thread%s)", {}, compute_thread.default_threads()),
-                ("before (DL_COMPUTE_THREAD=0: gradio worker threads, %d torch thread%s)",
+    variants = [("as shipped (traced UNet, compute thread one frame ahead, %d torch thread%s)", {},
+                 compute_thread.default_threads()),
+                ("eager UNet (DL_JIT=0; compute thread, %d torch thread%s)", {"DL_JIT": "0"},
+                 compute_thread.default_threads()),
+                ("no compute thread (DL_COMPUTE_THREAD=0: gradio worker threads, %d torch thread%s)",
                  {"DL_COMPUTE_THREAD": "0"}, torch.get_num_threads())]
     for label, env, n_threads in variants:
         label = label % (n_threads, "" if n_threads == 1 else "s")
@@ -130,8 +134,9 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
         try:
             client = app_process.connect(proc, port)
             client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
-            own = torch.get_num_threads()
+            own, own_jit = torch.get_num_threads(), os.environ.get("DL_JIT")
             torch.set_num_threads(n_threads)
+            os.environ["DL_JIT"] = env.get("DL_JIT", "1")  # the bare loop runs the same UNet forward as the app
             _bare_loop(model, 0)
             bare, e2e, server = [], [], []
             try:
@@ -145,6 +150,10 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
                     server.append(float(re.search(r"done in ([\d.]+) s", final[3]).group(1)))
             finally:
                 torch.set_num_threads(own)
+                if own_jit is None:
+                    os.environ.pop("DL_JIT", None)
+                else:
+                    os.environ["DL_JIT"] = own_jit
         finally:
             app_process.stop(proc)
         ratios = [a / b for a, b in zip(server, bare)]
@@ -205,5 +214,41 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     ]
 
 
+def sample_rows(runtime, repeats: int = 9) -> list[tuple[str, str]]:
+    """One 50-step DDIM + CFG sample through :func:`pipelines.sampling.sample` (what the tabs and
+    ``toyworld.evaluate`` run), traced UNet vs eager (``DL_JIT=0``, :mod:`pipelines.traced_unet`),
+    interleaved, at this process's torch thread count (2 on 2 cores unless ``--threads``)."""
+    from pipelines import sampling
+
+    model = runtime.registry.diffusion()
+    own = os.environ.get("DL_JIT")
+
+    def run(jit: str, seed: int) -> float:
+        os.environ["DL_JIT"] = jit
+        t0 = time.perf_counter()
+        sampling.sample(model, "a blue star on a white background", sampler="DDIM", num_inference_steps=STEPS,
+                        guidance_scale=5.0, generator=torch.Generator().manual_seed(seed))
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {"1": [], "0": []}
+    try:
+        for jit in times:
+            run(jit, 0)  # warm-up (the traced graph is built on its first call)
+        for r in range(repeats):
+            for jit in (("1", "0") if r % 2 == 0 else ("0", "1")):
+                times[jit].append(run(jit, r))
+    finally:
+        if own is None:
+            os.environ.pop("DL_JIT", None)
+        else:
+            os.environ["DL_JIT"] = own
+    med = {k: statistics.median(v) for k, v in times.items()}
+    label = {"1": "traced UNet (as shipped)", "0": "eager UNet (DL_JIT=0)"}
+    return [(f"one {STEPS}-step DDIM + CFG sample, {label[k]}, {torch.get_num_threads()} torch threads",
+             f"median {med[k]:.3f} s, best {min(v):.3f} s, of {repeats} interleaved"
+             + (f" = **{med['0'] / med['1']:.2f}x** faster than eager (median)" if k == "1" else ""))
+            for k, v in times.items()]
+
+
 def rows(runtime) -> list[tuple[str, str]]:
-    return loop_rows(runtime) + app_vs_bare_rows(runtime) + client_rows(runtime)
+    return sample_rows(runtime) + loop_rows(runtime) + app_vs_bare_rows(runtime) + client_rows(runtime)
