@@ -56,3 +56,20 @@ def test_multi_positive_nce_reduces_to_cross_entropy_with_one_positive():
     target = torch.tensor([0, 3, 5, 2])
     pos = F.one_hot(target, 6).bool()
     assert torch.allclose(multi_positive_nce(logits, pos), F.cross_entropy(logits, target), atol=1e-5)
+
+
+def test_lr_warm_up_after_a_resume_ramps_to_the_schedule_not_the_peak():
+    from pipelines.toyworld.train_unet import lr_factor
+
+    total, warmup = 7500, 200
+    cosine = [lr_factor(s, total, warmup, warm_from=-10**9) for s in range(total)]  # no warm-up in effect
+    assert cosine[0] == 1.0 and abs(cosine[-1] - 0.05) < 1e-3
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))  # decays monotonically
+    # a fresh run warms up from ~0 to the schedule
+    assert lr_factor(0, total, warmup) == 1 / warmup
+    # resumed at step 6000 without optimizer state: warm up again, never above the schedule, and meet it
+    resumed = [lr_factor(s, total, warmup, warm_from=6000) for s in range(6000, 6400)]
+    assert resumed[0] < 0.01 * cosine[6000]
+    assert all(r <= c + 1e-12 for r, c in zip(resumed, cosine[6000:6400]))
+    assert resumed[warmup - 1] == cosine[6000 + warmup - 1] and resumed[-1] == cosine[6399]
+    assert max(resumed) < 0.2  # the schedule is at ~14% of the peak here; the old warm-up went to 100%

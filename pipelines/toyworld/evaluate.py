@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None, help="prompts per scale")
+    ap.add_argument("--held-out", type=int, default=None,
+                    help="held-out prompts per scale (default n // 4: 20; each is then 5 points of the figure)")
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="a toy-sd folder (unet/, scheduler/) other than the bundled one, e.g. a training run's")
     args = ap.parse_args(argv)
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = random.Random(0)
     seen = prompts_for(n, rng, held_out=False)
-    held = prompts_for(max(6, n // 4), rng, held_out=True)
+    held = prompts_for(args.held_out or max(6, n // 4), rng, held_out=True)
     print(f"\nDDIM 50 steps; {len(seen)} prompts (seen pairs), {len(held)} prompts (held-out pairs)")
     print(f"{'scale':>6} {'match':>7} {'held-out':>9} {'diversity':>10}")
     for scale in SCALES:
