@@ -161,7 +161,7 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
         out.append((f"{STEPS}-step run streamed through the app, {label}",
                     f"in the server (click to last frame sent, the tab's 'done in'): median {statistics.median(server):.2f} s "
                     f"vs bare loop {statistics.median(bare):.2f} s (same threads, interleaved) = "
-                    f"**{statistics.median(ratios):.2f}x** median of {trials} pairs (range {min(ratios):.2f}-{max(ratios):.2f}x); "
+                    f"**{statistics.median(ratios):.3f}x** median of {trials} pairs (range {min(ratios):.3f}-{max(ratios):.3f}x); "
                     f"at the client (gradio_client, downloading each frame in turn): {statistics.median(e2e):.2f} s = "
                     f"{statistics.median(client_ratios):.2f}x"))
     return out
