@@ -72,9 +72,25 @@ def prompts_for(n: int, rng: random.Random, held_out: bool) -> list[tuple[str, S
     return out
 
 
-def adherence(clip, images: torch.Tensor, scenes: list[Scene]) -> float:
+def matches(clip, images: torch.Tensor, scenes: list[Scene]) -> list[bool]:
+    """Per sample: does its CLIP-classified shape and colour match the prompt's?"""
     pred = classify(clip, images)
-    return sum(p["shape"] == s.shape and p["color"] == s.color for p, s in zip(pred, scenes)) / len(scenes)
+    return [p["shape"] == s.shape and p["color"] == s.color for p, s in zip(pred, scenes)]
+
+
+def adherence(clip, images: torch.Tensor, scenes: list[Scene]) -> float:
+    hits = matches(clip, images, scenes)
+    return sum(hits) / len(hits)
+
+
+def per_pair(hits: list[bool], scenes: list[Scene]) -> str:
+    """``"purple star 5/7, ..."``: the held-out figure split by (colour, shape) pair."""
+    tally: dict[str, list[int]] = {}
+    for hit, s in zip(hits, scenes):
+        t = tally.setdefault(f"{s.color} {s.shape}", [0, 0])
+        t[0] += hit
+        t[1] += 1
+    return ", ".join(f"{k} {a}/{n}" for k, (a, n) in sorted(tally.items()))
 
 
 @torch.no_grad()
@@ -114,9 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'scale':>6} {'match':>7} {'held-out':>9} {'diversity':>10}")
     for scale in SCALES:
         a = adherence(clip, generate(model, [p for p, _ in seen], scale, seed=1), [s for _, s in seen])
-        h = adherence(clip, generate(model, [p for p, _ in held], scale, seed=2), [s for _, s in held])
+        hits = matches(clip, generate(model, [p for p, _ in held], scale, seed=2), [s for _, s in held])
+        h = sum(hits) / len(hits)
         d = diversity(clip, model, "a red circle", scale)
-        print(f"{scale:>6.1f} {a:>7.1%} {h:>9.1%} {d:>10.3f}", flush=True)
+        print(f"{scale:>6.1f} {a:>7.1%} {h:>9.1%} {d:>10.3f}   held-out by pair: "
+              f"{per_pair(hits, [s for _, s in held])}", flush=True)
 
     generate(model, ["a blue star on a white background"], 5.0, seed=0)  # warm-up
     times = []
