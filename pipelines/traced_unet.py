@@ -18,7 +18,10 @@ a Python-number timestep) runs the original eager forward. A graph is traced per
 ~0.3 s of warm-up calls for the toy UNet, and kept, up to :data:`MAX_GRAPHS` signatures.
 
 The graphs are a process resource shared read-only like the model weights; they hold no
-request data. ``DL_JIT=0`` turns the traced path off (eager everywhere), for comparison.
+request data. Freezing makes the weights graph constants (most share storage with the
+parameters, but folding passes may precompute new tensors from them), so code that changes the
+weights (fine-tuning, ``load_state_dict``) must call :meth:`TracedForward.clear` after.
+``DL_JIT=0`` turns the traced path off (eager everywhere), for comparison.
 """
 
 from __future__ import annotations
@@ -70,6 +73,11 @@ class TracedForward:
         """A copy of the UNet gets its own (empty) graph cache, bound to the copy."""
         unet = self.unet
         return TracedForward(memo[id(unet)] if id(unet) in memo else copy.deepcopy(unet, memo))
+
+    def clear(self) -> None:
+        """Drop the traced graphs (their constants may predate a weight change); the next calls trace again."""
+        with self._lock:
+            self._graphs.clear()
 
     @staticmethod
     def _signature(sample, timestep, emb) -> tuple | None:

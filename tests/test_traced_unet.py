@@ -101,3 +101,24 @@ def test_graph_cache_is_bounded_and_copies_get_their_own(toy, monkeypatch):
     assert isinstance(twin.forward, traced_unet.TracedForward)
     assert twin.forward.unet is twin and twin.forward is not fwd
     assert twin.forward._graphs == {}  # noqa: SLF001
+
+
+def test_after_a_weight_change_clear_retraces_with_the_new_weights(toy):
+    x, emb = cfg_inputs(toy)
+    t = torch.tensor(200)
+    unet, fwd = toy.unet, toy.unet.forward
+    saved = {k: v.clone() for k, v in unet.state_dict().items()}
+    try:
+        with torch.no_grad():
+            before = unet(x, t, encoder_hidden_states=emb).sample  # traces this signature
+            unet.conv_out.bias.add_(1.0)  # the output's last op: every output value moves by +1
+            fwd.clear()
+            calls = fwd.traced_calls
+            after = unet(x, t, encoder_hidden_states=emb).sample
+            eager = fwd.eager(x, t, encoder_hidden_states=emb).sample
+        assert fwd.traced_calls == calls + 1 and len(fwd._graphs) == 1  # noqa: SLF001 - traced anew
+        assert (after - eager).abs().max().item() <= 1e-5
+        assert (after - before - 1.0).abs().max().item() <= 1e-5
+    finally:
+        unet.load_state_dict(saved)
+        fwd.clear()
