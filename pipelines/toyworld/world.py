@@ -175,9 +175,13 @@ def make_batch(
     """``n`` scenes drawn from ``seed``: images ``[n, 3, size, size]`` in [-1, 1] and scenes."""
     rng = random.Random(seed)
     scenes = [sample_scene(rng, allow_held_out) for _ in range(n)]
+    return render_batch(scenes, size), scenes
+
+
+def render_batch(scenes: list[Scene], size: int = 32) -> torch.Tensor:
+    """Scenes -> images ``[n, 3, size, size]`` in [-1, 1]."""
     arr = np.stack([np.asarray(render(s, size)) for s in scenes])  # [n, H, W, 3] uint8
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return x, scenes
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def training_caption(scene: Scene, rng: random.Random) -> str:
