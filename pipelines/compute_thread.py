@@ -20,8 +20,9 @@ before it builds the UI. ``scripts/benchmark.py --only viewer`` measures a strea
 app both ways (``DL_COMPUTE_THREAD=0`` is the old behaviour) against a bare loop.
 
 Generators are advanced one item at a time, one item ahead of the consumer (:func:`iterate`), so a
-streaming run and another user's quick request interleave step by step. Calls made from the compute thread itself run inline (no deadlock when a
-handler calls another). The request's ``contextvars`` (gradio's request and progress tracking)
+streaming run and another user's quick request interleave step by step. Calls made from the compute
+thread itself run inline (no deadlock when a handler calls another). The request's ``contextvars``
+(gradio's request and progress tracking)
 travel with each call.
 
 This is a process resource (like the model cache), not per-user state: it holds no request data
@@ -119,8 +120,9 @@ def iterate(gen: Iterator) -> Iterator:
     *before* this one is handed over, so the model keeps working while gradio sends. Measured
     with ``scripts/benchmark.py --only viewer`` (row "streamed through the app"). The look-ahead is
     one item: items are still computed one at a time and in order, and another request's work
-    queues behind at most one of them. So a generator must not change an object it has already
-    yielded (the tabs yield fresh paths, strings, lists and figures).
+    queues behind at most one of them. Because the next item is computed while this one is being
+    sent, a generator must not change an object it has already yielded (the tabs yield fresh
+    paths, strings, lists and figures).
 
     Closing this iterator (the client left, the user pressed Stop) waits for the item in flight,
     drops it, and closes ``gen`` on the compute thread."""
