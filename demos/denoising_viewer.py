@@ -34,7 +34,7 @@ STRIP_PX = 96  # filmstrip / gallery thumbnails
 # s between streamed frames (4 frames/s); the last step is always sent. Each frame is one message and
 # three file requests. With the traced UNet (pipelines/traced_unet.py: the forward runs without the GIL)
 # and the compute thread working one frame ahead (pipelines/compute_thread.iterate), a 50-step run
-# streamed through the app took 1.04x the bare loop's time (scripts/bench_viewer.py), was 1.15-1.21x.
+# streamed through the app took 1.03-1.05x the bare loop's time (scripts/bench_viewer.py), was 1.15-1.21x.
 FRAME_INTERVAL = 0.25
 FILMSTRIP_LEN = 10
 MAX_STEPS = 200

@@ -47,9 +47,9 @@ def default_threads() -> int:
     The spare core serves the web page (see the module docstring). On 2 cores, a 50-step run streamed
     to a client that fetches every frame spent 2.9-4.1 s in the UNet with 2 threads and 2.1-2.4 s
     with 1 (one-off runs of the same seed; the benchmark has the side-by-side rows). It still holds
-    with the traced UNet, whose forward runs without the GIL: 2.11 s with 2 threads vs 1.64 s with 1
-    (medians of 6 interleaved runs, each ``DL_TORCH_THREADS`` in its own ``python app.py``), although
-    a bare loop on an idle machine is faster with 2 (1.38 vs 1.60 s)."""
+    with the traced UNet, whose forward runs without the GIL: a streamed 50-step run took 1.85 s in
+    the app with 2 threads vs 1.64 s with 1, although a bare loop on an idle machine is faster with 2
+    (1.11 vs 1.59 s): ``scripts/benchmark.py --only viewer``, rows "streamed through the app"."""
     env = os.environ.get("DL_TORCH_THREADS", "").strip()
     if env:
         return max(1, int(env))

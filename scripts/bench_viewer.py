@@ -6,8 +6,8 @@ All rows are measured side by side in one run, with the bundled toy model:
   records), :func:`pipelines.sampling.sample` and the tab's streaming generator (records,
   uint8 trajectory, throttled PNG frames), interleaved ABC ABC ..., medians;
 * the same run streamed through ``python app.py`` to a client that downloads every frame, against
-  the bare loop with the same torch threads and UNet forward: as shipped, with the eager UNet, and
-  without the compute thread;
+  the bare loop with the same torch threads and UNet forward: as shipped, with the eager UNet, with
+  all cores in the compute thread, and without the compute thread;
 * time to first frame after the click, through gradio_client against the launched app;
 * bytes sent to the browser for a 50-step run (every streamed image file + the JSON);
 * one 50-step DDIM + CFG sample, traced UNet vs eager (``DL_JIT=0``).
@@ -15,6 +15,7 @@ All rows are measured side by side in one run, with the bundled toy model:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -26,6 +27,21 @@ import torch
 from scripts import app_process
 
 PROMPT = "a red circle on a navy background"
+
+
+@contextlib.contextmanager
+def _jit(value: str):
+    """``DL_JIT`` set to ``value`` ("1": traced UNet, "0": eager; :mod:`pipelines.traced_unet`) inside
+    the block, restored after. The traced forward reads it on every call."""
+    own = os.environ.get("DL_JIT")
+    os.environ["DL_JIT"] = value
+    try:
+        yield
+    finally:
+        if own is None:
+            os.environ.pop("DL_JIT", None)
+        else:
+            os.environ["DL_JIT"] = own
 STEPS = 50
 W = 4.0
 
@@ -114,9 +130,11 @@ def _args(seed: int):
 def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     """A 50-step run streamed through the app to a client that downloads every frame (as a browser
     does) against the bare loop in this process with the same torch thread count, interleaved
-    (bare, app, bare, app, ...; the app is idle during the bare runs). Two servers: as shipped (one
-    compute thread, :mod:`pipelines.compute_thread`) and as before (``DL_COMPUTE_THREAD=0``: handlers
-    in gradio's worker threads, all cores)."""
+    (bare, app, bare, app, ...; the app is idle during the bare runs). Four servers: as shipped (traced
+    UNet, :mod:`pipelines.traced_unet`; one compute thread with all cores but one,
+    :mod:`pipelines.compute_thread`), with the eager UNet (``DL_JIT=0``), with all cores in the compute
+    thread (``DL_TORCH_THREADS``), and without the compute thread (``DL_COMPUTE_THREAD=0``: handlers in
+    gradio's worker threads, all cores). Each bare loop uses its server's UNet forward and thread count."""
     from pipelines import compute_thread
 
     model = runtime.registry.diffusion()
@@ -125,35 +143,33 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
                  compute_thread.default_threads()),
                 ("eager UNet (DL_JIT=0; compute thread, %d torch thread%s)", {"DL_JIT": "0"},
                  compute_thread.default_threads()),
+                ("compute thread with all cores (DL_TORCH_THREADS=%d; traced UNet, %d torch thread%s)",
+                 {"DL_TORCH_THREADS": str(torch.get_num_threads())}, torch.get_num_threads()),
                 ("no compute thread (DL_COMPUTE_THREAD=0: gradio worker threads, %d torch thread%s)",
                  {"DL_COMPUTE_THREAD": "0"}, torch.get_num_threads())]
     for label, env, n_threads in variants:
-        label = label % (n_threads, "" if n_threads == 1 else "s")
+        label = label % ((n_threads,) * label.count("%d") + ("" if n_threads == 1 else "s",))
         port = app_process.free_port()
         proc = app_process.launch(port, env)
         try:
             client = app_process.connect(proc, port)
             client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
-            own, own_jit = torch.get_num_threads(), os.environ.get("DL_JIT")
+            own = torch.get_num_threads()
             torch.set_num_threads(n_threads)
-            os.environ["DL_JIT"] = env.get("DL_JIT", "1")  # the bare loop runs the same UNet forward as the app
-            _bare_loop(model, 0)
             bare, e2e, server = [], [], []
             try:
-                for k in range(trials):
-                    t0 = time.perf_counter()
-                    _bare_loop(model, k)
-                    bare.append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    final = client.submit(*_args(k), api_name="/viewer_run").result()
-                    e2e.append(time.perf_counter() - t0)
-                    server.append(float(re.search(r"done in ([\d.]+) s", final[3]).group(1)))
+                with _jit(env.get("DL_JIT", "1")):  # the bare loop runs the same UNet forward as the app
+                    _bare_loop(model, 0)
+                    for k in range(trials):
+                        t0 = time.perf_counter()
+                        _bare_loop(model, k)
+                        bare.append(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        final = client.submit(*_args(k), api_name="/viewer_run").result()
+                        e2e.append(time.perf_counter() - t0)
+                        server.append(float(re.search(r"done in ([\d.]+) s", final[3]).group(1)))
             finally:
                 torch.set_num_threads(own)
-                if own_jit is None:
-                    os.environ.pop("DL_JIT", None)
-                else:
-                    os.environ["DL_JIT"] = own_jit
         finally:
             app_process.stop(proc)
         ratios = [a / b for a, b in zip(server, bare)]
@@ -221,27 +237,20 @@ def sample_rows(runtime, repeats: int = 9) -> list[tuple[str, str]]:
     from pipelines import sampling
 
     model = runtime.registry.diffusion()
-    own = os.environ.get("DL_JIT")
 
     def run(jit: str, seed: int) -> float:
-        os.environ["DL_JIT"] = jit
-        t0 = time.perf_counter()
-        sampling.sample(model, "a blue star on a white background", sampler="DDIM", num_inference_steps=STEPS,
-                        guidance_scale=5.0, generator=torch.Generator().manual_seed(seed))
-        return time.perf_counter() - t0
+        with _jit(jit):
+            t0 = time.perf_counter()
+            sampling.sample(model, "a blue star on a white background", sampler="DDIM", num_inference_steps=STEPS,
+                            guidance_scale=5.0, generator=torch.Generator().manual_seed(seed))
+            return time.perf_counter() - t0
 
     times: dict[str, list[float]] = {"1": [], "0": []}
-    try:
-        for jit in times:
-            run(jit, 0)  # warm-up (the traced graph is built on its first call)
-        for r in range(repeats):
-            for jit in (("1", "0") if r % 2 == 0 else ("0", "1")):
-                times[jit].append(run(jit, r))
-    finally:
-        if own is None:
-            os.environ.pop("DL_JIT", None)
-        else:
-            os.environ["DL_JIT"] = own
+    for jit in times:
+        run(jit, 0)  # warm-up (the traced graph is built on its first call)
+    for r in range(repeats):
+        for jit in (("1", "0") if r % 2 == 0 else ("0", "1")):
+            times[jit].append(run(jit, r))
     med = {k: statistics.median(v) for k, v in times.items()}
     label = {"1": "traced UNet (as shipped)", "0": "eager UNet (DL_JIT=0)"}
     return [(f"one {STEPS}-step DDIM + CFG sample, {label[k]}, {torch.get_num_threads()} torch threads",

@@ -113,6 +113,7 @@ def test_after_a_weight_change_clear_retraces_with_the_new_weights(toy):
             before = unet(x, t, encoder_hidden_states=emb).sample  # traces this signature
             unet.conv_out.bias.add_(1.0)  # the output's last op: every output value moves by +1
             fwd.clear()
+            assert fwd._graphs == {}  # noqa: SLF001 - the old graph (whose constants may be stale) is gone
             calls = fwd.traced_calls
             after = unet(x, t, encoder_hidden_states=emb).sample
             eager = fwd.eager(x, t, encoder_hidden_states=emb).sample

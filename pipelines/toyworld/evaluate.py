@@ -53,7 +53,7 @@ def clip_on_pairs(clip, pairs, n: int = 60, seed: int = 654_321) -> dict[str, fl
     """The judge's own accuracy on *rendered* scenes of each (colour, shape) pair, shape and colour both
     right, over random backgrounds, sizes and positions: the ceiling of the adherence figure for that pair.
     The held-out pairs were never shown to the tiny CLIP either, and its accuracy on them is far from
-    its ~98 % on seen pairs (green triangle: 27 %, mostly read as a green star; orange cross 92 %; purple star 97 %)."""
+    its ~98 % on seen pairs (one-off ``clip_on_pairs`` call on them; green triangle: 27 %, mostly read as a green star; orange cross 92 %; purple star 97 %)."""
     rng = random.Random(seed)
     out = {}
     for color, shape in sorted(pairs):
