@@ -81,21 +81,28 @@ def test_bundled_assets_are_lean_and_load():
     assert (Path(ASSETS) / "toy-clip" / "MODEL_CARD.md").exists()
 
 
-def test_bundled_schedule_is_the_1000_step_cosine_cut_at_959():
-    """toy-sd's ᾱ_t equals diffusers' squaredcos_cap_v2 (T = 1000) for every t it uses (reference check),
-    the shipped scheduler config is the one the code builds, and DDIM's trailing steps end at ᾱ = 1."""
+def test_bundled_schedule_is_the_cosine_cut_at_959_rescaled_to_zero_terminal_snr():
+    """toy-sd's ᾱ_t equals diffusers' own zero-terminal-SNR rescale of the 1000-step cosine cut at
+    t = 959 (reference check), ends at ᾱ = 1e-6 instead of 0 (the cut cosine ended at 0.0039, whose
+    image-mean SNR 0.0039 * 1024 ≈ 4 leaked the background into x_T), the shipped scheduler config
+    is the one the code builds, and DDIM's trailing steps end at ᾱ = 1."""
     import json
 
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    from pipelines.toyworld.unet_config import SAMPLE_T, toy_scheduler_config
+    from pipelines.toyworld.unet_config import SAMPLE_T, TERMINAL_ALPHA_BAR, toy_scheduler_config
 
-    ref = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    cosine = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    ref = DDPMScheduler(num_train_timesteps=SAMPLE_T, trained_betas=cosine.betas[:SAMPLE_T].tolist(),
+                        rescale_betas_zero_snr=True)
     cfg = toy_scheduler_config()
     ours = DDPMScheduler.from_config(cfg)
-    assert ours.config.num_train_timesteps == SAMPLE_T == 960
-    assert torch.allclose(ours.alphas_cumprod.double(), ref.alphas_cumprod[:SAMPLE_T].double(), rtol=1e-5)
-    assert 0.003 < float(ours.alphas_cumprod[-1]) < 0.005  # close to SD's terminal 0.0047, far from 2.4e-6
+    assert ours.config.num_train_timesteps == SAMPLE_T == 960 and cfg["prediction_type"] == "v_prediction"
+    assert float(ref.alphas_cumprod[-1]) == 0.0  # diffusers' rescale ends at exactly zero SNR
+    assert torch.allclose(ours.alphas_cumprod[:-1].double(), ref.alphas_cumprod[:-1].double(), rtol=1e-5)
+    assert float(ours.alphas_cumprod[-1]) == pytest.approx(TERMINAL_ALPHA_BAR, rel=1e-4)
+    assert float(ours.alphas_cumprod[-1]) * 32 * 32 < 0.01  # no usable mean-colour signal in x_T
+    assert float(ours.alphas_cumprod[0]) == pytest.approx(float(cosine.alphas_cumprod[0]), rel=1e-6)
     shipped = json.loads((ASSETS / "toy-sd" / "scheduler" / "scheduler_config.json").read_text())
     assert shipped["trained_betas"] == cfg["trained_betas"] and shipped["clip_sample"] is False
     for n in (10, 25, 50):  # the last DDIM step jumps to x0 (ᾱ_prev = 1): a clean final image

@@ -3,13 +3,18 @@
     python -m pipelines.toyworld.train_unet --steps 6000 --out assets/models/toy-sd
 
 Recipe (DDPM training, Ho et al. 2020, Algorithm 1, with these refinements):
-- epsilon-prediction on the cosine schedule, loss weighted by Min-SNR-gamma
-  (Hang et al. 2023): w_t = min(SNR_t, gamma) / SNR_t, gamma = 5;
+- the model's ``prediction_type`` (``toy_scheduler_config``: v-prediction on the cosine schedule
+  rescaled to zero terminal SNR), loss weighted by Min-SNR-gamma (Hang et al. 2023):
+  w_t = min(SNR_t, gamma) / SNR_t for epsilon, min(SNR_t + 1, gamma) / (SNR_t + 1) for v
+  (as diffusers' train_text_to_image: finite at SNR = 0), gamma = 5;
 - text conditioning: frozen tiny-CLIP token features, caption replaced by "" for
   ``--drop`` of the samples, so the same network also learns the unconditional
   eps(x_t, "") that classifier-free guidance needs;
 - EMA of the weights (the shipped model), AdamW with warm-up then cosine decay;
 - channels_last; bf16 autocast is available (--bf16) but measured no faster here.
+
+``--init DIR`` starts a new run from another toy-sd's EMA weights: how the bundled model went
+from epsilon- to v-prediction (steps 1-7000 epsilon, then a v-prediction fine-tune).
 
 Resumable: ``--out/unet`` holds the EMA weights (what the app loads), ``--out/resume``
 the raw weights in bf16 and the step counter (small enough to commit). Optimizer state
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "assets/models/toy-sd")
     ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="toy-sd folder whose EMA weights start a new run (ignored when --out resumes)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only: init reproducibility
@@ -74,9 +81,12 @@ def main(argv: list[str] | None = None) -> None:
         raw = load_file(resume / "unet_raw.safetensors")
         unet.load_state_dict({k: v.float() for k, v in raw.items()})
         accelerator.print(f"resuming at step {start} ({wall0 / 60:.0f} min so far)")
+    elif args.init is not None:
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(args.init / "unet").state_dict())
+        accelerator.print(f"starting from the weights in {args.init}")
     ema = EMAModel(unet.parameters(), decay=args.ema, use_ema_warmup=True, power=2 / 3,
                    model_cls=UNet2DConditionModel, model_config=unet.config)
-    if start:
+    if start:  # the EMA continues from the saved one (with --init it starts at the init weights)
         ema_unet = UNet2DConditionModel.from_pretrained(args.out / "unet")
         ema.shadow_params = [p.clone().detach() for p in ema_unet.parameters()]
         ema.optimization_step = start
@@ -116,10 +126,8 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = args.lr * lr_factor(step, args.steps, args.warmup, warm_from)
         with accelerator.autocast():
             pred = unet(x_t, t, cond).sample
-        # Min-SNR-gamma weights for eps-prediction: min(SNR, gamma) / SNR.
-        snr = compute_snr(noise_scheduler, t)
-        w = torch.clamp(snr, max=args.snr_gamma) / snr
-        loss = (w * (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        target, w = loss_target_and_weight(noise_scheduler, x0, noise, t, args.snr_gamma)
+        loss = (w * (pred.float() - target).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(unet.parameters(), 1.0)
@@ -131,6 +139,27 @@ def main(argv: list[str] | None = None) -> None:
             save(accelerator.unwrap_model(unet), ema, opt, args.out, step + 1, wall0 + time.time() - t0, log)
             log = []
     accelerator.print(f"done: {args.steps} steps, {(wall0 + time.time() - t0) / 60:.1f} min in all")
+
+
+def loss_target_and_weight(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                           gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Regression target ``[B, C, H, W]`` and Min-SNR-gamma weight ``[B]`` for ``scheduler``'s
+    ``prediction_type``.
+
+    epsilon: target ε, weight min(SNR, gamma) / SNR. v_prediction: target
+    v = sqrt(ᾱ_t)·ε - sqrt(1 - ᾱ_t)·x0 (Salimans & Ho 2022, "Progressive Distillation", sec. 4),
+    weight min(SNR + 1, gamma) / (SNR + 1). Since v̂ - v = (ε̂ - ε) / sqrt(ᾱ_t), the v-loss is
+    (SNR + 1) / SNR times the ε-loss, and min(SNR, gamma) / (SNR + 1) on it would be Min-SNR's
+    ε weighting exactly; that is 0 at zero terminal SNR, so (as diffusers' train_text_to_image
+    does) SNR + 1 replaces SNR in the numerator: weight 1 at SNR_T ~ 1e-6.
+    """
+    snr = compute_snr(scheduler, t)  # ᾱ_t / (1 - ᾱ_t), [B]
+    ptype = scheduler.config.prediction_type
+    if ptype == "epsilon":
+        return noise, torch.clamp(snr, max=gamma) / snr
+    if ptype == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t), torch.clamp(snr + 1, max=gamma) / (snr + 1)
+    raise ValueError(f"unsupported prediction_type {ptype!r}")
 
 
 def lr_factor(step: int, total: int, warmup: int, warm_from: int = 0) -> float:

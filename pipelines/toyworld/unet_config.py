@@ -37,35 +37,59 @@ def toy_unet_config(
 
 
 # The cosine schedule is cut at t = 959: the model is trained and sampled on t = 0..959.
-# Past it ᾱ_t falls from 0.0039 to 2.4e-6, where an epsilon-prediction model's clean-image
-# estimate x̂0 = (x_t - sqrt(1 - ᾱ_t)·ε̂) / sqrt(ᾱ_t) (DDPM eq. 15) multiplies the error of ε̂
-# by up to 1/sqrt(ᾱ_t) ≈ 640. Measured on the bundled model: sampling from t = 999 gave pure
-# noise with Euler and DPM-Solver++ and grey, grainy images with DDIM; from t = 959 all are
-# clean. ᾱ_959 = 0.0039 is close to Stable Diffusion's terminal ᾱ = 0.0047.
 # 960 (not 951): DDIM's last step jumps to ᾱ = 1 only when round(T/N) == T // N; 960 is a
 # multiple of N = 2, 4, 5, 8, 10, 12, 15, 16, 20, 24, 30, 32, 40, 48 and 960/25, 960/50 round down.
+#
+# Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+# Flawed", Algorithm 1): the cut cosine schedule ends at ᾱ_959 = 0.0039, so a training x_959 still
+# holds 0.0625·x0. Per pixel that is nothing, but the image's mean colour is the average of 1024
+# pixels: its SNR is 0.0039 · 1024 ≈ 4. The first (epsilon-prediction) toy-sd learnt to read the
+# background from it, while sampling starts from pure noise, whose mean is random: backgrounds
+# came out olive, brown or blue whatever the prompt said. Measured: with the leak that matches
+# the prompted background put into x_T, the same weights drew clean white, black and grey
+# backgrounds. So sqrt(ᾱ_t) is shifted and rescaled to end at ~0 (ᾱ_959 = TERMINAL_ALPHA_BAR:
+# mean-colour SNR 0.001), and the model predicts v = sqrt(ᾱ)·ε - sqrt(1-ᾱ)·x0 (Salimans & Ho
+# 2022), which stays well defined at ᾱ ≈ 0 where epsilon-prediction cannot recover x0.
 COSINE_FULL_T = 1000
 SAMPLE_T = 960
+# Not exactly 0: sqrt(ᾱ_T) = 1e-3 keeps the ε <-> v conversions (a division by sqrt(ᾱ)) finite,
+# and every sampler (LMS has no ``rescale_betas_zero_snr`` flag) reads the same betas.
+TERMINAL_ALPHA_BAR = 1e-6
+
+
+def toy_betas() -> list[float]:
+    """The ``SAMPLE_T`` betas toy-sd trains and samples on (float64 values, ``[960]``).
+
+    The first 960 of the 1000-step cosine schedule (``squaredcos_cap_v2``, Nichol & Dhariwal
+    2021, eq. 17), rescaled to zero terminal SNR with diffusers' ``rescale_zero_terminal_snr``
+    (Lin et al. 2024, Algorithm 1: sqrt(ᾱ_t) <- (sqrt(ᾱ_t) - sqrt(ᾱ_T)) · sqrt(ᾱ_0) /
+    (sqrt(ᾱ_0) - sqrt(ᾱ_T))), then the last beta set so that ᾱ_959 = ``TERMINAL_ALPHA_BAR``.
+    """
+    import torch
+    from diffusers import DDPMScheduler
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    full = DDPMScheduler(num_train_timesteps=COSINE_FULL_T, beta_schedule="squaredcos_cap_v2")
+    betas = rescale_zero_terminal_snr(full.betas[:SAMPLE_T].double())
+    alpha_bar_prev = torch.cumprod(1.0 - betas[:-1], dim=0)[-1]
+    betas[-1] = 1.0 - TERMINAL_ALPHA_BAR / alpha_bar_prev  # ᾱ_T = ᾱ_{T-1} (1 - β_T)
+    return [float(f"{b:.12g}") for b in betas.tolist()]
 
 
 def toy_scheduler_config() -> dict:
     """The noise schedule the toy UNet trains and samples on (``scheduler/scheduler_config.json``).
 
-    Cosine (``squaredcos_cap_v2``, Nichol & Dhariwal 2021, eq. 17) keeps signal longer than
-    the linear schedule, which matters at 32 px where the linear one destroys the image early.
-    Its first ``SAMPLE_T`` betas are stored as ``trained_betas``, so ᾱ_t for t = 0..959 is
-    exactly the 1000-step cosine schedule's (see ``SAMPLE_T``). ``clip_sample`` is off: clamping
-    x̂0 to [-1, 1] at every step measurably washed DDIM samples out towards grey.
+    Cosine, cut at t = 959 and rescaled to zero terminal SNR (see ``toy_betas``), stored as
+    ``trained_betas``; v-prediction. Cosine keeps signal longer than the linear schedule, which
+    matters at 32 px where the linear one destroys the image early. ``clip_sample`` is off:
+    clamping x̂0 to [-1, 1] at every step measurably washed DDIM samples out towards grey.
     """
-    from diffusers import DDPMScheduler
-
-    full = DDPMScheduler(num_train_timesteps=COSINE_FULL_T, beta_schedule="squaredcos_cap_v2")
     return dict(
         _class_name="DDPMScheduler",
         num_train_timesteps=SAMPLE_T,
         beta_schedule="squaredcos_cap_v2",
-        trained_betas=[round(b, 10) for b in full.betas[:SAMPLE_T].double().tolist()],
-        prediction_type="epsilon",
+        trained_betas=toy_betas(),
+        prediction_type="v_prediction",
         clip_sample=False,
         timestep_spacing="trailing",
     )

@@ -157,16 +157,30 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
 def render(scene: Scene, size: int = 32, supersample: int = 4) -> Image.Image:
     """Draw a scene as an anti-aliased RGB PIL image of ``size x size`` pixels."""
     big = size * supersample
-    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(img)
-    cx, cy, r = scene.cx * big, scene.cy * big, scene.r * big
-    poly = _polygon(scene.shape, cx, cy, r)
-    fill = COLORS[scene.color]
-    if poly is None:
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-    else:
-        draw.polygon(poly, fill=fill)
+    mask = _shape_mask(scene.shape, scene.cx, scene.cy, scene.r, big)
+    img = Image.composite(Image.new("RGB", (big, big), COLORS[scene.color]),
+                          Image.new("RGB", (big, big), BACKGROUNDS[scene.background]), mask)
     return img.resize((size, size), Image.BOX)
+
+
+def shape_coverage(shape: str, cx: float, cy: float, r: float, size: int = 32, supersample: int = 4) -> np.ndarray:
+    """Fraction of each pixel the shape covers, ``[size, size]`` float32 in [0, 1]: the alpha that
+    :func:`render` blends the shape's colour over the background with."""
+    mask = _shape_mask(shape, cx, cy, r, size * supersample).resize((size, size), Image.BOX)
+    return np.asarray(mask, dtype=np.float32) / 255.0
+
+
+def _shape_mask(shape: str, cx: float, cy: float, r: float, big: int) -> Image.Image:
+    """Binary mask (mode "L", 0/255) of the shape drawn at ``big x big`` pixels; cx, cy, r as fractions."""
+    img = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(img)
+    cx, cy, r = cx * big, cy * big, r * big
+    poly = _polygon(shape, cx, cy, r)
+    if poly is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(poly, fill=255)
+    return img
 
 
 def make_batch(
