@@ -290,7 +290,7 @@ def create(runtime) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             colour = gr.ColorPicker("#00c8ff", label="target colour")
-            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=400, step=1, label="colour loss scale s")
+            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=G.COLOUR_SCALE_DEFAULT, step=1, label="colour loss scale s")
             scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in G.SCALINGS.items()], value="sqrt_alpha_bar",
                                   label="gradient × per step (ᾱ of timestep t)")
             col_btn = gr.Button("Run with and without", variant="primary", elem_id="guidance-colour-run")

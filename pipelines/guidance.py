@@ -57,10 +57,15 @@ APPLY_MODES = ("x_t", "eps")
 MAX_LOSS_SCALE = 10_000.0
 # No loss guidance at steps with ᾱ_t below this: there x̂0 = (x_t − sqrt(1−ᾱ)·ε)/sqrt(ᾱ) with ε held
 # fixed moves 1/sqrt(ᾱ) ≥ 32× as far as x_t, a linearisation that means nothing near zero SNR (the
-# bundled toy-sd's t = 959 has ᾱ = 1e-6: 1000×). Measured with `guidance_eval --quick`: CLIP guidance
-# lowered the loss on 15/20 seeds with that first step guided, 20/20 without. Stable Diffusion's
-# schedule ends at ᾱ = 0.0047, above it; the linear DDPM schedule's last steps are below it.
+# bundled toy-sd's t = 959 has ᾱ = 1e-6: 1000×). `guidance_eval --quick`: CLIP guidance lowered the
+# loss on 20/20 seeds with this skip; on 15/20 with the first step guided (the same command before
+# this constant existed). Stable Diffusion's schedule ends at ᾱ = 0.0047, above it; the linear DDPM
+# schedule's last steps are below it.
 MIN_ALPHA_BAR = 1e-3
+# The colour loss scale that visibly moves the bundled toy-sd's mean colour without saturating it
+# (`guidance_eval --quick --sections colour --colour-scale S`, S = 100 / 250 / 400 / 1000: 400 moves it
+# about as far as 100 did before MIN_ALPHA_BAR skipped the first step); the playground's default.
+COLOUR_SCALE_DEFAULT = 400.0
 MAX_CUTOUTS = 64
 
 

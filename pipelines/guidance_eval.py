@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 30, quick 10)")
     ap.add_argument("--clip-scale", type=float, default=200.0)
     ap.add_argument("--cutouts", type=int, default=4)
-    ap.add_argument("--colour-scale", type=float, default=400.0)
+    ap.add_argument("--colour-scale", type=float, default=G.COLOUR_SCALE_DEFAULT)
     ap.add_argument("--sections", default="cfg,clip,colour,bench", help="comma-separated subset")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(",")) if not args.bench_only else {"bench"}

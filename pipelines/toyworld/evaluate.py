@@ -49,15 +49,15 @@ def classify(clip, images: torch.Tensor) -> list[dict[str, str | None]]:
 def clip_zero_shot(clip, n: int = 1000, seed: int = 123_456) -> dict[str, float]:
     x, scenes = make_batch(n, seed=seed, allow_held_out=True)
     pred = classify(clip, x)
-    return {k: sum(p[k] == getattr(s, k) for p, s in zip(pred, scenes)) / n
-            for k in ("shape", "color", "background")}
+    return {k: _mean(agree(pred, scenes, (k,))) for k in ("shape", "color", "background")}
 
 
 def clip_on_pairs(clip, pairs, n: int = 60, seed: int = 654_321) -> dict[str, float]:
     """The judge's own accuracy on *rendered* scenes of each (colour, shape) pair, shape and colour both
     right, over random backgrounds, sizes and positions: the ceiling of the adherence figure for that pair.
     The held-out pairs were never shown to the tiny CLIP either, and its accuracy on them is far from
-    its ~98 % on seen pairs (one-off ``clip_on_pairs`` call on them; green triangle: 27 %, mostly read as a green star; orange cross 92 %; purple star 97 %)."""
+    its ~98 % on seen pairs (``evaluate`` prints it: green triangle 27 %, mostly read as a green star;
+    orange cross 92 %; purple star 97 %)."""
     rng = random.Random(seed)
     out = {}
     for color, shape in sorted(pairs):
@@ -91,24 +91,25 @@ def prompts_for(n: int, rng: random.Random, held_out: bool) -> list[tuple[str, S
     return out
 
 
+SHAPE_COLOR = ("shape", "color")
+
+
+def agree(pred: list[dict[str, str | None]], scenes: list[Scene], keys=SHAPE_COLOR) -> list[bool]:
+    """Per sample: do the judged attributes ``keys`` all equal the prompt scene's?"""
+    return [all(p[k] == getattr(s, k) for k in keys) for p, s in zip(pred, scenes)]
+
+
 def matches(clip, images: torch.Tensor, scenes: list[Scene]) -> list[bool]:
     """Per sample: does its CLIP-classified shape and colour match the prompt's?"""
-    pred = classify(clip, images)
-    return [p["shape"] == s.shape and p["color"] == s.color for p, s in zip(pred, scenes)]
-
-
-def rendered_matches(images: torch.Tensor, scenes: list[Scene], key: str = "shape+color") -> list[bool]:
-    """Per sample, judged by rendering (``render_judge``): shape and colour match (``key``
-    "shape+color"), or the background does (``key`` "background")."""
-    pred = classify_by_rendering(images)
-    if key == "background":
-        return [p["background"] == s.background for p, s in zip(pred, scenes)]
-    return [p["shape"] == s.shape and p["color"] == s.color for p, s in zip(pred, scenes)]
+    return agree(classify(clip, images), scenes)
 
 
 def adherence(clip, images: torch.Tensor, scenes: list[Scene]) -> float:
-    hits = matches(clip, images, scenes)
-    return sum(hits) / len(hits)
+    return _mean(matches(clip, images, scenes))
+
+
+def _mean(hits: list[bool]) -> float:
+    return sum(hits) / max(1, len(hits))
 
 
 def per_pair(hits: list[bool], scenes: list[Scene]) -> str:
@@ -127,10 +128,6 @@ def diversity(clip, model, prompt: str, scale: float, k: int = 8, seed: int = 7)
     f = clip.encode_image(generate(model, [prompt] * k, scale, seed))
     sim = f @ f.T
     return float((1 - sim[~torch.eye(k, dtype=torch.bool)]).mean())
-
-
-def _mean(hits: list[bool]) -> float:
-    return sum(hits) / max(1, len(hits))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,19 +163,19 @@ def main(argv: list[str] | None = None) -> None:
     print("match / held-out: shape and colour as the prompt, judged by tiny-CLIP | by rendering; "
           "bg: background as the prompt (by rendering, all prompts)")
     print(f"{'scale':>6} {'match':>7} {'held-out':>9} | {'match':>7} {'held-out':>9} {'bg':>7} {'diversity':>10}")
+    seen_scenes, held_scenes = [s for _, s in seen], [s for _, s in held]
     for scale in SCALES:
         x_seen = generate(model, [p for p, _ in seen], scale, seed=1)
         x_held = generate(model, [p for p, _ in held], scale, seed=2)
-        a = adherence(clip, x_seen, [s for _, s in seen])
-        hits = matches(clip, x_held, [s for _, s in held])
-        h = sum(hits) / len(hits)
-        r_seen = rendered_matches(x_seen, [s for _, s in seen])
-        r_held = rendered_matches(x_held, [s for _, s in held])
-        bg = rendered_matches(torch.cat([x_seen, x_held]), [s for _, s in seen + held], "background")
+        a = adherence(clip, x_seen, seen_scenes)
+        hits = matches(clip, x_held, held_scenes)
+        by_render_seen, by_render_held = classify_by_rendering(x_seen), classify_by_rendering(x_held)
+        r_seen, r_held = agree(by_render_seen, seen_scenes), agree(by_render_held, held_scenes)
+        bg = agree(by_render_seen + by_render_held, seen_scenes + held_scenes, ("background",))
         d = diversity(clip, model, "a red circle", scale)
-        print(f"{scale:>6.1f} {a:>7.1%} {h:>9.1%} | {_mean(r_seen):>7.1%} {_mean(r_held):>9.1%} {_mean(bg):>7.1%} "
-              f"{d:>10.3f}   held-out by pair (tiny-CLIP | rendering): {per_pair(hits, [s for _, s in held])} | "
-              f"{per_pair(r_held, [s for _, s in held])}", flush=True)
+        print(f"{scale:>6.1f} {a:>7.1%} {_mean(hits):>9.1%} | {_mean(r_seen):>7.1%} {_mean(r_held):>9.1%} "
+              f"{_mean(bg):>7.1%} {d:>10.3f}   held-out by pair (tiny-CLIP | rendering): "
+              f"{per_pair(hits, held_scenes)} | {per_pair(r_held, held_scenes)}", flush=True)
 
     generate(model, ["a blue star on a white background"], 5.0, seed=0)  # warm-up
     times = []

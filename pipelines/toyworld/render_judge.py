@@ -24,8 +24,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from pipelines.toyworld.world import BACKGROUNDS, COLORS, SHAPES, SIZE_RADIUS, shape_coverage
+from pipelines.toyworld.world import BACKGROUNDS, CENTRE_RANGE, COLORS, SHAPES, SIZE_RADIUS, shape_coverage
 
+_BG_NAMES, _FG_NAMES = list(BACKGROUNDS), list(COLORS)
 _BG = torch.tensor(list(BACKGROUNDS.values()), dtype=torch.float32)  # [4, 3] 0..255
 _FG = torch.tensor(list(COLORS.values()), dtype=torch.float32)  # [8, 3] 0..255
 # Half the smallest distance between a named colour and a named background (0..255 RGB units).
@@ -38,7 +39,7 @@ def _templates(size: int = 32) -> tuple[torch.Tensor, list[str]]:
     lo = min(a for a, _ in SIZE_RADIUS.values())
     hi = max(b for _, b in SIZE_RADIUS.values())
     radii = np.arange(lo - 0.02, hi + 0.021, 0.02)
-    centres = np.arange(0.36, 0.641, 0.02)  # sample_scene: 0.5 +- 0.12
+    centres = np.arange(CENTRE_RANGE[0] - 0.02, CENTRE_RANGE[1] + 0.021, 0.02)
     maps, names = [], []
     for shape in SHAPES:
         for r in radii:
@@ -65,11 +66,11 @@ def classify_by_rendering(images: torch.Tensor) -> list[dict[str, str | None]]:
     maps, names = _templates(h)
     out, coverage, rows = [], [], []
     for i in range(b):
-        result = {"shape": None, "color": None, "background": list(BACKGROUNDS)[int(bg_idx[i])]}
+        result = {"shape": None, "color": None, "background": _BG_NAMES[int(bg_idx[i])]}
         if far[i].any():
             fg_rgb = pixels[i, far[i]].median(dim=0).values  # [3]
             c = int(torch.cdist(fg_rgb[None], _FG).argmin())
-            result["color"] = list(COLORS)[c]
+            result["color"] = _FG_NAMES[c]
             axis = _FG[c] - bg[i]  # background -> colour, [3]
             coverage.append(((pixels[i] - bg[i]) @ axis / axis.dot(axis)).clamp(0, 1))  # [HW]
             rows.append(i)

@@ -51,6 +51,9 @@ SIZE_RADIUS: dict[str, tuple[float, float]] = {
     "large": (0.35, 0.42),
 }
 
+# Where a shape's centre may fall (fractions of the side; sample_scene also keeps it inside the image).
+CENTRE_RANGE: tuple[float, float] = (0.5 - 0.12, 0.5 + 0.12)
+
 # (colour, shape) combinations never shown in training, to measure generalisation.
 HELD_OUT: frozenset[tuple[str, str]] = frozenset(
     {("purple", "star"), ("green", "triangle"), ("orange", "cross")}
@@ -118,8 +121,9 @@ def sample_scene(rng: random.Random, allow_held_out: bool = False) -> Scene:
     lo, hi = SIZE_RADIUS[size]
     r = rng.uniform(lo, hi)
     margin = r + 0.04
-    cx = rng.uniform(max(margin, 0.5 - 0.12), min(1 - margin, 0.5 + 0.12))
-    cy = rng.uniform(max(margin, 0.5 - 0.12), min(1 - margin, 0.5 + 0.12))
+    lo_c, hi_c = CENTRE_RANGE
+    cx = rng.uniform(max(margin, lo_c), min(1 - margin, hi_c))
+    cy = rng.uniform(max(margin, lo_c), min(1 - margin, hi_c))
     return Scene(shape, color, background, size, cx, cy, r)
 
 
@@ -157,30 +161,30 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
 def render(scene: Scene, size: int = 32, supersample: int = 4) -> Image.Image:
     """Draw a scene as an anti-aliased RGB PIL image of ``size x size`` pixels."""
     big = size * supersample
-    mask = _shape_mask(scene.shape, scene.cx, scene.cy, scene.r, big)
-    img = Image.composite(Image.new("RGB", (big, big), COLORS[scene.color]),
-                          Image.new("RGB", (big, big), BACKGROUNDS[scene.background]), mask)
+    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+    _draw_shape(img, scene.shape, scene.cx, scene.cy, scene.r, COLORS[scene.color])
     return img.resize((size, size), Image.BOX)
 
 
 def shape_coverage(shape: str, cx: float, cy: float, r: float, size: int = 32, supersample: int = 4) -> np.ndarray:
     """Fraction of each pixel the shape covers, ``[size, size]`` float32 in [0, 1]: the alpha that
     :func:`render` blends the shape's colour over the background with."""
-    mask = _shape_mask(shape, cx, cy, r, size * supersample).resize((size, size), Image.BOX)
-    return np.asarray(mask, dtype=np.float32) / 255.0
+    big = size * supersample
+    mask = Image.new("L", (big, big), 0)
+    _draw_shape(mask, shape, cx, cy, r, 255)
+    return np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
 
 
-def _shape_mask(shape: str, cx: float, cy: float, r: float, big: int) -> Image.Image:
-    """Binary mask (mode "L", 0/255) of the shape drawn at ``big x big`` pixels; cx, cy, r as fractions."""
-    img = Image.new("L", (big, big), 0)
+def _draw_shape(img: Image.Image, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    """Fill the shape (cx, cy, r as fractions of the side) on ``img``, at its own resolution."""
+    big = img.size[0]
     draw = ImageDraw.Draw(img)
     cx, cy, r = cx * big, cy * big, r * big
     poly = _polygon(shape, cx, cy, r)
     if poly is None:
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
-        draw.polygon(poly, fill=255)
-    return img
+        draw.polygon(poly, fill=fill)
 
 
 def make_batch(
