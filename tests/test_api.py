@@ -8,7 +8,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from demos.common import sample_paths
-from pipelines import images, schedules
+from pipelines import images
+from pipelines.diffusion import schedules
 from tests.images_helpers import make_files
 
 pytestmark = pytest.mark.api

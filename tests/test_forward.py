@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from pipelines import forward as F
-from pipelines import schedules as S
+from pipelines.diffusion import forward as F
+from pipelines.diffusion import schedules as S
 
 
 def _x0(shape=(2, 3, 8, 8), seed=1):
