@@ -1,38 +1,10 @@
-"""Three ways to steer a sampler: classifier-free guidance, a colour loss and a CLIP loss.
+"""Classifier-free guidance made visible: the two terms at one step, and adherence against diversity.
 
-Everything here plugs into :func:`pipelines.diffusion.loop.sample_steps`; nothing copies its loop.
-
-* **Classifier-free guidance** lives in the loop itself (ε = ε_u + w (ε_c − ε_u), Ho &
-  Salimans 2022, eq. 6, with both passes batched). This module adds what a lesson needs
-  around it: :func:`cfg_combine`, :func:`cfg_decomposition` (the two terms at one step, their
-  difference and the combination, with norms) and :func:`adherence_diversity` (the
-  fidelity/diversity trade-off measured on a small batch).
-* **Loss guidance** (the HF diffusion-models-class unit 2 recipe, a form of classifier
-  guidance, Dhariwal & Nichol 2021, Alg. 1): at each step, predict x̂0 from x_t, score it with
-  a differentiable loss, and move x_t down the gradient before the scheduler steps.
-  :class:`LossGuidance` is that ``cond_fn``; :func:`color_guidance` and :func:`clip_guidance`
-  build it with :func:`color_loss` or :class:`ClipLoss`.
-
-====================  =============================================  ========================
-code                  paper                                          shape / range
-====================  =============================================  ========================
-``alpha_bar``         ᾱ_t = ``alphas_cumprod[t]``, t the *timestep*  float in (0, 1]
-``pred_x0``           x̂0 = (x_in − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t)        [B, C, h, w] ~[-1, 1]
-``grad``              ∇_{x_t} L(x̂0)                                  [B, C, h, w]
-``factor``            per-step scale: 1, sqrt(ᾱ_t) or 1 − ᾱ_t         float
-``scale``             the user's guidance (loss) scale s             float ≥ 0
-update (``x_t``)      x_t ← x_t − s · factor · ∇_{x_t} L              [B, C, h, w]
-update (``eps``)      ε̂ = ε + sqrt(1−ᾱ_t) · s · factor · ∇ L        (Dhariwal & Nichol, Alg. 2)
-====================  =============================================  ========================
-
-ᾱ is always read from the hook context (``ctx.alpha_bar``), which the loop computes from the
-*timestep* t. Seed 000 runs ``set_timesteps(1000)`` and reads ``alphas_cumprod[i]`` with the loop
-counter i, so its factor is sqrt(ᾱ) at 999 − t: full strength at the noisiest step, almost none at
-the end, backwards.
-
-Never imports gradio. Randomness: the sampler's generator comes from the caller; CLIP
-cutouts draw from their own ``torch.Generator`` so guided and unguided runs with the same
-seed start from the same noise and stay comparable.
+CFG itself lives in the loop (ε = ε_u + w (ε_c − ε_u), Ho & Salimans 2022, eq. 6, both passes batched;
+:func:`pipelines.diffusion.maths.cfg_combine`). This module adds what a lesson needs around it:
+:func:`cfg_decomposition` (ε_u, ε_c, their difference and the combination at one step, with norms) and
+:func:`adherence_diversity` (the fidelity/diversity trade-off measured on a small batch). Loss guidance
+(colour, CLIP) is :mod:`pipelines.loss_guidance`. Never imports gradio; generators come from the caller.
 """
 
 from __future__ import annotations

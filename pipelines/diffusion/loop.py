@@ -227,7 +227,7 @@ def prepare_start(model, scheduler, shape, timesteps, begin: int, generator, *, 
         latents = maths.randn(shape, generator, device, dtype)
     elif tuple(latents.shape) != tuple(shape):
         raise ValueError(f"initial latents have shape {tuple(latents.shape)}, the model needs {tuple(shape)}")
-    return latents.to(device, dtype) * scheduler.init_noise_sigma  # diffusers prepare_latents
+    return latents.to(device, dtype) * getattr(scheduler, "init_noise_sigma", 1.0)  # diffusers prepare_latents (flow: 1)
 
 
 @dataclass
