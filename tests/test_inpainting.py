@@ -256,13 +256,13 @@ def test_start_step_follows_strength():
 
 
 def test_sketch_strip_is_ordered_and_reproducible(toy):
-    sketch = image_u8(64, 64, seed=9)
-    strip = sketch.sketch_strip(toy, sketch, "a red circle", seed=3, strengths=(0.2, 1.0), num_inference_steps=10)
+    drawing = image_u8(64, 64, seed=9)
+    strip = sketch.sketch_strip(toy, drawing, "a red circle", seed=3, strengths=(0.2, 1.0), num_inference_steps=10)
     assert [s for s, _ in strip] == [0.2, 1.0] and strip[0][1].shape == (1, 3, 32, 32)
-    target = masks.resize(sketch, (32, 32))
+    target = masks.resize(drawing, (32, 32))
     d_low, d_high = [float((img - target).abs().mean()) for _, img in strip]
     assert d_low < d_high  # low strength stays near the drawing
-    single = sampling_final(sketch.sketch_steps(toy, sketch, "a red circle", strength=0.2, num_inference_steps=10,
+    single = sampling_final(sketch.sketch_steps(toy, drawing, "a red circle", strength=0.2, num_inference_steps=10,
                                             generator=gen(3)))
     assert torch.allclose(single, strip[0][1], atol=1e-6)
 
