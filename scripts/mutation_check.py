@@ -30,6 +30,11 @@ MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
     "eps_guidance_factor_dropped": (
         "pipelines/sampling.py", "eps = eps + math.sqrt(1.0 - alpha_bar) * g.grad.detach() / c_in",
         "eps = eps + g.grad.detach()", ["tests/test_guidance_maths.py"]),
+    "eps_guidance_c_in_dropped": (
+        "pipelines/sampling.py", "eps = eps + math.sqrt(1.0 - alpha_bar) * g.grad.detach() / c_in",
+        "eps = eps + math.sqrt(1.0 - alpha_bar) * g.grad.detach()", ["tests/test_guidance_maths.py"]),
+    "inpaint_cfg_embeddings_swapped": ("pipelines/inpainting.py", "emb = torch.cat([ne, pe]) if do_cfg else pe",
+                                       "emb = torch.cat([pe, ne]) if do_cfg else pe", ["tests/test_inpainting_cfg.py"]),
     "inpaint_cfg_halves_swapped": ("pipelines/inpainting.py", "            out_u, out_c = out.chunk(2)",
                                    "            out_c, out_u = out.chunk(2)", ["tests/test_inpainting_cfg.py"]),
     "inpaint_cfg_w_minus_1": ("pipelines/inpainting.py", "            out = out_u + w * (out_c - out_u)",
