@@ -192,3 +192,19 @@ def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     assert not np.array_equal(results[0][0], results[1][0])  # different seeds differ
     serial = Client(app_url, verbose=False, httpx_kwargs={"timeout": 120}).predict(*_run_args(seed=2, steps=5), api_name="/viewer_run")
     assert np.array_equal(_img(serial[1]), results[2][0])
+
+
+@pytest.mark.parametrize("sampler,key", [("DDIM", "ddim"), ("Euler", "euler")])
+def test_viewer_final_prediction_is_the_golden_image(client, sampler, key):
+    """The viewer at the golden settings (seed 0, w = 3, 20 steps): its last x̂0 panel is the golden
+    image (DDIM and Euler end exactly on x̂0: ᾱ_final = 1, σ_final = 0), so the viewer's output is
+    pinned across refactors, not only sampling.sample's."""
+    from scripts import golden_check as gc
+
+    args = (MODEL, gc.PROMPT, "", sampler, gc.STEPS, 0.0, gc.SEED, gc.GUIDANCE, False, None, 0.6)
+    job = client.submit(*args, api_name="/viewer_run")
+    job.result(timeout=300)
+    _, x0, _, info = job.outputs()[-1]
+    assert f"step {gc.STEPS} / {gc.STEPS}" in info
+    golden = gc.read_png(gc.GOLDEN_DIR / f"{key}.png")
+    assert np.abs(_img(x0).astype(int) - golden.astype(int)).max() <= 1
