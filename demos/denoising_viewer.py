@@ -137,8 +137,6 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     strength = validation.number("strength", strength, 0.0, 1.0)
-    if len(prompt or "") > 500 or len(negative_prompt or "") > 500:
-        raise ValueError("prompts are limited to 500 characters")
     t_start = time.perf_counter()
     model = runtime.registry.diffusion(model_name)
     gen = validation.generator(seed)

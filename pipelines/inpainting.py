@@ -168,7 +168,7 @@ def _alpha_bar_at_position(scheduler, timesteps, p: int) -> float:
     return maths.alpha_bar_at(scheduler, timesteps[p], p)
 
 
-def _renoise(scheduler, x: torch.Tensor, abar_from: float, abar_to: float, generator) -> torch.Tensor:
+def renoise_jump(scheduler, x: torch.Tensor, abar_from: float, abar_to: float, generator) -> torch.Tensor:
     """One RePaint jump: x_{t'} ~ q(x_{t'} | x_t) with ᾱ_{t'} = ``abar_to`` < ``abar_from``.
 
     The forward step of DDPM eq. 2 composed over the stride: β_eff = 1 - ᾱ_{t'} / ᾱ_t, so
@@ -303,7 +303,7 @@ def inpaint_steps(
     for kind, p0, p1 in _segments(walk):
         if kind == "up":
             # RePaint jump: x_{t(p1)} ~ q(x_{t(p1)} | x_{t(p0)}), walking back up p0 - p1 steps.
-            x = _renoise(scheduler, x, _alpha_bar_at_position(scheduler, timesteps, p0),
+            x = renoise_jump(scheduler, x, _alpha_bar_at_position(scheduler, timesteps, p0),
                          _alpha_bar_at_position(scheduler, timesteps, p1), generator)
             continue
         # each stretch down is a plain run of the loop from x at step p0, with a fresh scheduler state

@@ -212,7 +212,7 @@ def test_renoise_jump_has_the_forward_statistics():
     s = DDIMScheduler()
     x = torch.full((1, 1, 200, 200), 0.5)
     a_from, a_to = 0.9, 0.3
-    y = ip._renoise(s, x, a_from, a_to, gen(1))
+    y = ip.renoise_jump(s, x, a_from, a_to, gen(1))
     ratio = a_to / a_from  # q(x_t' | x_t) = N(sqrt(ᾱ'/ᾱ) x_t, (1 - ᾱ'/ᾱ) I)
     assert abs(float(y.mean()) - ratio ** 0.5 * 0.5) < 0.01
     assert abs(float(y.std()) - (1 - ratio) ** 0.5) < 0.01

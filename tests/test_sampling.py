@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from pipelines.diffusion import forward, loop, maths
+from pipelines.diffusion import loop, maths
 from pipelines.models import SAMPLERS, load_latent_hub, load_pixel_hub, load_toy_diffusion
 from pipelines.toyworld.unet_config import build_random_toy_sd
 from tests.tiny_models import build_tiny_sd, identity_vae
@@ -309,12 +309,27 @@ def test_bad_arguments_raise_value_error(toy, kwargs, match):
         next(loop.sample_steps(toy, PROMPT, **kwargs))
 
 
-def test_q_sample_is_what_noise_to_start_uses_for_vp(toy):
-    sch = toy.make_scheduler("DDIM")
-    ts, begin = maths.plan_timesteps(sch, 10, 0.5)
-    x0, noise = torch.zeros(1, 3, 32, 32), torch.randn(1, 3, 32, 32, generator=gen())
-    x_t, _ = forward.q_sample(x0, int(ts[0]), sch.alphas_cumprod, noise=noise)
-    assert torch.equal(maths.noise_to_start(sch, x0, noise, ts[0], begin), x_t)
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler"])
+@pytest.mark.parametrize("strength", [0.5, 1.0])
+def test_noise_to_start_on_the_toy_schedule_is_ddpm_eq4(toy, sampler, strength):
+    """x0 != 0 jumped to the first kept timestep of the toy's own schedule (trained betas, trailing
+    spacing, zero terminal SNR): DDPM eq. 4 with ᾱ_t = prod(1 - β) computed here in float64 from the
+    config, in VP form (DDIM) or divided by sqrt(ᾱ_t) (σ-space, Euler: x0 + σ ε); and diffusers' add_noise."""
+    import numpy as np
+
+    sch = toy.make_scheduler(sampler)
+    ts, begin = maths.plan_timesteps(sch, 10, strength)
+    t = int(round(float(ts[0])))
+    abar = float(np.cumprod(1.0 - np.asarray(toy.scheduler_config["trained_betas"], np.float64))[t])
+    x0 = torch.rand(1, 3, 32, 32, generator=gen()) * 1.6 - 0.8
+    noise = torch.randn(x0.shape, generator=gen(5))
+    mine = maths.noise_to_start(sch, x0, noise, ts[0], begin)
+    vp = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise
+    expected = vp if sampler == "DDIM" else vp / math.sqrt(abar)
+    assert torch.allclose(mine, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+    assert torch.allclose(mine, sch.add_noise(x0, noise, ts[:1]), rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    if strength == 1.0:
+        assert abar < 1e-4  # the terminal step: (almost) pure noise
 
 
 def test_drawing_x_T_outside_the_loop_is_the_same_draw(toy):
