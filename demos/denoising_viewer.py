@@ -137,6 +137,7 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     strength = validation.number("strength", strength, 0.0, 1.0)
+    prompt, negative_prompt = validation.prompt(prompt), validation.prompt(negative_prompt, "negative prompt")
     t_start = time.perf_counter()
     model = runtime.registry.diffusion(model_name)
     gen = validation.generator(seed)
