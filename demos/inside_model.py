@@ -35,9 +35,19 @@ CUMULATIVE, SINGLE = "steps 1 … this step (DAAM sums over time)", "this step o
 # ------------------------------------------------------------------ tokens and features
 
 
+def _model(runtime, name):
+    """The model ``name``; a clear ValueError for a model without text / cross-attention, before loading it."""
+    reg = runtime.registry
+    name = name or reg.default_diffusion
+    if reg.spec(name).kind == "pixel":
+        raise ValueError(f"{name} has no cross-attention (it is unconditional: no prompt, no tokens), so there are "
+                         "no tokens, text features or attention maps to show; choose a text-to-image model")
+    return reg.diffusion(name)
+
+
 def token_table(runtime, model_name, prompt):
     """-> (rows for the table, markdown summary)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = _model(runtime, model_name)
     v = A.tokens(model, prompt)
     seen = lambda t: "" if t.seen is None else ("yes" if t.seen else "**never**")  # noqa: E731
     rows = [[t.position, t.piece, t.id, t.kind, seen(t)] for t in v.tokens if t.kind != "pad"]
@@ -60,7 +70,7 @@ def token_table(runtime, model_name, prompt):
 
 def feature_views(runtime, model_name, prompt, other):
     """-> (feature heatmap figure, similarity figure, markdown with the pooled embedding and nearest captions)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = _model(runtime, model_name)
     f = A.features(model, prompt)
     end = f.view.end_index
     feats = f.per_token[: end + 1].numpy()
@@ -144,7 +154,7 @@ def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0):
 
 def record_maps(runtime, model_name, prompt, steps, guidance, seed, layer, mode):
     """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     run = A.run(model, prompt, seed=validation.seed(seed), steps=n, guidance_scale=guidance)
     gal, cap = show_maps(run, n, ALL_LAYERS, mode)
@@ -170,7 +180,7 @@ def _judge(model, imgs: torch.Tensor) -> list[dict] | None:
 
 def reweight(runtime, model_name, prompt, word, factor, steps, guidance, seed):
     """Plain vs re-weighted (same seed) -> (gallery, markdown)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, edited = A.reweight(model, prompt, word, factor, seed=validation.seed(seed), steps=n,
                                guidance_scale=guidance)
@@ -188,7 +198,7 @@ def reweight(runtime, model_name, prompt, word, factor, steps, guidance, seed):
 
 def swap(runtime, model_name, source, target, cross_fraction, self_fraction, steps, guidance, seed):
     """Word swap -> (gallery [source, target, target with maps injected], markdown)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, inj = A.swap(model, source, target, steps=n, cross_fraction=cross_fraction, self_fraction=self_fraction,
                         seed=validation.seed(seed), guidance_scale=guidance)
