@@ -246,7 +246,7 @@ def create(runtime) -> dict:
     with gr.Accordion("3. Cross-attention maps, step by step", open=True):
         run_state = gr.State(None, time_to_live=3600)
         with gr.Row():
-            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)")
+            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             seed = seed_input("seed")
             rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run")
