@@ -152,7 +152,7 @@ def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0):
     return out, cap
 
 
-def record_maps(runtime, model_name, prompt, steps, guidance, seed, layer, mode):
+def record_maps(runtime, model_name, prompt, steps, guidance, seed, mode):
     """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image)."""
     model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
@@ -282,7 +282,7 @@ def create(runtime) -> dict:
     tok_btn.click(bind(token_table), [model, prompt], [tok_table, tok_md], api_name="inside_tokens")
     feat_btn.click(bind(feature_views), [model, prompt, other], [feat_plot, sim_plot, feat_md],
                    api_name="inside_features")
-    rec_btn.click(bind(record_maps), [model, prompt, steps, guidance, seed, layer, mode],
+    rec_btn.click(bind(record_maps), [model, prompt, steps, guidance, seed, mode],
                   [run_state, gallery, cap, step, layer, final], api_name="inside_maps")
     gr.on([step.release, layer.input, mode.input], user_errors(scrub), [run_state, step, layer, mode], [gallery, cap],
           api_name="inside_scrub", show_progress="hidden", trigger_mode="always_last")

@@ -36,13 +36,13 @@ def test_features_and_similarity(client):
 
 
 def test_maps_then_scrub_in_the_same_session(client):
-    state_free = client.predict(MODEL, PROMPT, 4, 4.0, 1, ALL, CUM, api_name="/inside_maps")
+    state_free = client.predict(MODEL, PROMPT, 4, 4.0, 1, CUM, api_name="/inside_maps")
     gallery, cap, step, layer, final = state_free
     assert len(gallery) == 9 and gallery[2]["caption"] == "2: red" and "Step 4/4" in cap
     g2, cap2 = client.predict(2, "res:8x8", ONE, api_name="/inside_scrub")
     assert len(g2) == 9 and "Step 2/4" in cap2
     assert np.abs(_img(g2[2]["image"]) - _img(gallery[2]["image"])).mean() > 1  # another step, another map
-    again = client.predict(MODEL, PROMPT, 4, 4.0, 1, ALL, CUM, api_name="/inside_maps")
+    again = client.predict(MODEL, PROMPT, 4, 4.0, 1, CUM, api_name="/inside_maps")
     assert np.abs(_img(again[4]) - _img(final)).max() <= 2  # same seed, same image
 
 
@@ -63,7 +63,7 @@ def test_reweight_and_swap(client):
     ((MODEL, PROMPT, "dragon", 0.0, 4, 4.0, 1), "/inside_reweight", "not in the tokens"),
     ((MODEL, PROMPT, "a cyan circle on a navy background", 0.8, 0.4, 4, 4.0, 1), "/inside_swap", "equally many"),
     ((CAT, PROMPT), "/inside_tokens", "no cross-attention"),
-    ((MODEL, PROMPT, 4, 4.0, -1, ALL, CUM), "/inside_maps", "minimum"),
+    ((MODEL, PROMPT, 4, 4.0, -1, CUM), "/inside_maps", "minimum"),
 ])
 def test_bad_input_is_a_message(client, args, api, match):
     with pytest.raises(AppError, match=match):
