@@ -95,11 +95,15 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print) -> dict
             for q, steps_q in zip(res["iou_q"], quarters):
                 mq = base.word_map(sh, k, steps=steps_q)
                 q.append(iou(mq > mq.mean(), mask))
+            end = base.views[k].end_index
+            maps_all = base.heatmaps(k)
+            share = maps_all / maps_all[1:end].sum(0, keepdim=True).clamp(min=1e-12)  # DAAM normalize: words only
             for key, word in (("bg", bg), ("bgw", "background")):
-                mb = base.word_map(word, k)
-                on_bg, on_shape = mb[~mask].mean().item(), mb[mask].mean().item()
-                res.setdefault(key + "_more", []).append(on_bg > on_shape)
-                res.setdefault(key + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
+                pos = A.find_tokens(base.views[k], word)
+                for suffix, mb in (("", maps_all[pos].sum(0)), ("_share", share[pos].sum(0))):
+                    on_bg, on_shape = mb[~mask].mean().item(), mb[mask].mean().item()
+                    res.setdefault(key + suffix + "_more", []).append(on_bg > on_shape)
+                    res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
         # 2. ×0 on the colour word's pieces; for contrast, on the colour word and every later token (the causal
         # text encoder writes the colour into all of them)
         cpos = [A.find_tokens(v, sc[i][0]) for v, i in zip(base.views, ids)]
@@ -127,6 +131,7 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print) -> dict
             res["swap_shape_ok"].append(tgt["shape"] == targets[k].split()[2])
             res["plain_dist"].append(_dist(src["centroid"], jp[k]["centroid"]))
         log(f"seeds {ids[0]}..{ids[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
+        log(report(res, ids[-1] + 1, steps, w), flush=True)
     return res
 
 
@@ -150,6 +155,10 @@ def report(res: dict, n: int, steps: int, w: float) -> str:
               f"(median ratio {statistics.median(res['bg_ratio']):.2f}) | most |",
               f"| … the word 'background' | {pct(res['bgw_more'])} "
               f"(median ratio {statistics.median(res['bgw_ratio']):.2f}) | |",
+              f"| … background colour word's share of the words' attention (DAAM normalize) | "
+              f"{pct(res['bg_share_more'])} (median ratio {statistics.median(res['bg_share_ratio']):.2f}) | |",
+              f"| … the word 'background', share | {pct(res['bgw_share_more'])} "
+              f"(median ratio {statistics.median(res['bgw_share_ratio']):.2f}) | |",
               f"| ×0 on the colour word changes the judged colour | {pct(res['colour_changed'])} | ≥ 70% |",
               f"| … ×0 on the colour word and every later token | {pct(res['colour_after_changed'])} | (contrast) |",
               f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
@@ -157,7 +166,7 @@ def report(res: dict, n: int, steps: int, w: float) -> str:
               f"| … target judged as the new shape | {pct(res['swap_shape_ok'])} | |",
               f"| word swap without injection (same x_T): within 2 px | {pct([d <= 2 for d in res['plain_dist']])} "
               f"(median {statistics.median(res['plain_dist']):.2f} px) | (contrast) |"]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
