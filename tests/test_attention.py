@@ -164,6 +164,18 @@ def test_session_restores_processors_and_the_traced_path(toy):
     assert toy.unet.forward.traced_calls > calls
 
 
+def test_memory_is_bounded_by_averaging_heads_then_thinning_steps(toy):
+    full = A.run(toy, PROMPT, seed=3, steps=STEPS)
+    per_step = full.record.nbytes // STEPS
+    heads = next(iter(full.record.maps.values()))[0].shape[1]
+    avg = A.run(toy, PROMPT, seed=3, steps=STEPS, max_bytes=full.record.nbytes - 1)
+    assert avg.record.nbytes == full.record.nbytes // heads and avg.record.steps == list(range(STEPS))
+    mean_ref = M.aggregate(full.record)  # heads averaged before upsampling: the same maps up to the clamp
+    assert torch.allclose(M.aggregate(avg.record), mean_ref, atol=0.02 * float(mean_ref.max()))
+    thin = A.run(toy, PROMPT, seed=3, steps=STEPS, max_bytes=per_step // heads * 2)
+    assert thin.record.steps == [0, 2] and thin.record.nbytes <= per_step // heads * 2
+
+
 # ------------------------------------------------------------------ control
 
 

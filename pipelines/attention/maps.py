@@ -16,7 +16,10 @@ Without a session, or for self-attention when nothing edits it, it calls the ori
 What is kept (bounded memory). Only the conditional half of a CFG batch (what the prompt does), only
 the tokens from the start token to the end token (padding copies the end token's role), per layer and
 head, at every recorded step, as float16; layers whose maps are larger than ``max_side`` are skipped
-(as DAAM skips SD's 64×64 layers). Bytes: :attr:`Record.nbytes`.
+(as DAAM skips SD's 64×64 layers). Bytes: :attr:`Record.nbytes`, at most ``max_bytes`` for the run:
+when the first step's maps times the steps would exceed it, the heads are averaged (``heads`` = 1),
+and if that is still too much only every k-th step is kept (:meth:`Session.next_step`). toy-sd keeps
+all heads of all steps (~150 kB per step for a short prompt); SD 1.5 with a long prompt averages heads.
 
 Aggregation (DAAM, Tang et al. 2023, ``daam/trace.py``): for each (layer, head), sum the maps over
 the chosen steps, upsample bicubically to the model's sample size, clamp at 0, then average over
@@ -35,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 MAX_SIDE = 32  # record layers whose maps are at most 32×32 (all of toy-sd's; SD's 32, 16, 8)
+MAX_BYTES = 64_000_000  # a run's maps: beyond it heads are averaged, then steps thinned (Session.next_step)
 
 _SESSION: contextvars.ContextVar["Session | None"] = contextvars.ContextVar("dl_attention_session", default=None)
 _INSTALL_LOCK = threading.Lock()
@@ -85,10 +89,12 @@ class Session:
     """One run's recording/editing state; see the module docstring. ``step`` is advanced by the caller."""
 
     def __init__(self, batch: int, do_cfg: bool, sample_hw: tuple[int, int], keep_tokens: int,
-                 record: bool = True, control: Control | None = None, max_side: int = MAX_SIDE):
+                 record: bool = True, control: Control | None = None, max_side: int = MAX_SIDE,
+                 max_bytes: int = MAX_BYTES):
         self.batch, self.do_cfg, self.record_maps = batch, do_cfg, record
-        self.control, self.max_side = control, max_side
+        self.control, self.max_side, self.max_bytes = control, max_side, max_bytes
         self.step = 0
+        self.mean_heads, self.stride = False, 1
         self.record = Record(tuple(sample_hw), keep_tokens)
 
     def edits(self, cross: bool) -> bool:
@@ -96,6 +102,21 @@ class Session:
 
     def wants(self, cross: bool) -> bool:
         return self.edits(cross) or (cross and self.record_maps)
+
+    def next_step(self, num_steps: int) -> None:
+        """Advance to the next step; after the first, bound the run's maps by ``max_bytes`` (module docstring)."""
+        self.step += 1
+        if self.step != 1 or not self.record_maps:
+            return
+        projected = self.record.nbytes * num_steps
+        if projected > self.max_bytes and not self.mean_heads:
+            self.mean_heads = True
+            for per in self.record.maps.values():
+                for s, m in per.items():
+                    per[s] = m.float().mean(1, keepdim=True).half()
+            projected = self.record.nbytes * num_steps
+        if projected > self.max_bytes:
+            self.stride = -(-projected // self.max_bytes)  # ceil
 
     def on_probs(self, name: str, probs: torch.Tensor, heads: int, cross: bool) -> torch.Tensor:
         """``probs`` ``[N·heads, h·w, L]`` (N = 2B with CFG as [uncond, cond]) -> the probabilities to use."""
@@ -106,10 +127,12 @@ class Session:
             self.control.edit(cond, self.step, cross)
         if cross and self.record_maps:
             h, w = _side(probs.shape[1], self.record.sample_hw)
-            if max(h, w) <= self.max_side:
+            if max(h, w) <= self.max_side and self.step % self.stride == 0:
                 t = min(self.record.tokens, cond.shape[-1])
                 m = cond[..., :t].detach().to(torch.float16).permute(0, 1, 3, 2).reshape(
                     cond.shape[0], heads, t, h, w)
+                if self.mean_heads:
+                    m = m.float().mean(1, keepdim=True).half()
                 self.record.maps.setdefault(name, {})[self.step] = m
                 self.record.sides[name] = (h, w)
         return probs

@@ -119,7 +119,7 @@ def find_token(view: T.TokenView, word: str) -> int:
 
 def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float = 4.0, sampler: str = "DDIM",
         control: M.Control | None = None, record: bool = True, max_side: int = M.MAX_SIDE,
-        latents: torch.Tensor | None = None) -> AttentionRun:
+        max_bytes: int = M.MAX_BYTES, latents: torch.Tensor | None = None) -> AttentionRun:
     """Sample ``prompts`` (one string or a list) through the one loop with attention recorded/edited.
 
     All prompts start from the same x_T drawn from ``seed`` (one draw, repeated), so a batch of two
@@ -139,14 +139,14 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
     if latents.shape[0] not in (1, len(prompts)):
         raise ValueError(f"latents for {latents.shape[0]} images, {len(prompts)} prompts")
     latents = latents.expand(len(prompts), -1, -1, -1).clone()
-    sess = M.Session(len(prompts), w != 1.0, model.sample_shape[1:], keep, record, control, max_side)
+    sess = M.Session(len(prompts), w != 1.0, model.sample_shape[1:], keep, record, control, max_side, max_bytes)
     x0, ts, image = [], [], None
     with M.session(model, sess):
         for rec in sample_steps(model, [v.prompt for v in views], guidance_scale=w, num_inference_steps=steps,
                                 sampler=sampler, generator=gen, latents=latents):
             x0.append(rec.pred_x0_rgb.to(torch.float16).cpu())
             ts.append(rec.t)
-            sess.step = rec.index + 1
+            sess.next_step(rec.num_steps)
             image = rec.image
     return AttentionRun([v.prompt for v in views], views, sess.record, torch.stack(x0), image.float().cpu(), ts)
 
