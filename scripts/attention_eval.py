@@ -18,6 +18,7 @@ shape and its true mask (the best-matching rendered template, coverage > 0.5).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -60,20 +61,20 @@ def latents_for(model, seeds):
                                   model.unet.dtype) for s in seeds])
 
 
-def evaluate(model, n: int, steps: int, w: float, batch: int, log=print) -> dict:
+def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: int = 0, dump=None) -> dict:
     import torch
 
     from pipelines import attention as A
     from pipelines.toyworld.render_judge import locate_by_rendering
     from pipelines.toyworld.world import SHAPES
 
-    sc = scenes(n)
+    sc = scenes(first + n)
     kw = dict(steps=steps, guidance_scale=w, sampler="DDIM")
     quarters = [list(range(q * steps // 4, (q + 1) * steps // 4)) for q in range(4)]
     res = {"iou": [], "iou_q": [[] for _ in quarters], "found": 0, "match": 0,
            "colour_changed": [], "bg_more": [], "bg_ratio": [], "swap_dist": [], "plain_dist": [], "swap_shape_ok": []}
-    for lo in range(0, n, batch):
-        ids = list(range(lo, min(n, lo + batch)))
+    for lo in range(first, first + n, batch):
+        ids = list(range(lo, min(first + n, lo + batch)))
         lat = latents_for(model, ids)
         prompts = [prompt(*sc[i]) for i in ids]
         t0 = time.perf_counter()
@@ -131,7 +132,9 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print) -> dict
             res["swap_shape_ok"].append(tgt["shape"] == targets[k].split()[2])
             res["plain_dist"].append(_dist(src["centroid"], jp[k]["centroid"]))
         log(f"seeds {ids[0]}..{ids[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
-        log(report(res, ids[-1] + 1, steps, w), flush=True)
+        log(report(res, ids[-1] + 1 - first, steps, w), flush=True)
+        if dump:
+            Path(dump).write_text(json.dumps(res))
     return res
 
 
@@ -176,7 +179,17 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--batch", type=int, default=20, help="seeds per batched run (memory)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--first", type=int, default=0, help="first seed (split a long evaluation over processes)")
+    p.add_argument("--json", default=None, help="write the raw per-seed figures here after every batch")
+    p.add_argument("--merge", nargs="+", default=None, help="print one report from these --json files")
     args = p.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        res = {k: ([[x for part in parts for x in part[k][q]] for q in range(4)] if k == "iou_q" else
+                   sum(part[k] for part in parts) if isinstance(parts[0][k], int) else
+                   [x for part in parts for x in part[k]]) for k in parts[0]}
+        print(report(res, len(res["iou"]), args.steps, args.guidance))
+        return
     import torch
 
     if args.threads:
@@ -184,7 +197,7 @@ def main(argv=None) -> None:
     from pipelines.models import ModelRegistry
 
     model = ModelRegistry("cpu").diffusion()
-    res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch)
+    res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch, first=args.first, dump=args.json)
     print(report(res, args.seeds, args.steps, args.guidance))
 
 
