@@ -178,21 +178,25 @@ def _judge(model, imgs: torch.Tensor) -> list[dict] | None:
     return locate_by_rendering(imgs)
 
 
-def reweight(runtime, model_name, prompt, word, factor, steps, guidance, seed):
+def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed):
     """Plain vs re-weighted (same seed) -> (gallery, markdown)."""
     model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
-    plain, edited = A.reweight(model, prompt, word, factor, seed=validation.seed(seed), steps=n,
-                               guidance_scale=guidance)
+    plain, edited = A.reweight(model, prompt, word, factor, and_after=bool(and_after), seed=validation.seed(seed),
+                               steps=n, guidance_scale=guidance)
     pos = A.find_tokens(plain.views[0], word)
+    if and_after:
+        pos = list(range(pos[0], plain.views[0].context_length))
     gal = [(image_file(plain.image[0], 256), "as prompted"),
            (image_file(edited.image[0], 256), f"attention to '{word}' ×{float(factor):g}")]
     md = f"Token positions {pos} of *{plain.prompts[0]}*: the conditional prompt's attention probabilities to them × {float(factor):g} in every cross-attention layer at every step (Prompt-to-Prompt re-weighting)."
     j = _judge(model, torch.cat([plain.image, edited.image]))
     if j:
         md += f"\n\nRendering judge: **{j[0]['color']} {j[0]['shape']}** → **{j[1]['color']} {j[1]['shape']}**."
-    md += ("\n\nWhy ×0 often changes little here: the causal text encoder also writes the word into every *later* "
-           "token's features (see the similarity view), and those are still read.")
+    if not and_after:
+        md += ("\n\nWhy ×0 on the word alone often changes little here: the causal text encoder also writes the word "
+               "into every *later* token's features (see the similarity view), and those are still read. Tick "
+               "*and every later token* to silence them too.")
     return gal, md
 
 
@@ -265,6 +269,7 @@ def create(runtime) -> dict:
         with gr.Row():
             word = gr.Textbox("red", label="word to re-weight", elem_id="inside-word")
             factor = gr.Slider(0, 3, value=0.0, step=0.25, label="× attention")
+            and_after = gr.Checkbox(False, label="and every later token (they carry the word too)")
             rw_btn = gr.Button("Re-weight (same seed)", elem_id="inside-reweight-run")
         rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, height=260, elem_id="inside-reweight")
         rw_md = gr.Markdown()
@@ -286,7 +291,7 @@ def create(runtime) -> dict:
                   [run_state, gallery, cap, step, layer, final], api_name="inside_maps")
     gr.on([step.release, layer.input, mode.input], user_errors(scrub), [run_state, step, layer, mode], [gallery, cap],
           api_name="inside_scrub", show_progress="hidden", trigger_mode="always_last")
-    rw_btn.click(bind(reweight), [model, prompt, word, factor, steps, guidance, seed], [rw_gallery, rw_md],
+    rw_btn.click(bind(reweight), [model, prompt, word, factor, and_after, steps, guidance, seed], [rw_gallery, rw_md],
                  api_name="inside_reweight")
     sw_btn.click(bind(swap), [model, prompt, target, cross_f, self_f, steps, guidance, seed], [sw_gallery, sw_md],
                  api_name="inside_swap")

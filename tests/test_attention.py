@@ -189,6 +189,15 @@ def test_reweight_zero_removes_the_token_and_changes_the_image(toy):
     assert (one.image - base.image).abs().max() < 1e-4  # ×1 is the identity (explicit softmax vs SDPA rounding)
 
 
+def test_reweight_and_every_later_token(toy):
+    plain_run, edited = A.reweight(toy, PROMPT, "red", 0.0, and_after=True, seed=3, steps=2)
+    for per in edited.record.maps.values():
+        for m in per.values():
+            assert float(m[:, :, 2:].abs().max()) == 0 and float(m[:, :, :2].min()) >= 0
+            assert float(m[:, :, :2].max()) > 0  # start token and "a" are still read
+    assert (plain_run.image - edited.image).abs().max() > 1e-3
+
+
 def test_word_swap_injects_the_source_maps(toy):
     src, tgt = PROMPT, "a red square on a navy background"
     plain_run, inj = A.swap(toy, src, tgt, steps=STEPS, cross_fraction=1.0, self_fraction=0.5, seed=3)

@@ -52,15 +52,17 @@ def test_scrub_before_a_run_is_a_message(client):
 
 
 def test_reweight_and_swap(client):
-    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, 4, 4.0, 1, api_name="/inside_reweight")
+    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, api_name="/inside_reweight")
     assert len(gallery) == 2 and "Token positions [2]" in md and "Rendering judge" in md
+    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, True, 4, 4.0, 1, api_name="/inside_reweight")
+    assert "Token positions [2, 3, 4" in md and "15]" in md
     gallery, md = client.predict(MODEL, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1,
                                  api_name="/inside_swap")
     assert len(gallery) == 3 and "Shape centre" in md
 
 
 @pytest.mark.parametrize("args, api, match", [
-    ((MODEL, PROMPT, "dragon", 0.0, 4, 4.0, 1), "/inside_reweight", "not in the tokens"),
+    ((MODEL, PROMPT, "dragon", 0.0, False, 4, 4.0, 1), "/inside_reweight", "not in the tokens"),
     ((MODEL, PROMPT, "a cyan circle on a navy background", 0.8, 0.4, 4, 4.0, 1), "/inside_swap", "equally many"),
     ((CAT, PROMPT), "/inside_tokens", "no cross-attention"),
     ((MODEL, PROMPT, 4, 4.0, -1, CUM), "/inside_maps", "minimum"),

@@ -151,10 +151,18 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
     return AttentionRun([v.prompt for v in views], views, sess.record, torch.stack(x0), image.float().cpu(), ts)
 
 
-def reweight(model, prompt: str, word: str, factor: float, **kwargs) -> tuple[AttentionRun, AttentionRun]:
-    """The plain run and the run with ``word``'s attention × ``factor`` (same seed) -> (plain, edited)."""
+def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = False,
+             **kwargs) -> tuple[AttentionRun, AttentionRun]:
+    """The plain run and the run with ``word``'s attention × ``factor`` (same seed) -> (plain, edited).
+
+    ``and_after``: also every later token up to the end of the context. CLIP's text encoder is causal, so
+    the word is also written into the features of every token after it; on toy-sd ×0 on the word alone
+    rarely changes the image (``scripts/attention_eval.py``)."""
     factor = validation.number("attention factor", factor, 0.0, 10.0)
-    idx = find_tokens(T.tokens(model, prompt), word)
+    view = T.tokens(model, prompt)
+    idx = find_tokens(view, word)
+    if and_after:
+        idx = list(range(idx[0], view.context_length))
     return run(model, prompt, **kwargs), run(model, prompt, control=Reweight(idx, factor), **kwargs)
 
 
