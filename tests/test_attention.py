@@ -242,3 +242,16 @@ def test_unconditional_model_says_it_has_no_cross_attention():
         A.run(m, "a cat")
     with pytest.raises(ValueError, match="no text encoder"):
         A.tokens(m, "a cat")
+
+
+def test_render_judge_locates_the_shape():
+    from pipelines.toyworld import world
+    from pipelines.toyworld.render_judge import locate_by_rendering
+
+    scenes = [world.Scene("square", "red", "navy", "medium", 0.42, 0.58, 0.3),
+              world.Scene("circle", "cyan", "white", "large", 0.6, 0.45, 0.38)]
+    found = locate_by_rendering(world.render_batch(scenes))
+    for s, f in zip(scenes, found):
+        assert f["shape"] == s.shape and f["mask"].shape == (32, 32)
+        assert abs(f["centroid"][0] - s.cx * 32) < 1.0 and abs(f["centroid"][1] - s.cy * 32) < 1.0
+        assert abs(float(f["mask"].sum()) - float(world.shape_coverage(s.shape, s.cx, s.cy, s.r).sum())) < 30

@@ -60,7 +60,7 @@ def classify_by_rendering(images: torch.Tensor) -> list[dict[str, str | None]]:
 @torch.no_grad()
 def locate_by_rendering(images: torch.Tensor) -> list[dict]:
     """:func:`classify_by_rendering` plus where the shape is: ``mask``, the best template's coverage
-    ``[H, W]`` in [0, 1] (None without a shape), and ``centroid`` ``(x, y)`` in pixels, its
+    ``[H, W]`` in [0, 1] (None without a shape), and ``centroid`` ``(x, y)`` in pixel indices (column, row), its
     coverage-weighted mean position (None without a shape)."""
     x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5  # [B, 3, H, W] 0..255
     b, _, h, w = x.shape
