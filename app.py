@@ -21,6 +21,7 @@ TAB_MODULES = [
     "demos.forward_noising",
     "demos.schedules",
     "demos.denoising_viewer",
+    "demos.inside_model",
     "demos.guidance",
     "demos.clip_guidance",
     "demos.inpainting",

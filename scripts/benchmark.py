@@ -23,6 +23,7 @@ ROW_MODULES = {
     "forward": "scripts.bench_forward",  # issue #2: forward-noising update (512x512) and cold start
     "viewer": "scripts.bench_viewer",  # issue #4: Denoising viewer
     "guidance": "scripts.bench_guidance",  # issue #5: CFG step and CLIP-guided step vs a plain step
+    "attention": "scripts.bench_attention",  # issue 17: a run with cross-attention maps recorded vs a plain run
 }
 
 

@@ -119,6 +119,9 @@ class DiffusionModel:
     unconditional models). For latent models ``vae`` maps latents ``[B, 4, h, w]`` to images
     ``[B, 3, 8h, 8w]`` in [-1, 1]; model space is ``(latents - latent_shift) * latent_scale``.
     ``latent_rgb`` ``[C, 3]`` is an optional linear latent -> RGB preview matrix.
+    ``tokenizer`` is the text side's tokenizer (open_clip's ``SimpleTokenizer`` or transformers'
+    ``CLIPTokenizer``) and ``encode_pooled(list[str]) -> [B, D']`` the pooled text embedding, for the
+    "Inside the model" views (None for unconditional models).
     """
 
     name: str
@@ -131,6 +134,8 @@ class DiffusionModel:
     latent_scale: float = 1.0
     latent_shift: float = 0.0
     latent_rgb: torch.Tensor | None = None
+    tokenizer: object | None = None
+    encode_pooled: Callable[[list[str]], torch.Tensor] | None = None
 
     @property
     def conditional(self) -> bool:
@@ -262,7 +267,12 @@ def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torc
         tokens = clip.tokenizer(list(prompts)).to(device)  # [B, L]
         return text_token_features(clip.model, tokens)  # [B, L, D]
 
-    return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt)
+    @torch.no_grad()
+    def encode_pooled(prompts: list[str]) -> torch.Tensor:
+        return clip.model.encode_text(clip.tokenizer(list(prompts)).to(device))  # [B, embed_dim]
+
+    return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt, tokenizer=clip.tokenizer,
+                          encode_pooled=encode_pooled)
 
 
 def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
@@ -302,9 +312,16 @@ def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionMo
                         truncation=True, return_tensors="pt").input_ids.to(device)
         return text_encoder(ids)[0]  # [B, 77, 768]
 
+    @torch.no_grad()
+    def encode_pooled(prompts: list[str]) -> torch.Tensor:
+        ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        return text_encoder(ids)[1]  # pooler output at the end token, [B, 768]
+
     return DiffusionModel(name, "latent", _freeze(pipe.unet, device), dict(pipe.scheduler.config), device,
                           encode_prompt, vae=_freeze(pipe.vae, device),
-                          latent_scale=float(pipe.vae.config.scaling_factor))
+                          latent_scale=float(pipe.vae.config.scaling_factor), tokenizer=tokenizer,
+                          encode_pooled=encode_pooled)
 
 
 def spec_for(choice: str, specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS) -> ModelSpec:

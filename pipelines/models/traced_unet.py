@@ -19,11 +19,15 @@ The graphs are a process resource shared read-only like the model weights; they 
 request data. Freezing makes the weights graph constants (most share storage with the
 parameters, but folding passes may precompute new tensors from them), so code that changes the
 weights (fine-tuning, ``load_state_dict``) must call :meth:`TracedForward.clear` after.
-``DL_JIT=0`` turns the traced path off (eager everywhere), for comparison.
+``DL_JIT=0`` turns the traced path off (eager everywhere), for comparison; :func:`eager` turns it
+off for the calls made inside a ``with`` block in this context only (Python attention processors that
+record or edit attention, :mod:`pipelines.attention`, only run on the eager path).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import os
 import threading
@@ -35,9 +39,23 @@ import torch
 MAX_GRAPHS = 8  # signatures traced per model: CFG batch 2, batch 1 (w = 1), a few eval batches
 
 
+_EAGER: contextvars.ContextVar[bool] = contextvars.ContextVar("dl_unet_eager", default=False)
+
+
 def enabled() -> bool:
-    """``DL_JIT`` is not ``0``: the traced path is on (the default)."""
-    return os.environ.get("DL_JIT", "1").strip() != "0"
+    """``DL_JIT`` is not ``0`` and no :func:`eager` block is active here: the traced path is on (the default)."""
+    return os.environ.get("DL_JIT", "1").strip() != "0" and not _EAGER.get()
+
+
+@contextlib.contextmanager
+def eager():
+    """Within this block (this context only: other requests keep the traced graph), UNet calls run eager,
+    through the attention processors currently set on the model."""
+    token = _EAGER.set(True)
+    try:
+        yield
+    finally:
+        _EAGER.reset(token)
 
 
 class _Plain(torch.nn.Module):

@@ -54,6 +54,14 @@ def _templates(size: int = 32) -> tuple[torch.Tensor, list[str]]:
 def classify_by_rendering(images: torch.Tensor) -> list[dict[str, str | None]]:
     """Images ``[B, 3, H, W]`` in [-1, 1] (H = W) -> ``{"shape", "color", "background"}`` each
     (shape and colour None when no pixel stands out from the background)."""
+    return [{k: r[k] for k in ("shape", "color", "background")} for r in locate_by_rendering(images)]
+
+
+@torch.no_grad()
+def locate_by_rendering(images: torch.Tensor) -> list[dict]:
+    """:func:`classify_by_rendering` plus where the shape is: ``mask``, the best template's coverage
+    ``[H, W]`` in [0, 1] (None without a shape), and ``centroid`` ``(x, y)`` in pixel indices (column, row), its
+    coverage-weighted mean position (None without a shape)."""
     x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5  # [B, 3, H, W] 0..255
     b, _, h, w = x.shape
     ring = torch.ones(h, w, dtype=torch.bool)
@@ -66,7 +74,8 @@ def classify_by_rendering(images: torch.Tensor) -> list[dict[str, str | None]]:
     maps, names = _templates(h)
     out, coverage, rows = [], [], []
     for i in range(b):
-        result = {"shape": None, "color": None, "background": _BG_NAMES[int(bg_idx[i])]}
+        result = {"shape": None, "color": None, "background": _BG_NAMES[int(bg_idx[i])], "mask": None,
+                  "centroid": None}
         if far[i].any():
             fg_rgb = pixels[i, far[i]].median(dim=0).values  # [3]
             c = int(torch.cdist(fg_rgb[None], _FG).argmin())
@@ -79,6 +88,10 @@ def classify_by_rendering(images: torch.Tensor) -> list[dict[str, str | None]]:
         m = torch.stack(coverage)  # [K, HW]
         # |T - m|^2 = |T|^2 - 2 T.m + |m|^2; the last term is the same for every template.
         err = maps.pow(2).sum(dim=1) - 2 * m @ maps.T  # [K, N]
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
         for i, j in zip(rows, err.argmin(dim=1).tolist()):
-            out[i]["shape"] = names[j]
+            mask = maps[j].view(h, w).float()
+            out[i]["shape"], out[i]["mask"] = names[j], mask
+            out[i]["centroid"] = (float((mask * xs).sum() / mask.sum()), float((mask * ys).sum() / mask.sum()))
     return out

@@ -1,0 +1,205 @@
+"""Issue 17's measurements of the cross-attention maps and attention control on the bundled toy-sd.
+
+    PYTHONPATH=. .venv/bin/python scripts/attention_eval.py [--seeds 40] [--steps 30] [--guidance 4]
+
+For seed s, the prompt is "a {colour} {shape} on a {background} background" with attributes drawn
+from ``random.Random(s)`` (pairs held out of training excluded) and x_T from ``torch.Generator`` seeded s.
+The rendering judge (:func:`pipelines.toyworld.render_judge.locate_by_rendering`) finds the generated
+shape and its true mask (the best-matching rendered template, coverage > 0.5).
+
+1. Localisation: the shape word's DAAM map over all steps, thresholded at its mean, against the mask
+   (IoU; target ≥ 0.5 in ≥ 80% of seeds), and per quarter of the steps; the background word's map
+   (the background's colour name) must be higher on the background than on the shape (mean of the map).
+2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%).
+3. Word swap (shape word → another shape), source maps injected (Prompt-to-Prompt): the target's
+   shape centroid within 2 px of the source's (target ≥ 80%); the same without injection for contrast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def scenes(n: int) -> list[tuple[str, str, str]]:
+    from pipelines.toyworld.world import BACKGROUNDS, COLORS, HELD_OUT, SHAPES
+
+    out = []
+    for s in range(n):
+        rng = random.Random(s)
+        while True:
+            c, sh, bg = rng.choice(list(COLORS)), rng.choice(SHAPES), rng.choice(list(BACKGROUNDS))
+            if (c, sh) not in HELD_OUT:
+                out.append((c, sh, bg))
+                break
+    return out
+
+
+def prompt(c: str, sh: str, bg: str) -> str:
+    return f"a {c} {sh} on a {bg} background"
+
+
+def iou(a, b) -> float:
+    inter = (a & b).sum().item()
+    union = (a | b).sum().item()
+    return inter / union if union else 0.0
+
+
+def latents_for(model, seeds):
+    import torch
+
+    from pipelines.diffusion import maths
+
+    return torch.cat([maths.randn((1, *model.sample_shape), torch.Generator().manual_seed(s), model.device,
+                                  model.unet.dtype) for s in seeds])
+
+
+def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: int = 0, dump=None) -> dict:
+    import torch
+
+    from pipelines import attention as A
+    from pipelines.toyworld.render_judge import locate_by_rendering
+    from pipelines.toyworld.world import SHAPES
+
+    sc = scenes(first + n)
+    kw = dict(steps=steps, guidance_scale=w, sampler="DDIM")
+    quarters = [list(range(q * steps // 4, (q + 1) * steps // 4)) for q in range(4)]
+    res = {"iou": [], "iou_q": [[] for _ in quarters], "found": 0, "match": 0,
+           "colour_changed": [], "bg_more": [], "bg_ratio": [], "swap_dist": [], "plain_dist": [], "swap_shape_ok": []}
+    for lo in range(first, first + n, batch):
+        ids = list(range(lo, min(first + n, lo + batch)))
+        lat = latents_for(model, ids)
+        prompts = [prompt(*sc[i]) for i in ids]
+        t0 = time.perf_counter()
+        base = A.run(model, prompts, latents=lat, **kw)
+        judged = locate_by_rendering(base.image)
+        for k, i in enumerate(ids):
+            c, sh, bg = sc[i]
+            j = judged[k]
+            if j["mask"] is None:
+                res["iou"].append(0.0)
+                for q in res["iou_q"]:
+                    q.append(0.0)
+                continue
+            res["found"] += 1
+            res["match"] += (j["shape"], j["color"], j["background"]) == (sh, c, bg)
+            mask = j["mask"] > 0.5
+            ms = base.word_map(sh, k)
+            res["iou"].append(iou(ms > ms.mean(), mask))
+            for q, steps_q in zip(res["iou_q"], quarters):
+                mq = base.word_map(sh, k, steps=steps_q)
+                q.append(iou(mq > mq.mean(), mask))
+            end = base.views[k].end_index
+            maps_all = base.heatmaps(k)
+            share = maps_all / maps_all[1:end].sum(0, keepdim=True).clamp(min=1e-12)  # DAAM normalize: words only
+            for key, word in (("bg", bg), ("bgw", "background")):
+                pos = A.find_tokens(base.views[k], word)
+                for suffix, mb in (("", maps_all[pos].sum(0)), ("_share", share[pos].sum(0))):
+                    on_bg, on_shape = mb[~mask].mean().item(), mb[mask].mean().item()
+                    res.setdefault(key + suffix + "_more", []).append(on_bg > on_shape)
+                    res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
+        # 2. ×0 on the colour word's pieces; for contrast, on the colour word and every later token (the causal
+        # text encoder writes the colour into all of them)
+        cpos = [A.find_tokens(v, sc[i][0]) for v, i in zip(base.views, ids)]
+        zero = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0), record=False, **kw)
+        after = [list(range(p[0], base.views[0].context_length)) for p in cpos]
+        zero_after = A.run(model, prompts, latents=lat, control=A.Reweight(after, 0.0), record=False, **kw)
+        for k, (j, ja) in enumerate(zip(locate_by_rendering(zero.image), locate_by_rendering(zero_after.image))):
+            res["colour_changed"].append(j["color"] != judged[k]["color"])
+            res.setdefault("colour_after_changed", []).append(ja["color"] != judged[k]["color"])
+        # 3. word swap: [source, target] pairs from one x_T, with and without the source's maps injected
+        targets = [prompt(sc[i][0], random.Random(1000 + i).choice([s for s in SHAPES if s != sc[i][1]]), sc[i][2])
+                   for i in ids]
+        pairs = [p for st in zip(prompts, targets) for p in st]
+        lat2 = lat.repeat_interleave(2, dim=0)
+        inj = A.run(model, pairs, latents=lat2, control=A.Swap(steps), record=False, **kw)
+        plain_t = A.run(model, targets, latents=lat, record=False, **kw)
+        ji = locate_by_rendering(inj.image)
+        jp = locate_by_rendering(plain_t.image)
+        for k, i in enumerate(ids):
+            src, tgt = ji[2 * k], ji[2 * k + 1]
+            if src["centroid"] is None:
+                continue
+            d = _dist(src["centroid"], tgt["centroid"])
+            res["swap_dist"].append(d)
+            res["swap_shape_ok"].append(tgt["shape"] == targets[k].split()[2])
+            res["plain_dist"].append(_dist(src["centroid"], jp[k]["centroid"]))
+        log(f"seeds {ids[0]}..{ids[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
+        log(report(res, ids[-1] + 1 - first, steps, w), flush=True)
+        if dump:
+            Path(dump).write_text(json.dumps(res))
+    return res
+
+
+def _dist(a, b) -> float:
+    if a is None or b is None:
+        return float("inf")
+    return ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
+
+
+def report(res: dict, n: int, steps: int, w: float) -> str:
+    pct = lambda xs: f"{100 * sum(xs) / max(len(xs), 1):.0f}%"  # noqa: E731
+    lines = [f"toy-sd, {n} seeds, {steps} DDIM steps, w = {w:g}; judge found a shape in {res['found']}/{n} "
+             f"(all three attributes as prompted: {res['match']}/{n})", "",
+             "| measure | figure | target |", "|---|---|---|",
+             f"| shape word map ∩ true mask, IoU ≥ 0.5 (all steps) | {pct([x >= 0.5 for x in res['iou']])} "
+             f"(median IoU {statistics.median(res['iou']):.2f}) | ≥ 80% |"]
+    for q, ious in enumerate(res["iou_q"]):
+        lines.append(f"| … maps of steps quarter {q + 1}/4 only | {pct([x >= 0.5 for x in ious])} "
+                     f"(median {statistics.median(ious):.2f}) | |")
+    lines += [f"| background colour word's map higher on the background than on the shape | {pct(res['bg_more'])} "
+              f"(median ratio {statistics.median(res['bg_ratio']):.2f}) | most |",
+              f"| … the word 'background' | {pct(res['bgw_more'])} "
+              f"(median ratio {statistics.median(res['bgw_ratio']):.2f}) | |",
+              f"| … background colour word's share of the words' attention (DAAM normalize) | "
+              f"{pct(res['bg_share_more'])} (median ratio {statistics.median(res['bg_share_ratio']):.2f}) | |",
+              f"| … the word 'background', share | {pct(res['bgw_share_more'])} "
+              f"(median ratio {statistics.median(res['bgw_share_ratio']):.2f}) | |",
+              f"| ×0 on the colour word changes the judged colour | {pct(res['colour_changed'])} | ≥ 70% |",
+              f"| … ×0 on the colour word and every later token | {pct(res['colour_after_changed'])} | (contrast) |",
+              f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
+              f"(median {statistics.median(res['swap_dist']):.2f} px) | ≥ 80% |",
+              f"| … target judged as the new shape | {pct(res['swap_shape_ok'])} | |",
+              f"| word swap without injection (same x_T): within 2 px | {pct([d <= 2 for d in res['plain_dist']])} "
+              f"(median {statistics.median(res['plain_dist']):.2f} px) | (contrast) |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=40)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--batch", type=int, default=20, help="seeds per batched run (memory)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--first", type=int, default=0, help="first seed (split a long evaluation over processes)")
+    p.add_argument("--json", default=None, help="write the raw per-seed figures here after every batch")
+    p.add_argument("--merge", nargs="+", default=None, help="print one report from these --json files")
+    args = p.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        res = {k: ([[x for part in parts for x in part[k][q]] for q in range(4)] if k == "iou_q" else
+                   sum(part[k] for part in parts) if isinstance(parts[0][k], int) else
+                   [x for part in parts for x in part[k]]) for k in parts[0]}
+        print(report(res, len(res["iou"]), args.steps, args.guidance))
+        return
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from pipelines.models import ModelRegistry
+
+    model = ModelRegistry("cpu").diffusion()
+    res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch, first=args.first, dump=args.json)
+    print(report(res, args.seeds, args.steps, args.guidance))
+
+
+if __name__ == "__main__":
+    main()

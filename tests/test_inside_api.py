@@ -1,0 +1,72 @@
+"""Every api_name of the "Inside the model" tab, through gradio_client, on the bundled toy-sd
+(few steps: wiring, validation and determinism, not quality)."""
+
+import numpy as np
+import pytest
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+pytestmark = pytest.mark.api
+
+MODEL = "toy-sd (bundled, 32 px)"
+CAT = "google/ddpm-cat-256 (hub)"
+PROMPT = "a red circle on a navy background"
+ALL, CUM, ONE = "all layers (DAAM)", "steps 1 … this step (DAAM sums over time)", "this step only"
+
+
+def _img(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+
+
+def test_tokens_table_and_cut_off(client):
+    table, md = client.predict(MODEL, PROMPT, api_name="/inside_tokens")
+    rows = table["data"]
+    assert [r[1] for r in rows[:3]] == ["<start_of_text>", "a</w>", "red</w>"] and rows[2][2] == 736
+    assert "16 tokens" in md and "cut off" not in md
+    long = "a very big cheerful red circle on a navy background with sparkles and a cat"
+    table, md = client.predict(MODEL, long, api_name="/inside_tokens")
+    assert "1 pieces are cut off" in md and "*cat*" in md and "cheerful" in md
+    assert table["data"][-1][:2] == ["cut", "cat</w>"]
+
+
+def test_features_and_similarity(client):
+    feat, sim, md = client.predict(MODEL, "a orange cross", "an orange cross", api_name="/inside_features")
+    assert feat is not None and sim is not None
+    assert "Pooled embedding" in md and "Nearest training captions" in md
+
+
+def test_maps_then_scrub_in_the_same_session(client):
+    state_free = client.predict(MODEL, PROMPT, 4, 4.0, 1, CUM, api_name="/inside_maps")
+    gallery, cap, step, layer, final = state_free
+    assert len(gallery) == 9 and gallery[2]["caption"] == "2: red" and "Step 4/4" in cap
+    g2, cap2 = client.predict(2, "res:8x8", ONE, api_name="/inside_scrub")
+    assert len(g2) == 9 and "Step 2/4" in cap2
+    assert np.abs(_img(g2[2]["image"]) - _img(gallery[2]["image"])).mean() > 1  # another step, another map
+    again = client.predict(MODEL, PROMPT, 4, 4.0, 1, CUM, api_name="/inside_maps")
+    assert np.abs(_img(again[4]) - _img(final)).max() <= 2  # same seed, same image
+
+
+def test_scrub_before_a_run_is_a_message(client):
+    with pytest.raises(AppError, match="run the model first"):
+        client.predict(1, ALL, CUM, api_name="/inside_scrub")
+
+
+def test_reweight_and_swap(client):
+    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, api_name="/inside_reweight")
+    assert len(gallery) == 2 and "Token positions [2]" in md and "Rendering judge" in md
+    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, True, 4, 4.0, 1, api_name="/inside_reweight")
+    assert "Token positions [2, 3, 4" in md and "15]" in md
+    gallery, md = client.predict(MODEL, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1,
+                                 api_name="/inside_swap")
+    assert len(gallery) == 3 and "Shape centre" in md
+
+
+@pytest.mark.parametrize("args, api, match", [
+    ((MODEL, PROMPT, "dragon", 0.0, False, 4, 4.0, 1), "/inside_reweight", "not in the tokens"),
+    ((MODEL, PROMPT, "a cyan circle on a navy background", 0.8, 0.4, 4, 4.0, 1), "/inside_swap", "equally many"),
+    ((CAT, PROMPT), "/inside_tokens", "no cross-attention"),
+    ((MODEL, PROMPT, 4, 4.0, -1, CUM), "/inside_maps", "minimum"),
+])
+def test_bad_input_is_a_message(client, args, api, match):
+    with pytest.raises(AppError, match=match):
+        client.predict(*args, api_name=api)
