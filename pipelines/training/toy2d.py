@@ -34,7 +34,7 @@ def _moons(n, g):
     upper = torch.rand(n, generator=g) < 0.5
     x = torch.where(upper, torch.cos(t), 1 - torch.cos(t))
     y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
-    return torch.stack([x - 0.5, y - 0.25], 1) * 1.6 + 0.06 * torch.randn(n, 2, generator=g)
+    return torch.stack([x - 0.5, y - 0.25], 1) * 1.4 + 0.06 * torch.randn(n, 2, generator=g)
 
 
 def _swiss(n, g):
