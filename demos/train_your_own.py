@@ -372,7 +372,7 @@ def create(runtime=None) -> dict:
         with gr.Row():
             stage = gr.Radio(list(digits.STAGES), value="class", label="stage")
             dobj = gr.Radio([("flow matching", "flow"), ("DDPM", "ddpm")], value="flow", label="objective")
-            dsteps = gr.Slider(20, MAX_DIGIT_STEPS, value=600, step=20, label="training steps")
+            dsteps = gr.Slider(1, MAX_DIGIT_STEPS, value=600, step=1, label="training steps")
             w = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="guidance w (class stage)")
             dseed = SafeNumber(0, label="seed", precision=0, minimum=0)
         with gr.Row():
