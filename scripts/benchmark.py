@@ -23,6 +23,7 @@ ROW_MODULES = {
     "forward": "scripts.bench_forward",  # issue #2: forward-noising update (512x512) and cold start
     "viewer": "scripts.bench_viewer",  # issue #4: Denoising viewer
     "guidance": "scripts.bench_guidance",  # issue #5: CFG step and CLIP-guided step vs a plain step
+    "train": "scripts.bench_train",  # issue #16: 2-D DDPM vs flow in 15 s, digits accuracy vs time, interleaving
 }
 
 
