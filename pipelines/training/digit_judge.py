@@ -2,7 +2,8 @@
 
 Trained on the training split of :mod:`pipelines.training.digits` with ±1 px random shifts, tested on
 the held-out split; shipped in ``assets/models/digits-judge`` (``python -m pipelines.training.digit_judge
---out assets/models/digits-judge`` retrains it; ~1 min on one core).
+--out assets/models/digits-judge`` retrains it; a few minutes on one core). ``--eval DIR`` scores a
+class-conditional model: the fraction of its samples labelled as the digit asked for, per w.
 """
 
 from __future__ import annotations
@@ -91,14 +92,27 @@ def class_accuracy(model, cfg: digits.DigitsConfig, per_class: int = 20, w: floa
     return float((judge(x).argmax(1) == labels).float().mean())
 
 
+def evaluate_model(model_dir: str, ws=(0.0, 1.0, 2.0, 3.0, 5.0), per_class: int = 50, steps=(4, 16)) -> None:
+    """Print the judge's accuracy on a class-conditional digits model at each w and step count."""
+    model, cfg = digits.load(model_dir)
+    if cfg.stage != "class":
+        raise ValueError(f"{model_dir} is a {cfg.stage!r} model; the judge scores class-conditional ones")
+    for s in steps:
+        accs = [class_accuracy(model, cfg, per_class, w, s) for w in ws]
+        print(f"{s} steps: " + ", ".join(f"w={w:g}: {a:.1%}" for w, a in zip(ws, accs)))
+
+
 def main(argv=None) -> None:
     from safetensors.torch import save_file
 
-    p = argparse.ArgumentParser(description="train the digit judge")
+    p = argparse.ArgumentParser(description="train the digit judge, or (--eval DIR) score a class model with it")
     p.add_argument("--out", default=str(JUDGE_DIR))
     p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--eval", help="a class-conditional digits model folder to score")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.eval:
+        return evaluate_model(a.eval)
     judge, acc = train(a.steps)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
