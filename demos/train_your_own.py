@@ -236,7 +236,8 @@ def _digit_view(model, cfg: digits.DigitsConfig, w: float, seed: int = 0, rows: 
         rows = digits.denoise_at(model, x0, TEST_SIGMAS, g)
         return _png(digits.grid(torch.cat([torch.cat([z, d]) for _, z, d in rows]), nrow=8, scale=3))
     labels = torch.arange(10).repeat(rows) if cfg.stage == "class" else None
-    return _png(digits.grid(digits.generate(model, cfg, 10 * rows, g, steps=steps, labels=labels, w=w), nrow=10, scale=3))
+    x = digits.generate(model, cfg, 10 * rows, g, steps=steps, labels=labels, w=w)
+    return _png(digits.grid(x, nrow=10, scale=3))
 
 
 def _png(arr) -> str:
@@ -387,24 +388,28 @@ def create(runtime=None) -> dict:
             resample = gr.Button("Sample again")
             dl = gr.Button("Download weights")
         with gr.Row():
-            dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid", elem_classes="dl-pixelated")
+            dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid",
+                             elem_classes="dl-pixelated")
             dloss = gr.Image(label="loss", type="filepath", interactive=False)
         dstatus = gr.Markdown(elem_id="digits-status")
         dfile = gr.File(label="weights (zip: from_pretrained folder)")
 
-    ev = train_btn.click(_user(train_2d), [state2d, dist, word, drawing, objective, schedule, logit, steps2d, field_t, seed2d],
-                         [state2d, plot, status], api_name="train2d", concurrency_limit=2 * SLOTS.capacity)
+    lim = 2 * SLOTS.capacity  # beyond the slots, requests wait in our line (with its message), not gradio's
+    ev = train_btn.click(_user(train_2d), [state2d, dist, word, drawing, objective, schedule, logit, steps2d,
+                                           field_t, seed2d], [state2d, plot, status], api_name="train2d",
+                         concurrency_limit=lim)
     field_t.release(_user(redraw_2d), [state2d, field_t], plot, api_name="train2d_field", show_progress="hidden")
     cev = cmp_btn.click(_user(compare_2d), [cmp_state, dist, word, drawing, schedule, logit, cmp_steps, seed2d],
-                        [cmp_state, cmp_plot, cmp_md], api_name="train2d_compare", concurrency_limit=2 * SLOTS.capacity)
-    rev = reflow_btn.click(_user(reflow_2d), [cmp_state, cmp_steps], [cmp_state, cmp_plot, cmp_md], api_name="train2d_reflow",
-                           concurrency_limit=2 * SLOTS.capacity)
+                        [cmp_state, cmp_plot, cmp_md], api_name="train2d_compare", concurrency_limit=lim)
+    rev = reflow_btn.click(_user(reflow_2d), [cmp_state, cmp_steps], [cmp_state, cmp_plot, cmp_md],
+                           api_name="train2d_reflow", concurrency_limit=lim)
     stop_btn.click(lambda: "Stopped.", None, status, cancels=[ev, cev, rev], api_name="train2d_stop", queue=False)
     dev = dtrain.click(_user(train_digits), [dstate, stage, dobj, dsteps, w, dseed], [dstate, dgrid, dloss, dstatus],
-                       api_name="digits_train", concurrency_limit=2 * SLOTS.capacity)
+                       api_name="digits_train", concurrency_limit=lim)
     dstop.click(lambda: "Stopped.", None, dstatus, cancels=[dev], api_name="digits_stop", queue=False)
     skip.click(_user(skip_ahead), [stage, w], [dstate, dgrid, dstatus], api_name="digits_skip")
-    gr.on([resample.click, w.release], _user(resample_digits), [dstate, w, dseed], [dgrid, dstatus], api_name="digits_sample")
+    gr.on([resample.click, w.release], _user(resample_digits), [dstate, w, dseed], [dgrid, dstatus],
+          api_name="digits_sample")
     dl.click(_user(download_digits), dstate, dfile, api_name="digits_download")
     return {"data": dist, "objective": objective, "schedule": schedule, "steps": steps2d, "stage": stage, "w": w}
 

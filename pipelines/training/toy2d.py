@@ -199,6 +199,7 @@ class Toy2DTrainer:
         cfg.obj  # validates objective and schedule
         self.cfg = cfg
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.points = points  # the user's points (distribution "your points"), else None
         self.data = sample_data(cfg.distribution, cfg.n_data, self.gen, cfg.word, points)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -272,8 +273,8 @@ def evaluate(trainer: Toy2DTrainer, n: int = 1000, steps=SAMPLE_STEPS, seed: int
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(n, 2, generator=g)
     cfg = trainer.cfg
-    ref = sample_data(cfg.distribution, n, g, cfg.word, trainer.data.numpy() if cfg.distribution == "your points" else None)
-    ref2 = sample_data(cfg.distribution, n, g, cfg.word, trainer.data.numpy() if cfg.distribution == "your points" else None)
+    ref = sample_data(cfg.distribution, n, g, cfg.word, trainer.points)
+    ref2 = sample_data(cfg.distribution, n, g, cfg.word, trainer.points)
     out = {"swd": {}, "samples": {}, "baseline": sliced_wasserstein(ref, ref2)}
     for s in steps:
         x, path = trainer.sample(noise, s, keep_path=s == max(steps))
