@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import torch
 
 from demos.common import png
@@ -129,7 +130,9 @@ def train_2d(state, distribution, word, drawing, objective, schedule, logit_norm
     ticket = SLOTS.join()
     try:
         yield from _take_slot(ticket, 3)
-        tr = state if isinstance(state, toy2d.Toy2DTrainer) and state.cfg == cfg and points is None else None
+        same = isinstance(state, toy2d.Toy2DTrainer) and state.cfg == cfg and (
+            points is None if state.points is None else points is not None and np.array_equal(state.points, points))
+        tr = state if same else None  # same setup (and drawing): go on training the session's model
         if tr is None:
             tr = _compute(toy2d.Toy2DTrainer, cfg, points)
         if tr.step >= MAX_2D_STEPS:
