@@ -80,7 +80,7 @@ def main(argv=None) -> None:
 
     step, t_last, t0 = meta["step"], time.monotonic(), time.monotonic() - meta["seconds"]
     bar = tqdm(total=a.steps, initial=step, disable=not acc.is_local_main_process, desc=f"digits {cfg.stage}")
-    run = 0.0
+    run = None  # running mean of the loss (restarts on resume)
     while step < a.steps:
         idx = torch.randint(0, len(y_all), (cfg.batch_size,), generator=trainer.gen)
         model.train()
@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         opt.step()
         step += 1
         digits.ema_update(ema, acc.unwrap_model(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
-        run = 0.98 * run + 0.02 * float(loss) if step > 1 else float(loss)
+        run = float(loss) if run is None else 0.98 * run + 0.02 * float(loss)
         bar.update(1)
         bar.set_postfix(loss=f"{run:.4f}")
         meta.update(step=step, seconds=time.monotonic() - t0)
