@@ -14,7 +14,7 @@ import os
 import gradio as gr
 
 from demos import lecture
-from pipelines import compute_thread
+from pipelines.serving import compute_thread
 from pipelines.runtime import Runtime
 
 TAB_MODULES = [
@@ -59,7 +59,7 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
                     registry[tid] = module.create(runtime) or {}  # {url key: control}, see demos/lecture.py
         lecture.wire(demo, tabs, items, registry, present, link_btn, link_box)
     # CPU-bound work: one job at a time per event, bounded waiting line; on CPU every handler's torch work
-    # runs on one thread (pipelines/compute_thread.py: OpenMP slows down ~2x when several threads use torch).
+    # runs on one thread (pipelines/serving/compute_thread.py: OpenMP slows down ~2x when several threads use torch).
     if runtime.device.type != "cpu":
         compute_thread.enable(False)
     demo.queue(max_size=queue_max_size, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if os.environ.get("DL_COMPUTE_THREAD", "1") != "0":  # DL_COMPUTE_THREAD=0: old behaviour, for benchmarks
-        compute_thread.keep_this_thread_serial()  # before build_app's first torch op: see pipelines/compute_thread.py
+        compute_thread.keep_this_thread_serial()  # before build_app's first torch op: see pipelines/serving/compute_thread.py
     else:
         compute_thread.enable(False)
     demo = build_app(Runtime.create(args.device, args.model))

@@ -1,7 +1,7 @@
 """Tab "CLIP guidance": steer any diffusion model towards a prompt with an open_clip model.
 
 UI only: the loss, cutouts, gradient and per-step scaling are :mod:`pipelines.guidance`; the
-loop is :mod:`pipelines.sampling`. Run alone: ``python -m demos.clip_guidance``.
+loop is :mod:`pipelines.diffusion.loop`. Run alone: ``python -m demos.clip_guidance``.
 """
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from demos.common import request_generator
-from demos.components import SafeNumber
-from demos.guidance import loss_figure, seed_arg, show_path, steps_arg, user_errors
-from pipelines import guidance as G
-from pipelines.sampling import sample_steps
+from demos.common import image_file, loss_figure, user_errors
+from demos.components import seed_input
+from pipelines import loss_guidance as LG
+from pipelines import validation
 
 TITLE = "CLIP guidance"
 MAX_CLIP_SCALE = 2000.0
-MAX_CFG = 20.0
+MAX_CFG = validation.MAX_GUIDANCE
+MAX_STEPS = 100
+SHOW_PX = 256  # the toy model's 32 px images, upscaled (nearest)
 HEATMAP_PANELS = 8
 STREAM_EVERY = 3  # redraw the plots every this many steps
 BASE_MODES = ["unconditional (empty prompt)", "conditional (base prompt + CFG)"]
 
 
-def heatmap_figure(history: list[G.GuidanceStep], n_steps: int) -> Figure:
+def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
     """Per-pixel |s · factor · ∇_{x_t} L| at up to 8 evenly spaced steps, plus the RMS per step."""
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     gs = fig.add_gridspec(2, HEATMAP_PANELS, height_ratios=[3, 2])
@@ -54,10 +55,10 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown)."""
     clip = runtime.registry.clip(clip_name or None)  # hub CLIP offline -> ModelUnavailable (ValueError)
     model = runtime.registry.diffusion(model_name or None)
-    s = G.check_number("CLIP guidance scale", scale, 0.0, MAX_CLIP_SCALE)
-    cuts = int(G.check_number("cutouts", n_cutouts, 1, 32))
-    w = G.check_number("CFG scale", cfg_scale, 0.0, MAX_CFG)
-    n, sd = steps_arg(steps), seed_arg(seed)
+    s = validation.number("CLIP guidance scale", scale, 0.0, MAX_CLIP_SCALE)
+    cuts = validation.integer("cutouts", n_cutouts, 1, 32)
+    w = validation.number("CFG scale", cfg_scale, 0.0, MAX_CFG)
+    n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     if not str(prompt).strip():
         raise ValueError("Type a prompt for CLIP to steer towards.")
     if base_mode not in BASE_MODES:
@@ -68,36 +69,32 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     base_text = (str(base_prompt).strip() or str(prompt)) if conditional else ""
     w = w if conditional else 1.0  # unconditional: one pass with the empty prompt (= ε_u)
 
-    def run(guide_scale, keep_maps):
-        hook = G.clip_guidance(clip, str(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
-                               generator=torch.Generator("cpu").manual_seed(sd), keep_maps=keep_maps)
-        gen = request_generator(sd)
-        for rec in sample_steps(model, base_text, guidance_scale=w, num_inference_steps=n, sampler="DDIM",
-                                generator=gen, cond_fn=hook):
-            yield rec, hook
+    def make_hook(guide_scale):
+        return LG.clip_guidance(clip, str(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
+                               generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0)
 
-    base = ref = None
-    for base, ref in run(0.0, False):  # scale 0: only measures the loss
-        pass
-    gal = [(show_path(base.image[0]), "without CLIP guidance")]
-    guided = hook = None
-    for guided, hook in run(s, True):
+    base = guided = ref = hook = None
+    for base, ref, guided, hook in LG.guided_vs_unguided(model, base_text, make_hook, s, guidance_scale=w,
+                                                        num_inference_steps=n,
+                                                        generator_fn=lambda: validation.generator(sd)):
         if guided.is_last or guided.index % STREAM_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
             cap = "with CLIP guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
             curves = {"without": ref.losses(), "with": hook.losses()}
-            yield (gal + [(show_path(img), cap)], loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss",
-                                                             log=False),
+            yield ([(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without CLIP guidance"),
+                    (image_file(img, SHOW_PX, fmt='jpeg'), cap)],
+                   loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
                    heatmap_figure(hook.history, n), f"step {guided.index + 1}/{n}…")
-    f0 = float(G.final_clip_loss(clip, base.image, str(prompt))[0])
-    f1 = float(G.final_clip_loss(clip, guided.image, str(prompt))[0])
+    gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without CLIP guidance")]
+    f0 = float(LG.final_clip_loss(clip, base.image, str(prompt))[0])
+    f1 = float(LG.final_clip_loss(clip, guided.image, str(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     md = (f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {cuts} cutouts; scale {s:g}; "
-          f"per-step factor {G.SCALINGS[scaling]} with ᾱ of the timestep t.\n\n"
+          f"per-step factor {LG.SCALINGS[scaling]} with ᾱ of the timestep t.\n\n"
           f"Final CLIP loss (whole image, 2·arcsin(‖a−b‖/2)²): without **{f0:.4f}**, with **{f1:.4f}** "
           f"({'lower' if f1 < f0 else 'not lower'}).")
     curves = {"without": ref.losses(), "with": hook.losses()}
-    yield (gal + [(show_path(guided.image[0]), "with CLIP guidance")],
+    yield (gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with CLIP guidance")],
            loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
            heatmap_figure(hook.history, n), md)
 
@@ -124,11 +121,11 @@ def create(runtime) -> dict:
             with gr.Row():
                 cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
                 scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="CLIP guidance scale")
-            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in G.SCALINGS.items()], value="sqrt_alpha_bar",
+            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
                                   label="gradient × per step")
             with gr.Row():
                 steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
+                seed = seed_input("seed")
             run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300, elem_id="clip-gallery")

@@ -12,6 +12,7 @@ import gradio as gr
 import numpy as np
 from gradio.processing_utils import hash_bytes
 from gradio.utils import get_upload_folder
+from matplotlib.figure import Figure
 from PIL import Image
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
@@ -24,16 +25,16 @@ def sample_paths() -> list[str]:
 
 def user_errors(fn):
     """Turn a pipelines ``ValueError`` into a ``gr.Error`` that the user sees as a message, and run the
-    handler's body on the compute thread (:mod:`pipelines.compute_thread`: on CPU, torch ops are ~2x
+    handler's body on the compute thread (:mod:`pipelines.serving.compute_thread`: on CPU, torch ops are ~2x
     slower when several threads use them).
 
     Generator functions (streamed results) stay generators, advanced one item at a time there, so
     errors raised mid-stream are converted too. On a ZeroGPU Space the function also runs under
-    ``spaces.GPU`` (:func:`pipelines.accel.gpu`; a no-op elsewhere)."""
+    ``spaces.GPU`` (:func:`pipelines.models.accel.gpu`; a no-op elsewhere)."""
     import inspect
 
-    from pipelines import compute_thread
-    from pipelines.accel import gpu
+    from pipelines.serving import compute_thread
+    from pipelines.models.accel import gpu
 
     inner = gpu(fn)
     if inspect.isgeneratorfunction(fn):
@@ -56,21 +57,58 @@ def user_errors(fn):
     return wrapper
 
 
-def request_generator(seed: int | float | None) -> "torch.Generator":  # noqa: F821
-    """One fresh CPU ``torch.Generator`` per request, seeded from the UI."""
-    import torch
+def image_file(x, px: int | None = None, fmt: str = "png", compress_level: int = 6) -> str:
+    """One image -> a file in gradio's cache; returns its path.
 
-    from pipelines import validation
+    ``x``: a tensor ``[3, H, W]`` (or ``[1, 3, H, W]``) in [-1, 1], or uint8 ``[H, W, 3]``. With ``px``, small
+    images are upscaled to ``px`` with nearest neighbour (model pixels stay visible) and large ones reduced
+    (box). ``fmt``: ``png`` (lossless: noise stays noise) or ``jpeg`` (4:4:4, q95).
+    """
+    from pipelines import images
 
-    seed = 0 if seed is None or seed == "" else validation.integer("seed", seed, 0, 2**63 - 1)
-    return torch.Generator("cpu").manual_seed(seed)
+    if not isinstance(x, np.ndarray):
+        x = x.detach().float().cpu()
+        arr = images.tensor_to_uint8(x[0] if x.ndim == 4 else x)
+    else:
+        arr = x
+    if px and arr.shape[1] != px:
+        im = Image.fromarray(arr)
+        size = (px, round(px * im.height / im.width))
+        arr = np.asarray(im.resize(size, Image.Resampling.NEAREST if im.width < px else Image.Resampling.BOX))
+    if fmt == "jpeg":
+        return jpeg(arr, quality=95)
+    return png(Image.fromarray(arr), compress_level=compress_level)
+
+
+def conditional_model(runtime, name: str):
+    """The diffusion model ``name``; ValueError when it cannot take a prompt (CFG needs one)."""
+    model = runtime.registry.diffusion(name or None)  # ModelUnavailable is a ValueError
+    if not model.conditional:
+        raise ValueError(f"{name} is unconditional: classifier-free guidance needs a text-conditional model")
+    return model
+
+
+def conditional_names(runtime) -> list[str]:
+    """Names of the text-conditional models in the registry (for guidance dropdowns)."""
+    reg = runtime.registry
+    return [n for n in reg.diffusion_names() if reg.spec(n).kind != "pixel"]
+
+
+def snr_text(alpha_bar: float) -> str:
+    """SNR = ᾱ/(1 − ᾱ) as text with its decibels, e.g. ``0.25 (−6.0 dB)``."""
+    from pipelines.diffusion import maths, schedules
+
+    snr = maths.snr(alpha_bar)
+    if snr == float("inf"):
+        return "∞"
+    return f"{snr:.3g} ({schedules.snr_db(alpha_bar):+.1f} dB)" if snr > 0 else "0 (−∞ dB)"
 
 
 def jpeg(arr: np.ndarray, quality: int = 90) -> str:
     """uint8 ``[H, W, 3]`` -> a JPEG (4:4:4, ``quality``) in gradio's cache; returns its path.
 
     Gradio's own encoding (JPEG q75 with 4:2:0 chroma, or slow WebP/PNG) smears the per-pixel
-    noise this app is about; this keeps it visible and costs ~4 ms for 512x512.
+    noise this app is about; this keeps it visible (docs/measurements.md).
     """
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=quality, subsampling=0)
@@ -79,7 +117,7 @@ def jpeg(arr: np.ndarray, quality: int = 90) -> str:
 
 def png(im: Image.Image, compress_level: int = 6) -> str:
     """A PIL image -> a lossless PNG in gradio's cache (noise stays noise); returns its path.
-    ``compress_level=1`` encodes ~3x faster for streamed frames at a few % more bytes."""
+    ``compress_level=1`` encodes faster for streamed frames at a few % more bytes."""
     buf = io.BytesIO()
     im.save(buf, "PNG", compress_level=compress_level)
     return cache_file(buf.getvalue(), "image.png")
@@ -89,11 +127,9 @@ def cache_file(data: bytes, name: str) -> str:
     """Put ``data`` in gradio's upload cache (content-addressed: ``<folder>/<sha256>/<name>``, the
     layout of ``gradio.processing_utils.save_bytes_to_cache``) and return its path.
 
-    Unlike gradio's helper it does not rewrite a file that is already there: same hash, same bytes.
-    Re-running a seed (lecture presets, cached examples, the scrubber) re-sends identical frames, and
-    truncating and rewriting an existing file costs ~3 ms on ext4 (its replace-by-truncate flush)
-    against ~0.05 ms for the existence check. New files are written to a temp name and renamed, so a
-    concurrent request never serves a half-written file."""
+    Unlike gradio's helper it does not rewrite a file that is already there (same hash, same bytes;
+    re-runs re-send identical frames, and rewriting costs far more than the existence check). New files
+    are written to a temp name and renamed, so a concurrent request never serves a half-written file."""
     folder = Path(get_upload_folder()) / hash_bytes(data)
     path = folder / name
     if not path.exists():
@@ -103,3 +139,17 @@ def cache_file(data: bytes, name: str) -> str:
             f.write(data)
         os.replace(tmp, path)
     return str(path.resolve())
+
+
+def loss_figure(curves: dict[str, list[float]], title: str, ylabel: str, log: bool = True) -> Figure:
+    """One line per curve (values per step), log y when positive; for guided-vs-unguided losses."""
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.subplots()
+    for label, ys in curves.items():
+        if ys:
+            ax.plot(range(1, len(ys) + 1), ys, "-", marker=".", label=label)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    if log and any(y > 0 for ys in curves.values() for y in ys):
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig

@@ -73,3 +73,10 @@ class SafeImageEditor(gr.ImageEditor):
             except ValueError as e:
                 raise gr.Error(str(e)) from e
         return super().preprocess(payload)
+
+
+def seed_input(label: str = "seed", **kwargs) -> SafeNumber:
+    """The one seed box: whole numbers 0 … ``validation.MAX_SEED`` (the range the API enforces too)."""
+    from pipelines import validation
+
+    return SafeNumber(0, label=label, minimum=0, maximum=validation.MAX_SEED, step=1, **kwargs)

@@ -1,7 +1,7 @@
 """Tab "Denoising viewer": watch a sampler turn noise into an image, step by step, and what the
 model believes the final image is at every step (the predicted x0); scrub the history after.
 
-UI only: the loop is :func:`pipelines.sampling.sample_steps`, the experiments are in
+UI only: the loop is :func:`pipelines.diffusion.loop.sample_steps`, the experiments are in
 :mod:`pipelines.denoising`. Per-user state (the recorded trajectory, uint8 at the model's
 native size) lives in a ``gr.State``; nothing per-user in module globals.
 
@@ -21,21 +21,18 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image
 
-from demos.common import png, request_generator, user_errors
-from demos.components import SafeImage, SafeNumber
-from pipelines import denoising, images, sampling, validation
-from pipelines.models import SAMPLERS
+from demos.common import image_file, snr_text, user_errors
+from demos.components import SafeImage, seed_input
+from pipelines import denoising, images, validation
+from pipelines.diffusion import loop, maths
+from pipelines.diffusion.previews import to_rgb
+from pipelines.models import SAMPLERS, DiffusionModel
 
 TITLE = "Denoising viewer"
 DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
 STRIP_PX = 96  # filmstrip / gallery thumbnails
-# s between streamed frames (4 frames/s); the last step is always sent. Each frame is one message and
-# three file requests. With the traced UNet (pipelines/traced_unet.py: the forward runs without the GIL)
-# and the compute thread working one frame ahead (pipelines/compute_thread.iterate), a 50-step run
-# streamed through the app took 1.03-1.05x the bare loop's time (scripts/bench_viewer.py), was 1.15-1.21x.
-FRAME_INTERVAL = 0.25
+FRAME_INTERVAL = 0.25  # s between streamed frames (the last step is always sent); docs/measurements.md
 FILMSTRIP_LEN = 10
 MAX_STEPS = 200
 SAMPLER_NAMES = list(SAMPLERS)
@@ -57,23 +54,9 @@ TOY_SCENES = [  # (shape, colour, background, size, cx, cy, r) rendered as start
 # ----------------------------------------------------------------------------- helpers
 
 
-def _png(arr: np.ndarray, px: int = DISPLAY_PX) -> str:
-    """uint8 ``[h, w, 3]`` -> PNG (nearest-upscaled to ``px``; lossless, so noise stays noise)
-    in gradio's cache; returns its path. Nearest-upscaled PNGs compress to a few kB."""
-    im = Image.fromarray(arr)
-    if im.width != px:
-        im = im.resize((px, px), Image.Resampling.NEAREST if im.width < px else Image.Resampling.BOX)
-    return png(im, compress_level=1)
-
-
 def _u8(x: torch.Tensor) -> np.ndarray:
     """``[1, 3, h, w]`` in [-1, 1] -> uint8 ``[h, w, 3]``."""
     return images.tensor_to_uint8(x[0])
-
-
-def _num(name: str, value, lo: float, hi: float, integer: bool = False) -> float:
-    """Validate a numeric UI/API parameter: finite and within [lo, hi] (ValueError otherwise)."""
-    return validation.integer(name, value, lo, hi) if integer else validation.number(name, value, lo, hi)
 
 
 def _sampler(name: str) -> str:
@@ -82,29 +65,14 @@ def _sampler(name: str) -> str:
     return name
 
 
-def _image_size(model) -> int:
-    """Side in pixels of the images the model makes (latent models: VAE factor x latent size)."""
-    side = model.sample_shape[-1]
-    if getattr(model, "vae", None) is not None:
-        side *= 2 ** (len(model.vae.config.block_out_channels) - 1)
-    return side
-
-
 def _load_image(model, path) -> torch.Tensor:
     """A server-side image path -> ``[1, 3, S, S]`` in [-1, 1] at the model's image size."""
-    return images.load_working_tensor(path, _image_size(model)).to(model.device)
-
-
-def _snr_text(alpha_bar: float) -> str:
-    if alpha_bar >= 1.0:
-        return "∞"
-    snr = alpha_bar / (1.0 - alpha_bar)
-    return f"{snr:.3g} ({10 * math.log10(snr):+.1f} dB)" if snr > 0 else "0 (−∞ dB)"
+    return images.load_working_tensor(path, model.image_size[0]).to(model.device)
 
 
 def _eps_rgb(model, eps: torch.Tensor) -> torch.Tensor:
     """ε shown with ±3σ mapped to black..white (latents: linear preview)."""
-    return sampling.to_rgb(model, eps / 3.0, "linear", pred_x0=False)
+    return to_rgb(model, eps / 3.0, "linear", pred_x0=False)
 
 
 def toy_scene_paths() -> list[str]:
@@ -129,14 +97,14 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
     """Markdown: where an SDEdit run starts (t, sqrt(ᾱ_t), SNR), or that it starts from noise."""
     if not use_image:
         return "Starts from pure noise x_T. Tick **start from an image** to run SDEdit."
-    steps = _num("steps", steps, 1, MAX_STEPS, integer=True)
-    strength = _num("strength", strength, 0.0, 1.0)
+    steps = validation.integer("steps", steps, 1, MAX_STEPS)
+    strength = validation.number("strength", strength, 0.0, 1.0)
     model = runtime.registry.diffusion(model_name)
     sch = model.make_scheduler(_sampler(sampler))
-    ts, begin = sampling.plan_timesteps(sch, steps, strength)
-    a = sampling.alpha_bar_at(sch, ts[0], begin)
+    ts, begin = maths.plan_timesteps(sch, steps, strength)
+    a = maths.alpha_bar_at(sch, ts[0], begin)
     return (f"Noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps. Signal left: "
-            f"**√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {_snr_text(a)}.")
+            f"**√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}.")
 
 
 def _frame(model, rec) -> np.ndarray:
@@ -147,14 +115,14 @@ def _frame(model, rec) -> np.ndarray:
 
 def _info(meta: dict) -> str:
     return (f"**step {meta['index'] + 1} / {meta['n']}** · t = {meta['t']:.0f} · √ᾱ_t = {math.sqrt(meta['a']):.3f} · "
-            f"SNR = {_snr_text(meta['a'])}")
+            f"SNR = {snr_text(meta['a'])}")
 
 
 def _stream_png(arr: np.ndarray) -> str:
     """A streamed panel: small images (the toy model's 32 px) go out at native size and the browser
     upscales them without smoothing (CSS ``image-rendering: pixelated``, class ``dl-pixelated``):
     ~64x fewer pixels to encode and send per frame than a 256 px upscale. Large ones are downsized."""
-    return _png(arr, px=min(arr.shape[1], DISPLAY_PX))
+    return image_file(arr, min(arr.shape[1], DISPLAY_PX), compress_level=1)
 
 
 def _panels(frame: np.ndarray) -> tuple[str, str, str]:
@@ -165,15 +133,14 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
                use_image, image, strength):
     """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
     carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip."""
-    steps = _num("steps", steps, 1, MAX_STEPS, integer=True)
-    eta = _num("eta", eta, 0.0, 1.0)
-    guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
-    strength = _num("strength", strength, 0.0, 1.0)
-    if len(prompt or "") > 500 or len(negative_prompt or "") > 500:
-        raise ValueError("prompts are limited to 500 characters")
+    steps = validation.integer("steps", steps, 1, MAX_STEPS)
+    eta = validation.number("eta", eta, 0.0, 1.0)
+    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
+    strength = validation.number("strength", strength, 0.0, 1.0)
+    prompt, negative_prompt = validation.prompt(prompt), validation.prompt(negative_prompt, "negative prompt")
     t_start = time.perf_counter()
     model = runtime.registry.diffusion(model_name)
-    gen = request_generator(seed)
+    gen = validation.generator(seed)
     if use_image:
         if image is None:
             raise ValueError("Tick off 'start from an image' or give an image.")
@@ -184,11 +151,11 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         # so the first frame goes out before the first model call.
         x_T = torch.randn((1, *model.sample_shape), generator=gen, dtype=model.unet.dtype).to(model.device)
         kw = dict(latents=x_T)
-        first = _u8(sampling.to_rgb(model, x_T, pred_x0=False))
+        first = _u8(to_rgb(model, x_T, pred_x0=False))
     skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
     yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
            "running the model…", skip)
-    records = sampling.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
+    records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                     sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                     eta=eta, generator=gen, preview="auto", **kw)
     frames, meta = [], []
@@ -209,15 +176,14 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
 
 def finish_view(traj):
     """After a run (chained on its success): the scrub slider over the recorded steps and the filmstrip
-    of x̂0. A separate event so that the streamed messages carry only the panels: gradio rebuilds the
-    config of every component a message skips (~3 ms for a gallery and a slider, each message)."""
+    of x̂0. A separate event so that the streamed messages carry only the panels (docs/measurements.md)."""
     if not traj:
         raise ValueError("Run the sampler first: there is no recorded trajectory in this session yet.")
     frames, meta, final = traj["frames"], traj["meta"], traj["final"]
     n = len(frames)
     picks = np.unique(np.linspace(0, n - 1, min(FILMSTRIP_LEN, n)).round().astype(int))
-    strip = [(_png(frames[i][1], STRIP_PX), f"x̂0 @ t={meta[i]['t']:.0f}") for i in picks]
-    strip.append((_png(final, STRIP_PX), "final image"))
+    strip = [(image_file(frames[i][1], STRIP_PX, compress_level=1), f"x̂0 @ t={meta[i]['t']:.0f}") for i in picks]
+    strip.append((image_file(final, STRIP_PX, compress_level=1), "final image"))
     slider = gr.Slider(minimum=0, maximum=max(n - 1, 1), value=n - 1, step=1, interactive=n > 1,
                        label=f"scrub the {n} recorded steps (no recomputation)")
     return slider, strip
@@ -228,7 +194,7 @@ def scrub(traj, index):
     if not traj:
         raise ValueError("Run the sampler first: there is no recorded trajectory in this session yet.")
     n = len(traj["frames"])
-    i = _num("step", index, 0, max(n - 1, 1), integer=True)
+    i = validation.integer("step", index, 0, max(n - 1, 1))
     i = min(i, n - 1)
     return (*_panels(traj["frames"][i]), _info(traj["meta"][i]))
 
@@ -239,26 +205,26 @@ def scrub(traj, index):
 def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale, seed):
     model = runtime.registry.diffusion(model_name)
     n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
-    t = _num("t", t, 1, max(999, n_train - 1), integer=True)
+    t = validation.integer("t", t, 1, max(999, n_train - 1))
     clamp_note = ""
     if t > n_train - 1:  # the slider spans 1..999; the bundled model's schedule ends at 959
         clamp_note = f" (the slider asked for {t}; this model's schedule ends at t = {n_train - 1})"
         t = n_train - 1
-    stride = _num("stride", stride, 1, n_train, integer=True)
-    guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
+    stride = validation.integer("stride", stride, 1, n_train)
+    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     if image is None:
         raise ValueError("Pick or upload an image first.")
     r = denoising.three_ways(model, _load_image(model, image), t, prompt=prompt or "", guidance_scale=guidance_scale,
-                             stride=stride, generator=request_generator(seed))
+                             stride=stride, generator=validation.generator(seed))
     p = r["psnr"]
     gallery = [
-        (_png(_u8(r["clean"]), 192), "clean x0"),
-        (_png(_u8(r["noisy"]), 192), f"noisy x_t, t={t}"),
-        (_png(_u8(r["blur"]), 192), f"Gaussian blur σ={r['blur_sigma']:g}: {p['blur']:.1f} dB"),
-        (_png(_u8(r["one_step"]), 192), f"one step: {p['one_step']:.1f} dB"),
-        (_png(_u8(r["iterative"]), 192), f"iterative ({r['steps']} steps): {p['iterative']:.1f} dB"),
+        (image_file(r["clean"], 192, compress_level=1), "clean x0"),
+        (image_file(r["noisy"], 192, compress_level=1), f"noisy x_t, t={t}"),
+        (image_file(r["blur"], 192, compress_level=1), f"Gaussian blur σ={r['blur_sigma']:g}: {p['blur']:.1f} dB"),
+        (image_file(r["one_step"], 192, compress_level=1), f"one step: {p['one_step']:.1f} dB"),
+        (image_file(r["iterative"], 192, compress_level=1), f"iterative ({r['steps']} steps): {p['iterative']:.1f} dB"),
     ]
-    md = (f"t = {t}{clamp_note}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {_snr_text(r['alpha_bar'])}.\n\n"
+    md = (f"t = {t}{clamp_note}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {snr_text(r['alpha_bar'])}.\n\n"
           "| method | what it does | PSNR vs clean |\n|---|---|---|\n"
           f"| Gaussian blur | blur x_t/√ᾱ_t (σ = {r['blur_sigma']:g} px, the best of a few, chosen with the clean "
           f"image) | {p['blur']:.2f} dB |\n"
@@ -272,7 +238,7 @@ def _race_entries(*rows) -> list[tuple[str, int]]:
     for k in range(0, len(rows), 3):
         on, sampler, steps = rows[k:k + 3]
         if on:
-            entries.append((_sampler(sampler), _num(f"steps of race lane {k // 3 + 1}", steps, 1, MAX_STEPS,
+            entries.append((_sampler(sampler), validation.number(f"steps of race lane {k // 3 + 1}", steps, 1, MAX_STEPS,
                                                     integer=True)))
     if not 2 <= len(entries) <= 4:
         raise ValueError(f"Tick 2 to 4 samplers for the race (got {len(entries)}).")
@@ -281,13 +247,13 @@ def _race_entries(*rows) -> list[tuple[str, int]]:
 
 def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=gr.Progress()):
     entries = _race_entries(*rows)
-    guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
-    seed = int(request_generator(seed).initial_seed())
+    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
+    seed = int(validation.generator(seed).initial_seed())
     model = runtime.registry.diffusion(model_name)
     gallery, lines = [], []
     progress(0, desc="racing")
     for k, r in enumerate(denoising.race(model, prompt or "", entries, seed=seed, guidance_scale=guidance_scale)):
-        gallery.append((_png(_u8(r["image"]), 192), f"{r['sampler']}, {r['steps']} steps, {r['seconds']:.2f} s"))
+        gallery.append((image_file(r["image"], 192, compress_level=1), f"{r['sampler']}, {r['steps']} steps, {r['seconds']:.2f} s"))
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.2f} s | {1000 * r['seconds'] / r['steps']:.0f} ms |")
         progress((k + 1) / len(entries), desc=f"{r['sampler']} done")
     md = ("Same x_T (seed {}) and prompt for every lane.\n\n| sampler | steps | wall time | per step |\n|---|---|---|---|\n"
@@ -296,10 +262,10 @@ def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=
 
 
 def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, guidance_scale, seed):
-    steps = _num("steps", steps, 1, MAX_STEPS, integer=True)
-    strength = _num("strength", strength, 0.0, 1.0)
-    guidance_scale = _num("guidance scale", guidance_scale, 0.0, 30.0)
-    seed = int(request_generator(seed).initial_seed())
+    steps = validation.integer("steps", steps, 1, MAX_STEPS)
+    strength = validation.number("strength", strength, 0.0, 1.0)
+    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
+    seed = int(validation.generator(seed).initial_seed())
     if image is None:
         raise ValueError("Pick or upload an image first.")
     model = runtime.registry.diffusion(model_name)
@@ -308,14 +274,14 @@ def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, gui
     p, e = r["psnr"], r["max_abs_error"]
     fmt = lambda v: "∞" if math.isinf(v) else f"{v:.1f}"
     gallery = [
-        (_png(_u8(r["clean"]), 192), "clean x0"),
-        (_png(_u8(r["noisy"]), 192), f"x_t, t={r['t']:.0f}"),
-        (_png(_u8(r["oracle"]), 192), f"oracle (true ε): {fmt(p['oracle'])} dB"),
-        (_png(_u8(r["model"]), 192), f"model: {fmt(p['model'])} dB"),
+        (image_file(r["clean"], 192, compress_level=1), "clean x0"),
+        (image_file(r["noisy"], 192, compress_level=1), f"x_t, t={r['t']:.0f}"),
+        (image_file(r["oracle"], 192, compress_level=1), f"oracle (true ε): {fmt(p['oracle'])} dB"),
+        (image_file(r["model"], 192, compress_level=1), f"model: {fmt(p['model'])} dB"),
     ]
     idx = np.unique(np.linspace(0, r["steps"] - 1, min(6, r["steps"])).round().astype(int))
-    strip = [(_png(_u8(r["oracle_x0"][i]), STRIP_PX), f"oracle x̂0, step {i + 1}") for i in idx]
-    strip += [(_png(_u8(r["model_x0"][i]), STRIP_PX), f"model x̂0, step {i + 1}") for i in idx]
+    strip = [(image_file(r["oracle_x0"][i], STRIP_PX, compress_level=1), f"oracle x̂0, step {i + 1}") for i in idx]
+    strip += [(image_file(r["model_x0"][i], STRIP_PX, compress_level=1), f"model x̂0, step {i + 1}") for i in idx]
     md = (f"Both runs start from the **same x_t** (t = {r['t']:.0f}, √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}) and take "
           f"{r['steps']} {sampler} steps. The oracle's ε is the true noise of the current sample, "
           "ε = (x_t − √ᾱ_t x0) / √(1−ᾱ_t), so every x̂0 it predicts *is* x0 and the chain lands on it: max |error| = "
@@ -347,9 +313,9 @@ def create(runtime) -> dict:
                         sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
                         steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps", elem_id="viewer-steps")
                     with gr.Row():
-                        guidance = gr.Slider(0, 15, value=4.0, step=0.5, label="guidance scale w (CFG)")
-                        eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM only)")
-                    seed = SafeNumber(0, label="seed", precision=0, minimum=0)
+                        guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w (CFG)")
+                        eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (stochasticity; samplers that have it)")
+                    seed = seed_input("seed")
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
                         use_image = gr.Checkbox(False, label="start from an image")
                         image = SafeImage(scenes[0], type="filepath", label="start image", height=160,
@@ -390,8 +356,8 @@ def create(runtime) -> dict:
                     tw_stride = gr.Slider(1, 200, value=50, step=1, label="stride of the iterative run")
                     tw_prompt = gr.Textbox("a blue square on a white background", label="prompt", max_lines=1)
                     with gr.Row():
-                        tw_guidance = gr.Slider(0, 15, value=1.0, step=0.5, label="guidance scale")
-                        tw_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
+                        tw_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale")
+                        tw_seed = seed_input("seed")
                     tw_run = gr.Button("Denoise three ways", variant="primary")
                 with gr.Column(scale=2):
                     tw_gallery = gr.Gallery(label="clean | noisy | blur | one step | iterative", columns=5, height=260)
@@ -402,8 +368,8 @@ def create(runtime) -> dict:
                         "count. Fewer, smarter steps (DPM-Solver++) against many simple ones (DDPM).")
             with gr.Row():
                 rc_prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=1)
-                rc_guidance = gr.Slider(0, 15, value=4.0, step=0.5, label="guidance scale")
-                rc_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
+                rc_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale")
+                rc_seed = seed_input("seed")
             lanes = []
             defaults = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True), ("Euler", 25, False)]
             with gr.Row():
@@ -429,8 +395,8 @@ def create(runtime) -> dict:
                     or_prompt = gr.Textbox("a large yellow star on a black background", label="prompt (model run)",
                                            max_lines=1)
                     with gr.Row():
-                        or_guidance = gr.Slider(0, 15, value=1.0, step=0.5, label="guidance scale")
-                        or_seed = SafeNumber(0, label="seed", precision=0, minimum=0)
+                        or_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale")
+                        or_seed = seed_input("seed")
                     or_run = gr.Button("Run oracle and model", variant="primary")
                 with gr.Column(scale=2):
                     or_gallery = gr.Gallery(label="clean | x_t | oracle | model", columns=4, height=230)
@@ -438,8 +404,8 @@ def create(runtime) -> dict:
                     or_md = gr.Markdown()
 
     # ---- events
-    sampler.change(lambda s: gr.Slider(interactive=s == "DDIM", value=0.0) if s != "DDIM" else gr.Slider(
-        interactive=True), sampler, eta, api_visibility="private", show_progress="hidden")
+    sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
+        interactive=False, value=0.0), sampler, eta, api_visibility="private", show_progress="hidden")
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")

@@ -1,6 +1,6 @@
 """Tab "Forward noising": drag t and watch x_t = sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε dissolve an image.
 
-UI only: the maths is :mod:`pipelines.forward`, :mod:`pipelines.schedules`, :mod:`pipelines.images`.
+UI only: the maths is :mod:`pipelines.diffusion.forward`, :mod:`pipelines.diffusion.schedules`, :mod:`pipelines.images`.
 Per-user state (x0 and ε at the working size) lives in a ``gr.State``, so dragging the slider
 recomputes only the mix. Run alone for a quick look: ``python -m demos.forward_noising``.
 """
@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from demos.common import jpeg, request_generator, sample_paths, user_errors
-from demos.components import SafeNumber
-from pipelines import forward, images, schedules, validation
+from demos.common import jpeg, sample_paths, user_errors
+from demos.components import seed_input
+from pipelines import images, validation
+from pipelines.diffusion import forward
+from pipelines.diffusion import schedules
 
 TITLE = "Forward noising"
 T = 1000  # num_train_timesteps on this tab (the Schedules tab varies it)
@@ -46,7 +48,7 @@ def _pixels(state: dict, alpha_bar: float) -> np.ndarray:
 def initial_state(size: int = 256, seed: int = 0) -> dict:
     """x0 (first sample image) and ε for a fresh session."""
     x0 = images.load_working_tensor(sample_paths()[0], size)
-    return _state(x0, torch.randn(x0.shape, generator=request_generator(seed)))
+    return _state(x0, torch.randn(x0.shape, generator=validation.generator(seed)))
 
 
 def formula_markdown(t: int, alpha_bar: float) -> str:
@@ -94,7 +96,7 @@ def load(file, seed, size, schedule: str, t: int):
     if size not in SIZES:
         raise ValueError(f"working size must be one of {SIZES}, got {size}")
     x0 = images.load_working_tensor(file, size)  # [1, 3, size, size] in [-1, 1]
-    noise = torch.randn(x0.shape, generator=request_generator(seed))  # ε ~ N(0, I)
+    noise = torch.randn(x0.shape, generator=validation.generator(seed))  # ε ~ N(0, I)
     state = _state(x0, noise)
     x_t, md = mix(state, schedule, t)
     return (state, jpeg(_pixels(state, 1.0)), jpeg(_pixels(state, 0.0)), x_t, md,
@@ -109,7 +111,7 @@ def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Pr
     betas = schedules.make_betas(schedule, num_train_timesteps=T)
     progress(0, desc="running the chain of single steps")
     r = forward.steps_vs_jump(
-        state["x0_small"], t, betas, draws, request_generator(seed),
+        state["x0_small"], t, betas, draws, validation.generator(seed),
         callback=lambda s, _x: progress((s + 1) / (t + 1)) if s % 50 == 0 else None,
     )
     sd = float(r["expected_std"])
@@ -163,7 +165,7 @@ def create(runtime=None) -> dict:
                                  allow_preview=False, show_label=True)
             schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="linear", label="β schedule (T = 1000)")
             with gr.Row():
-                seed = SafeNumber(0, label="noise seed", precision=0, minimum=0)
+                seed = seed_input("noise seed")
                 size = gr.Radio(SIZES, value=256, label="working size (px, centre-cropped square)")
         with gr.Column(scale=2):
             t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t (drag me)", elem_id="forward-t")

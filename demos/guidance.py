@@ -1,6 +1,6 @@
 """Tab "Guidance playground": classifier-free guidance made visible, plus colour-loss guidance.
 
-UI only: the maths is :mod:`pipelines.guidance` and :mod:`pipelines.sampling`. Every event
+UI only: the maths is :mod:`pipelines.guidance` and :mod:`pipelines.diffusion.loop`. Every event
 builds its own generator and scheduler; nothing per-user lives in module globals.
 Run alone for a quick look: ``python -m demos.guidance``.
 """
@@ -13,60 +13,22 @@ import gradio as gr
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
 
-from demos.common import jpeg, request_generator, user_errors  # noqa: F401 (clip_guidance imports it from here)
-from demos.components import SafeNumber
+from demos.common import conditional_model, conditional_names, image_file, loss_figure, user_errors
+from demos.components import seed_input
+from pipelines import loss_guidance as LG
 from pipelines import guidance as G
-from pipelines import images
+from pipelines import images, validation
 from pipelines.models import SAMPLERS
-from pipelines.sampling import sample_steps
+from pipelines.diffusion.loop import sample_steps
 
 TITLE = "Guidance playground"
 SHOW_PX = 256  # the toy model makes 32 px images; shown upscaled (nearest) to this side
 MAX_STEPS = 100
-MAX_SCALE = 20.0
+MAX_SCALE = validation.MAX_GUIDANCE
 MAX_COLOUR_SCALE = 500.0
 DEFAULT_PROMPT = "a yellow star on a navy background"
 PLOT_EVERY = 5  # redraw streamed plots every this many steps (matplotlib is not free)
-
-
-# ------------------------------------------------------------------ shared UI helpers
-
-
-def show(x: torch.Tensor, px: int = SHOW_PX) -> np.ndarray:
-    """One image ``[3, H, W]`` in [-1, 1] -> uint8 ``[px, px, 3]`` (nearest upscaling keeps pixels honest)."""
-    arr = images.tensor_to_uint8(x.detach().float().cpu())
-    if arr.shape[0] >= px:
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((px, px), Image.NEAREST))
-
-
-def show_path(x: torch.Tensor, px: int = SHOW_PX) -> str:
-    return jpeg(show(x, px), quality=95)
-
-
-def steps_arg(steps) -> int:
-    return int(G.check_number("steps", steps, 1, MAX_STEPS))
-
-
-def seed_arg(seed) -> int:
-    v = G.check_number("seed", seed, 0, 2**63 - 1)
-    if v != int(v):
-        raise ValueError(f"seed must be a whole number, got {v:g}")
-    return int(v)
-
-
-def conditional_model(runtime, name: str):
-    model = runtime.registry.diffusion(name or None)  # ModelUnavailable is a ValueError
-    if not model.conditional:
-        raise ValueError(f"{name} is unconditional: classifier-free guidance needs a text-conditional model")
-    return model
-
-
-def conditional_names(runtime) -> list[str]:
-    reg = runtime.registry
-    return [n for n in reg.diffusion_names() if reg.spec(n).kind != "pixel"]
 
 
 # ------------------------------------------------------------------ CFG
@@ -75,51 +37,51 @@ def conditional_names(runtime) -> list[str]:
 def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed):
     """Stream one CFG sample: x̂0 at every step, then the final image. Yields (image, markdown)."""
     model = conditional_model(runtime, model_name)
-    w = G.check_number("guidance scale", scale, 0.0, MAX_SCALE)
-    n = steps_arg(steps)
-    gen = request_generator(seed_arg(seed))
+    w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    gen = validation.generator(seed)
     for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
                             num_inference_steps=n, sampler=sampler, generator=gen):
         if rec.is_last:
-            yield show_path(rec.image[0]), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {int(seed)}. "
+            yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {int(seed)}. "
                                             "Same seed + same settings = the same image.")
         else:
-            yield show_path(rec.pred_x0_rgb[0]), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"
+            yield image_file(rec.pred_x0_rgb[0], SHOW_PX, fmt='jpeg'), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"
 
 
 def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed):
     """Same seed, scales 0, 1, 3, 7.5, 15: streams the gallery as each finishes."""
     model = conditional_model(runtime, model_name)
-    n, s = steps_arg(steps), seed_arg(seed)
+    n, s = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     out = []
     for w in G.CFG_GRID_SCALES:
-        gen = request_generator(s)  # same initial noise for every scale
+        gen = validation.generator(s)  # same initial noise for every scale
         rec = None
         for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
                                 num_inference_steps=n, sampler=sampler, generator=gen, preview="none"):
             pass
         label = {0.0: "w = 0 (unconditional)", 1.0: "w = 1 (conditional, no guidance)"}.get(w, f"w = {w:g}")
-        out.append((show_path(rec.image[0]), label))
+        out.append((image_file(rec.image[0], SHOW_PX, fmt='jpeg'), label))
         yield out
 
 
 def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed, step):
     """The CFG terms at one step -> (gallery, markdown table)."""
     model = conditional_model(runtime, model_name)
-    w = G.check_number("guidance scale", scale, 0.0, MAX_SCALE)
-    n = steps_arg(steps)
-    k = int(G.check_number("step", step, 1, n)) - 1
+    w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    k = validation.integer("step", step, 1, n) - 1
     d = G.cfg_decomposition(model, str(prompt), step_index=k, guidance_scale=w, negative_prompt=str(negative or ""),
-                            num_inference_steps=n, sampler=sampler, generator=request_generator(seed_arg(seed)))
+                            num_inference_steps=n, sampler=sampler, generator=validation.generator(seed))
     common = float(2.5 * G.rms(d.eps_cond).mean())  # ε_u, ε_c, combined on one scale; the difference on its own
     nm = d.norms
     gallery = [
-        (show_path(d.x_t[0].clamp(-1, 1)), f"x_t (VP input), t = {d.t}"),
-        (show_path(G.eps_to_image(d.eps_uncond, common)[0]), f"ε_u  ‖·‖ = {nm['eps_uncond']['l2']:.2f}"),
-        (show_path(G.eps_to_image(d.eps_cond, common)[0]), f"ε_c  ‖·‖ = {nm['eps_cond']['l2']:.2f}"),
-        (show_path(G.eps_to_image(d.difference)[0]), f"ε_c − ε_u (own scale)  ‖·‖ = {nm['difference']['l2']:.2f}"),
-        (show_path(G.eps_to_image(d.combined, common)[0]), f"ε_u + w(ε_c − ε_u)  ‖·‖ = {nm['combined']['l2']:.2f}"),
-        (show_path(d.pred_x0[0].clamp(-1, 1)), "x̂0 from the combined ε"),
+        (image_file(d.x_t[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), f"x_t (VP input), t = {d.t}"),
+        (image_file(G.eps_to_image(d.eps_uncond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_u  ‖·‖ = {nm['eps_uncond']['l2']:.2f}"),
+        (image_file(G.eps_to_image(d.eps_cond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_c  ‖·‖ = {nm['eps_cond']['l2']:.2f}"),
+        (image_file(G.eps_to_image(d.difference)[0], SHOW_PX, fmt='jpeg'), f"ε_c − ε_u (own scale)  ‖·‖ = {nm['difference']['l2']:.2f}"),
+        (image_file(G.eps_to_image(d.combined, common)[0], SHOW_PX, fmt='jpeg'), f"ε_u + w(ε_c − ε_u)  ‖·‖ = {nm['combined']['l2']:.2f}"),
+        (image_file(d.pred_x0[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), "x̂0 from the combined ε"),
     ]
     rows = "\n".join(f"| {lab} | {nm[k_]['l2']:.3f} | {nm[k_]['rms']:.4f} |" for k_, lab in
                      (("eps_uncond", "ε_u (empty / negative prompt)"), ("eps_cond", "ε_c (prompt)"),
@@ -136,12 +98,12 @@ def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed
 def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, samples, progress=gr.Progress()):
     """Adherence (tiny-CLIP) and diversity vs scale from a small batch -> (plot, table markdown)."""
     model = conditional_model(runtime, model_name)
-    n = steps_arg(steps)
-    k = int(G.check_number("samples per scale", samples, 2, 8))
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    k = validation.integer("samples per scale", samples, 2, 8)
     clip = runtime.registry.clip()
     scales = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
     progress(0, desc="sampling the first scale")
-    rows = G.adherence_diversity(model, clip, [str(prompt)], scales, samples=k, seed=seed_arg(seed),
+    rows = G.adherence_diversity(model, clip, [str(prompt)], scales, samples=k, seed=validation.seed(seed),
                                  negative_prompt=str(negative or ""), num_inference_steps=n, sampler=sampler,
                                  callback=lambda d, t: progress(d / t, desc=f"scale {d}/{t}"))
     ws = [r["scale"] for r in rows]
@@ -174,60 +136,38 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
 # ------------------------------------------------------------------ colour guidance
 
 
-def loss_figure(curves: dict[str, list[float]], title: str, ylabel: str, log: bool = True) -> Figure:
-    fig = Figure(figsize=(6, 3), layout="constrained")
-    ax = fig.subplots()
-    for label, ys in curves.items():
-        if ys:
-            ax.plot(range(1, len(ys) + 1), ys, "-", marker=".", label=label)
-    ax.set(xlabel="step", ylabel=ylabel, title=title)
-    if log and any(y > 0 for ys in curves.values() for y in ys):
-        ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    return fig
-
-
 def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed):
     """Unguided then colour-guided at the same seed; streams (gallery, loss plot, markdown)."""
     model = runtime.registry.diffusion(model_name or None)
-    rgb = G.parse_color(colour)
-    s = G.check_number("colour loss scale", loss_scale, 0.0, MAX_COLOUR_SCALE)
-    n, sd = steps_arg(steps), seed_arg(seed)
+    rgb = LG.parse_color(colour)
+    s = validation.number("colour loss scale", loss_scale, 0.0, MAX_COLOUR_SCALE)
+    n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     w = 3.0 if model.conditional else 1.0
-    target = G.color_target(rgb)
+    target = LG.color_target(rgb)
 
-    def run(scale):
-        hook = G.color_guidance(rgb, scale, scaling=scaling)
-        gen = request_generator(sd)
-        rec = None
-        for rec in sample_steps(model, str(prompt), guidance_scale=w, num_inference_steps=n, sampler="DDIM",
-                                generator=gen, cond_fn=hook):
-            yield rec, hook
-
-    base = None
-    for rec, ref in run(0.0):  # scale 0: measure the loss only
-        base = rec
-    gal = [(show_path(base.image[0]), "without colour guidance")]
-    guided = None
-    for rec, hook in run(s):
-        guided = rec
-        if rec.is_last or rec.index % PLOT_EVERY == 0:
-            img = rec.image[0] if rec.is_last else rec.pred_x0_rgb[0]
-            cap = "with colour guidance" if rec.is_last else f"with: step {rec.index + 1}/{n}, x̂0"
+    base = guided = ref = hook = None
+    for base, ref, guided, hook in LG.guided_vs_unguided(
+            model, str(prompt), lambda scale: LG.color_guidance(rgb, scale, scaling=scaling), s,
+            guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd)):
+        if guided.is_last or guided.index % PLOT_EVERY == 0:
+            img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
+            cap = "with colour guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
             fig = loss_figure({"without": ref.losses(), "with": hook.losses()},
                               "colour loss mean|x̂0 − target| per step", "loss")
-            yield gal + [(show_path(img), cap)], fig, f"step {rec.index + 1}/{n}…"
-    m0, m1 = G.mean_color(base.image)[0], G.mean_color(guided.image)[0]
+            yield ([(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance"),
+                    (image_file(img, SHOW_PX, fmt='jpeg'), cap)], fig, f"step {guided.index + 1}/{n}…")
+    gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance")]
+    m0, m1 = LG.mean_color(base.image)[0], LG.mean_color(guided.image)[0]
     t = torch.tensor(rgb)
     d0, d1 = float((m0 - t).norm()), float((m1 - t).norm())
     fmt = lambda c: "(" + ", ".join(f"{float(v):.2f}" for v in c) + ")"  # noqa: E731
     md = (f"Target {fmt(t)} (RGB in 0..1). Mean colour without: {fmt(m0)}, distance {d0:.3f}; "
           f"with: {fmt(m1)}, distance **{d1:.3f}** ({'closer' if d1 < d0 else 'not closer'}). "
-          f"Final colour loss: {float(G.color_loss(base.image, target)[0]):.3f} → "
-          f"{float(G.color_loss(guided.image, target)[0]):.3f}.")
+          f"Final colour loss: {float(LG.color_loss(base.image, target)[0]):.3f} → "
+          f"{float(LG.color_loss(guided.image, target)[0]):.3f}.")
     fig = loss_figure({"without": ref.losses(), "with": hook.losses()},
                       "colour loss mean|x̂0 − target| per step", "loss")
-    yield gal + [(show_path(guided.image[0]), "with colour guidance")], fig, md
+    yield gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with colour guidance")], fig, md
 
 
 # ------------------------------------------------------------------ layout
@@ -251,7 +191,7 @@ def create(runtime) -> dict:
             with gr.Row():
                 steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps")
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
-            seed = SafeNumber(0, label="seed", minimum=0, step=1)  # no precision: NaN reaches seed_arg
+            seed = seed_input("seed")
             run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
         with gr.Column(scale=1):
             image = gr.Image(label="sample", interactive=False, elem_id="guidance-image", height=300)
@@ -290,8 +230,8 @@ def create(runtime) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             colour = gr.ColorPicker("#00c8ff", label="target colour")
-            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=G.COLOUR_SCALE_DEFAULT, step=1, label="colour loss scale s")
-            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in G.SCALINGS.items()], value="sqrt_alpha_bar",
+            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=LG.COLOUR_SCALE_DEFAULT, step=1, label="colour loss scale s")
+            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
                                   label="gradient × per step (ᾱ of timestep t)")
             col_btn = gr.Button("Run with and without", variant="primary", elem_id="guidance-colour-run")
         with gr.Column(scale=2):

@@ -1,7 +1,7 @@
 """Tab "Inpainting": paint a mask on an image and let the model fill it in (RePaint), and turn a
 rough drawing into an image (SDEdit).
 
-UI only: the maths is :mod:`pipelines.inpainting` (on top of :mod:`pipelines.sampling`); images
+UI only: the maths is :mod:`pipelines.inpainting` (on top of :mod:`pipelines.diffusion.loop`); images
 are validated by :mod:`pipelines.images`. Each event builds its own generator and scheduler.
 Run alone for a quick look: ``python -m demos.inpainting``.
 
@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from demos.common import jpeg, png, sample_paths, user_errors
-from demos.components import SafeImageEditor, SafeNumber
-from pipelines import images
+from demos.common import image_file, png, sample_paths, user_errors
+from demos.components import SafeImageEditor, seed_input
+from pipelines import sketch
+from pipelines import masks
+from pipelines import images, validation
 from pipelines import inpainting as ip
 from pipelines.models import SAMPLERS
 from pipelines.toyworld.world import Scene, render
@@ -30,7 +32,7 @@ TITLE = "Inpainting"
 WORK_PX = 256  # working / display size; the toy model itself runs at 32 px (8x smaller)
 HUGE_SIDE = 2048  # larger uploads get a visible warning (they are resized to the working size anyway)
 MAX_STEPS = 100
-MAX_SCALE = 20.0
+MAX_SCALE = validation.MAX_GUIDANCE
 BRUSH = ("#ff00ff", 0.55)  # translucent magenta: the image stays visible under the paint
 SKETCH_COLOURS = ["#dc1e1e", "#ff8c00", "#fae114", "#1eaa32", "#00d2e6", "#1e46eb", "#8c32c8", "#ff78c8",
                   "#0c0c0c", "#7d7d7d", "#f5f5f5"]  # the toy world's colours, then black/gray/white
@@ -56,31 +58,11 @@ def toy_sample_images() -> list[Image.Image]:
 
 def red_blob_sketch(size: int = WORK_PX, seed: int = 0) -> Image.Image:
     """A hand-drawn-looking red blob on white, for the sketch demo (the evaluation uses the same)."""
-    return ip.blob_sketch(size, seed)
-
-
-def number(name: str, value, lo: float, hi: float) -> float:
-    """A finite float in [lo, hi], else ValueError (NaN/inf sent through the API are refused)."""
-    return ip.sampling._finite(name, value, lo, hi)  # noqa: SLF001
-
-
-MAX_SEED = 2**53  # integers a browser's number type holds exactly
-
-
-def seed_arg(seed) -> int:
-    """A whole number in [0, 2^53] (NaN/inf/fractions refused with a message)."""
-    v = number("seed", seed, 0, MAX_SEED)
-    if v != int(v):
-        raise ValueError(f"seed must be a whole number, got {v:g}")
-    return int(v)
-
-
-def generator_for(seed) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed(seed_arg(seed))
+    return sketch.blob_sketch(size, seed)
 
 
 def work_size(model) -> int:
-    return max(WORK_PX, max(ip.model_pixel_size(model)))
+    return max(WORK_PX, max(model.image_size))
 
 
 def _size_notes(w: int, h: int, work: int) -> list[str]:
@@ -102,7 +84,7 @@ def editor_image_and_mask(value, work: int) -> tuple[torch.Tensor, np.ndarray, l
     layers = [a for a in (value.get("layers") or []) if a is not None]
     if any(np.asarray(a).shape[:2] != (h, w) for a in layers):
         notes.append(f"The paint layer's size differs from the image's ({w}×{h} px); the mask was resized to it.")
-    mask = ip.mask_from_layers(layers, size=(h, w))  # [h, w] in {0, 1}
+    mask = masks.mask_from_layers(layers, size=(h, w))  # [h, w] in {0, 1}
     img = images.to_working_size(pil, work)
     mask_im = ImageOps.fit(Image.fromarray((mask * 255).astype(np.uint8), "L"), (work, work),
                            method=Image.Resampling.NEAREST, centering=(0.5, 0.5))
@@ -111,19 +93,6 @@ def editor_image_and_mask(value, work: int) -> tuple[torch.Tensor, np.ndarray, l
 
 def mask_png(mask: np.ndarray) -> str:
     return png(Image.fromarray((mask * 255).astype(np.uint8), "L").convert("RGB"))
-
-
-def show(x: torch.Tensor, px: int | None = None) -> str:
-    """``[3, H, W]`` in [-1, 1] -> a JPEG path (nearest upscaling to ``px`` keeps model pixels honest)."""
-    arr = images.tensor_to_uint8(x.detach().float().cpu())
-    if px and arr.shape[0] < px:
-        arr = np.asarray(Image.fromarray(arr).resize((px, px), Image.NEAREST))
-    return jpeg(arr, quality=95)
-
-
-def show_png(x: torch.Tensor) -> str:
-    """Lossless, so the kept pixels can be checked against the input exactly."""
-    return png(Image.fromarray(images.tensor_to_uint8(x.detach().float().cpu())))
 
 
 def editor_value(path: str, layer: str | None = None) -> dict:
@@ -160,21 +129,21 @@ def preview_mask(value):
 def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, sampler, seed, resamples, jump):
     """Stream (composite, x_t, mask, markdown) per UNet step; the last composite is a lossless PNG."""
     model = runtime.registry.diffusion(model_name or None)  # ModelUnavailable is a ValueError
-    n = int(number("steps", steps, 1, MAX_STEPS))
-    w = number("guidance scale", scale, 0.0, MAX_SCALE)
-    r = int(number("resamples", resamples, 1, ip.MAX_RESAMPLES))
-    j = int(number("jump length", jump, 1, MAX_STEPS))
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
+    r = validation.integer("resamples", resamples, 1, ip.MAX_RESAMPLES)
+    j = validation.integer("jump length", jump, 1, MAX_STEPS)
     work = work_size(model)
     image, mask, notes = editor_image_and_mask(value, work)
-    prep = ip.prepare(image, mask)  # empty mask -> ValueError; full -> plain generation (note)
+    prep = masks.prepare(image, mask)  # empty mask -> ValueError; full -> plain generation (note)
     notes += prep.notes
-    hm, wm = ip.model_pixel_size(model)
+    hm, wm = model.image_size
     if (hm, wm) != (work, work):
         notes.append(f"The model works at {wm}×{hm} px: image and mask are downsized for it, the result is "
                      f"upscaled back and pasted into the original outside the mask.")
     mpath = mask_png(mask)
     head = " ".join(notes)
-    gen = generator_for(seed)
+    gen = validation.generator(seed)
     for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
                                sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
                                jump_length=j, resamples=r):
@@ -182,11 +151,11 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
         if st.image is not None:
             md = (f"**Done**: {st.total} UNet calls ({n} {sampler} steps, {r} resample pass(es), jump length {j}); "
                   f"mask {prep.coverage:.0%}; seed {int(seed)}. Outside the mask the pixels are the input's. {head}")
-            yield show_png(st.image[0]), show(st.x_t_rgb[0]) if st.x_t_rgb is not None else None, mpath, md
+            yield image_file(st.image[0]), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
         else:
             md = (f"UNet call {st.index + 1}/{st.total}: step {st.position}/{n} (t = {st.t}){phase}. "
                   f"Showing the predicted x̂0 inside the mask. {head}")
-            yield show(st.composite[0]), show(st.x_t_rgb[0]) if st.x_t_rgb is not None else None, mpath, md
+            yield image_file(st.composite[0], fmt='jpeg'), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
 
 
 def _sketch_tensor(value) -> torch.Tensor:
@@ -203,39 +172,39 @@ def _sketch_tensor(value) -> torch.Tensor:
 def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed):
     """SDEdit on the drawing: stream (result, markdown); the predicted x̂0 per step, then the image."""
     model = runtime.registry.diffusion(model_name or None)
-    n = int(number("steps", steps, 1, MAX_STEPS))
-    s = number("strength", strength, 0.0, 1.0)
-    w = number("guidance scale", scale, 0.0, MAX_SCALE)
-    first = ip.start_step(s, n)
-    sketch = _sketch_tensor(value)
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    s = validation.number("strength", strength, 0.0, 1.0)
+    w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
+    first = sketch.start_step(s, n)
+    drawing = _sketch_tensor(value)
     work = work_size(model)
-    gen = generator_for(seed)
-    for rec in ip.sketch_steps(model, sketch, str(prompt or ""), strength=s, num_inference_steps=n,
+    gen = validation.generator(seed)
+    for rec in sketch.sketch_steps(model, drawing, str(prompt or ""), strength=s, num_inference_steps=n,
                                guidance_scale=w, generator=gen):
         if rec.index == 0:
             t0 = rec.t
         if rec.image is not None:
             md = (f"**Done**: strength {s:g} → the drawing was noised to t = {t0} (step {first + 1}/{n}) and "
                   f"denoised for {n - first} steps; seed {int(seed)}. "
-                  f"The model works at {ip.model_pixel_size(model)[0]} px (shown upscaled).")
-            yield show(rec.image[0], work), md
+                  f"The model works at {model.image_size[0]} px (shown upscaled).")
+            yield image_file(rec.image[0], work, fmt='jpeg'), md
         else:
-            yield show(rec.pred_x0_rgb[0], work), (f"step {first + rec.index + 1}/{n} (started at t = {t0}): "
+            yield image_file(rec.pred_x0_rgb[0], work, fmt='jpeg'), (f"step {first + rec.index + 1}/{n} (started at t = {t0}): "
                                                     f"predicted x̂0")
 
 
 def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     """The same drawing, prompt and seed at strengths 0.3 … 1.0 -> gallery [(image, caption)]."""
     model = runtime.registry.diffusion(model_name or None)
-    n = int(number("steps", steps, 1, MAX_STEPS))
-    w = number("guidance scale", scale, 0.0, MAX_SCALE)
-    seed = seed_arg(seed)
-    sketch = _sketch_tensor(value)
+    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
+    seed = validation.seed(seed)
+    drawing = _sketch_tensor(value)
     work = work_size(model)
-    out = [(show(sketch[0]), "your drawing")]
-    for s, img in ip.sketch_strip(model, sketch, str(prompt or ""), seed=seed, num_inference_steps=n,
+    out = [(image_file(drawing[0], fmt='jpeg'), "your drawing")]
+    for s, img in sketch.sketch_strip(model, drawing, str(prompt or ""), seed=seed, num_inference_steps=n,
                                   guidance_scale=w):
-        out.append((show(img[0], work), f"strength {s:g} (from step {ip.start_step(s, n) + 1}/{n})"))
+        out.append((image_file(img[0], work, fmt='jpeg'), f"strength {s:g} (from step {sketch.start_step(s, n) + 1}/{n})"))
     return out
 
 
@@ -290,7 +259,7 @@ def create(runtime) -> dict:
                 sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
             with gr.Row():
                 scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                seed = SafeNumber(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
+                seed = seed_input("seed")
         with gr.Column(scale=1, min_width=260):
             gr.Markdown(RESAMPLING_HELP)
             with gr.Row():
@@ -318,7 +287,7 @@ def create(runtime) -> dict:
             with gr.Row():
                 sk_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                 sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                sk_seed = SafeNumber(0, label="seed", minimum=0, maximum=MAX_SEED, step=1)
+                sk_seed = seed_input("seed")
             with gr.Row():
                 sk_run = gr.Button("Sketch → image", variant="primary", elem_id="sketch-run")
                 strip_run = gr.Button("Strip across strengths", elem_id="sketch-strip-run")

@@ -1,6 +1,6 @@
 """Tab "Schedules": overlay β schedules and see how much signal each keeps, and where it ends.
 
-UI only: the curves come from :mod:`pipelines.schedules`, the noising from :mod:`pipelines.forward`.
+UI only: the curves come from :mod:`pipelines.diffusion.schedules`, the noising from :mod:`pipelines.diffusion.forward`.
 Run alone for a quick look: ``python -m demos.schedules``.
 """
 
@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from demos.common import jpeg, request_generator, sample_paths, user_errors
-from demos.components import SafeNumber
-from pipelines import forward, images, schedules, validation
+from demos.common import jpeg, sample_paths, user_errors
+from demos.components import SafeNumber, seed_input
+from pipelines import images, validation
+from pipelines.diffusion import forward
+from pipelines.diffusion import schedules
 
 TITLE = "Schedules"
 GRID_PX = 160
@@ -65,7 +67,7 @@ def schedules_grid(file, names, T, beta_start, beta_end, custom_range, zero_snr,
     """The same image, the same ε, the same t under each schedule -> gallery of (image, caption)."""
     specs = _specs(names, T, beta_start, beta_end, custom_range, zero_snr)
     x0 = images.load_working_tensor(file if file is not None else sample_paths()[0], GRID_PX)
-    noise = torch.randn(x0.shape, generator=request_generator(seed))  # one ε for every schedule
+    noise = torch.randn(x0.shape, generator=validation.generator(seed))  # one ε for every schedule
     t_frac = validation.number("t fraction", t_frac, 0.0, 1.0)
     t = min(int(round(t_frac * (specs[0].num_train_timesteps - 1))), specs[0].num_train_timesteps - 1)
     out = []
@@ -97,7 +99,6 @@ def update_all(file, names, T, beta_start, beta_end, custom_range, zero_snr, t_f
 
 def create(runtime=None) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
-    samples = sample_paths()
     gr.Markdown("Lay several β schedules over each other. The β range applies to all but cosine "
                 "(which is defined through ᾱ directly); *quadratic* is the same formula as diffusers' "
                 "*scaled_linear*, only with DDPM's customary range instead of Stable Diffusion's.")
@@ -113,7 +114,7 @@ def create(runtime=None) -> dict:
             file = gr.File(label="image for the grid (default: a sample)", file_types=["image"],
                            type="filepath", height=90)
             t_frac = gr.Slider(0, 1, value=0.5, step=0.01, label="grid at t = fraction × (T−1)")
-            seed = SafeNumber(0, label="noise seed", precision=0, minimum=0)
+            seed = seed_input("noise seed")
         with gr.Column(scale=3):
             # value=callable + inputs: gradio computes it on each page load (nothing at build time).
             fig = gr.Plot(user_errors(schedules_plot), inputs=[names, T, b0, b1, custom, zero],

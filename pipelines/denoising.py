@@ -1,8 +1,8 @@
-"""Denoising experiments built on :mod:`pipelines.sampling`: three ways to denoise (CS180
+"""Denoising experiments built on :mod:`pipelines.diffusion.loop`: three ways to denoise (CS180
 1.2-1.4), the oracle that knows the true noise (DiffusionFastForward), the sampler race.
 
 Images are ``[B, 3, H, W]`` in [-1, 1]; "model space" is pixels or VAE latents (see
-:mod:`pipelines.sampling`). Randomness comes only from the generators passed in.
+:mod:`pipelines.diffusion.loop`). Randomness comes only from the generators passed in.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Iterator
 import torch
 import torchvision.transforms.functional as TF
 
-from pipelines import forward, sampling
+from pipelines.diffusion import forward, loop
+from pipelines.diffusion.previews import to_rgb
 
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 
@@ -77,10 +78,10 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
         dict of images ``[1, 3, H, W]`` in [-1, 1] (``clean``, ``noisy``, ``blur``, ``one_step``,
         ``iterative``), ``psnr`` (dB per method), ``t``, ``alpha_bar``, ``blur_sigma``, ``steps``.
     """
-    x0 = sampling.encode_image(model, image.to(model.device))
+    x0 = model.encode(image)
     x_t, noise = noise_to(model, x0, t, generator)
     ts = strided_timesteps(t, stride)
-    recs = list(sampling.sample_steps(model, prompt, negative_prompt=negative_prompt, sampler="DDPM",
+    recs = list(loop.sample_steps(model, prompt, negative_prompt=negative_prompt, sampler="DDPM",
                                       timesteps=ts, init_latents=x0, noise=noise, guidance_scale=guidance_scale,
                                       generator=generator, preview="none"))
     a = recs[0].alpha_bar
@@ -88,7 +89,7 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
     blur, sigma = blur_denoise(x_t, a, x0)
     out = {
         "clean": clean,
-        "noisy": sampling.to_rgb(model, x_t, pred_x0=False),
+        "noisy": to_rgb(model, x_t, pred_x0=False),
         "blur": model.decode(blur).clamp(-1, 1),
         "one_step": model.decode(recs[0].pred_x0).clamp(-1, 1),
         "iterative": recs[-1].image,
@@ -116,11 +117,11 @@ def oracle_vs_model(model, image: torch.Tensor, *, strength: float, sampler: str
     Returns images (``clean``, ``noisy``, ``oracle``, ``model``) ``[1, 3, H, W]`` in [-1, 1],
     ``oracle_x0``/``model_x0`` (x̂0 per step, lists of ``[1, 3, h, w]``), ``psnr``, ``t``, ``alpha_bar``.
     """
-    x0 = sampling.encode_image(model, image.to(model.device))
+    x0 = model.encode(image)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed))).to(x0)
     runs = {}
     for name, den in (("oracle", oracle_denoiser(x0)), ("model", None)):
-        runs[name] = list(sampling.sample_steps(
+        runs[name] = list(loop.sample_steps(
             model, prompt, sampler=sampler, num_inference_steps=steps, init_latents=x0, strength=strength,
             noise=noise, denoiser=den, guidance_scale=guidance_scale,
             generator=torch.Generator().manual_seed(int(seed) + 1), preview="auto"))
@@ -128,7 +129,7 @@ def oracle_vs_model(model, image: torch.Tensor, *, strength: float, sampler: str
     first = runs["oracle"][0]
     out = {
         "clean": clean,
-        "noisy": sampling.to_rgb(model, first.model_input, pred_x0=False),
+        "noisy": to_rgb(model, first.model_input, pred_x0=False),
         "oracle": runs["oracle"][-1].image,
         "model": runs["model"][-1].image,
         "oracle_x0": [r.pred_x0_rgb for r in runs["oracle"]],
@@ -153,7 +154,7 @@ def race(model, prompt: str, entries: list[tuple[str, int]], *, seed: int = 0, g
     x_T = torch.randn((1, *model.sample_shape), generator=torch.Generator().manual_seed(int(seed)))
     for sampler, steps in entries:
         t0 = time.perf_counter()
-        img = sampling.sample(model, prompt, negative_prompt=negative_prompt, sampler=sampler,
+        img = loop.sample(model, prompt, negative_prompt=negative_prompt, sampler=sampler,
                               num_inference_steps=int(steps), guidance_scale=guidance_scale,
                               latents=x_T.to(model.device), generator=torch.Generator().manual_seed(int(seed) + 1))
         yield {"sampler": sampler, "steps": int(steps), "image": img, "seconds": time.perf_counter() - t0,

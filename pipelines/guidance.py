@@ -1,91 +1,30 @@
-"""Three ways to steer a sampler: classifier-free guidance, a colour loss and a CLIP loss.
+"""Classifier-free guidance made visible: the two terms at one step, and adherence against diversity.
 
-Everything here plugs into :func:`pipelines.sampling.sample_steps`; nothing copies its loop.
-
-* **Classifier-free guidance** lives in the loop itself (ε = ε_u + w (ε_c − ε_u), Ho &
-  Salimans 2022, eq. 6, with both passes batched). This module adds what a lesson needs
-  around it: :func:`cfg_combine`, :func:`cfg_decomposition` (the two terms at one step, their
-  difference and the combination, with norms) and :func:`adherence_diversity` (the
-  fidelity/diversity trade-off measured on a small batch).
-* **Loss guidance** (the HF diffusion-models-class unit 2 recipe, a form of classifier
-  guidance, Dhariwal & Nichol 2021, Alg. 1): at each step, predict x̂0 from x_t, score it with
-  a differentiable loss, and move x_t down the gradient before the scheduler steps.
-  :class:`LossGuidance` is that ``cond_fn``; :func:`color_guidance` and :func:`clip_guidance`
-  build it with :func:`color_loss` or :class:`ClipLoss`.
-
-====================  =============================================  ========================
-code                  paper                                          shape / range
-====================  =============================================  ========================
-``alpha_bar``         ᾱ_t = ``alphas_cumprod[t]``, t the *timestep*  float in (0, 1]
-``pred_x0``           x̂0 = (x_in − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t)        [B, C, h, w] ~[-1, 1]
-``grad``              ∇_{x_t} L(x̂0)                                  [B, C, h, w]
-``factor``            per-step scale: 1, sqrt(ᾱ_t) or 1 − ᾱ_t         float
-``scale``             the user's guidance (loss) scale s             float ≥ 0
-update (``x_t``)      x_t ← x_t − s · factor · ∇_{x_t} L              [B, C, h, w]
-update (``eps``)      ε̂ = ε + sqrt(1−ᾱ_t) · s · factor · ∇ L        (Dhariwal & Nichol, Alg. 2)
-====================  =============================================  ========================
-
-ᾱ is always read from the hook context (``ctx.alpha_bar``), which the loop computes from the
-*timestep* t. The seed notebook wrote ``alphas_cumprod[i]`` with the loop counter i: with 40
-of 1000 steps, step i = 10 has t ≈ 750 but ᾱ_10 ≈ 1, so its "sqrt(ᾱ)" scaling never scaled.
-
-Never imports gradio. Randomness: the sampler's generator comes from the caller; CLIP
-cutouts draw from their own ``torch.Generator`` so guided and unguided runs with the same
-seed start from the same noise and stay comparable.
+CFG itself lives in the loop (ε = ε_u + w (ε_c − ε_u), Ho & Salimans 2022, eq. 6, both passes batched;
+:func:`pipelines.diffusion.maths.cfg_combine`). This module adds what a lesson needs around it:
+:func:`cfg_decomposition` (ε_u, ε_c, their difference and the combination at one step, with norms) and
+:func:`adherence_diversity` (the fidelity/diversity trade-off measured on a small batch). Loss guidance
+(colour, CLIP) is :mod:`pipelines.loss_guidance`. Never imports gradio; generators come from the caller.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from pipelines import validation
-from pipelines.sampling import GuidanceContext, GuidanceOutput, sample_steps
+from pipelines.diffusion import maths
+from pipelines.diffusion.loop import sample_steps
 
 CFG_GRID_SCALES: tuple[float, ...] = (0.0, 1.0, 3.0, 7.5, 15.0)
-SCALINGS: dict[str, str] = {
-    "none": "1",
-    "sqrt_alpha_bar": "sqrt(ᾱ_t)",
-    "one_minus_alpha_bar": "1 − ᾱ_t",
-}
-APPLY_MODES = ("x_t", "eps")
-MAX_LOSS_SCALE = 10_000.0
-# No loss guidance at steps with ᾱ_t below this: there x̂0 = (x_t − sqrt(1−ᾱ)·ε)/sqrt(ᾱ) with ε held
-# fixed moves 1/sqrt(ᾱ) ≥ 32× as far as x_t, a linearisation that means nothing near zero SNR (the
-# bundled toy-sd's t = 959 has ᾱ = 1e-6: 1000×). `guidance_eval --quick`: CLIP guidance lowered the
-# loss on 20/20 seeds with this skip; on 15/20 with the first step guided (the same command before
-# this constant existed). Stable Diffusion's schedule ends at ᾱ = 0.0047, above it; the linear DDPM
-# schedule's last steps are below it.
-MIN_ALPHA_BAR = 1e-3
-# The colour loss scale that visibly moves the bundled toy-sd's mean colour without saturating it
-# (`guidance_eval --quick --sections colour --colour-scale S`, S = 100 / 250 / 400 / 1000: 400 moves it
-# about as far as 100 did before MIN_ALPHA_BAR skipped the first step); the playground's default.
-COLOUR_SCALE_DEFAULT = 400.0
-MAX_CUTOUTS = 64
-
-
-def check_number(name: str, value, lo: float, hi: float) -> float:
-    """``value`` as a finite float in [lo, hi], else ValueError with a message for the user."""
-    return validation.number(name, value, lo, hi)
 
 
 # ======================================================================================
 # Classifier-free guidance
 # ======================================================================================
-
-
-def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
-    """ε̃ = ε_u + w (ε_c − ε_u) (Ho & Salimans 2022, eq. 6; their w is this w − 1).
-
-    w = 0 gives the unconditional ε, w = 1 the conditional one, w > 1 extrapolates past it.
-    Shapes ``[B, C, h, w]``; returns the same shape.
-    """
-    return eps_uncond + w * (eps_cond - eps_uncond)
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -116,12 +55,10 @@ class CfgDecomposition:
 
 
 def _eps_from_unet(model, x_in: torch.Tensor, t, emb: torch.Tensor, alpha_bar: float, prediction_type: str):
-    """One UNet pass on the VP input ``x_in`` -> ε (used when the loop ran without CFG)."""
-    from pipelines.sampling import _model_output_to_eps_x0  # the loop's own conversion
-
+    """One model pass on the VP input ``x_in`` -> ε (used when the loop ran without CFG)."""
     with torch.no_grad():
-        out = model.unet(x_in, t, encoder_hidden_states=emb.to(x_in.device, x_in.dtype), return_dict=False)[0]
-    return _model_output_to_eps_x0(out, x_in, alpha_bar, prediction_type)[0]
+        out = model.predict(x_in, t, emb.to(x_in.device, x_in.dtype))
+    return maths.to_eps_x0(out, x_in, math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar), prediction_type)[0]
 
 
 def cfg_decomposition(model, prompt: str, *, step_index: int, guidance_scale: float = 7.5,
@@ -137,7 +74,7 @@ def cfg_decomposition(model, prompt: str, *, step_index: int, guidance_scale: fl
     if model.encode_prompt is None:
         raise ValueError("classifier-free guidance needs a text-conditional model; this one is unconditional")
     steps = int(sample_kwargs.get("num_inference_steps", 50))
-    step_index = int(check_number("step", step_index, 0, max(steps - 1, 0)))
+    step_index = validation.integer("step", step_index, 0, max(steps - 1, 0))
     w = float(guidance_scale)
     rec = None
     for rec in sample_steps(model, prompt, negative_prompt=negative_prompt, guidance_scale=w,
@@ -149,12 +86,12 @@ def cfg_decomposition(model, prompt: str, *, step_index: int, guidance_scale: fl
     eps_u, eps_c = rec.eps_uncond, rec.eps_cond
     if eps_u is None:  # w == 1: no CFG in the loop; the step used ε_c
         sched = model.make_scheduler(sample_kwargs.get("sampler", "DDIM"))
-        ptype = sched.config.get("prediction_type", "epsilon")
+        ptype = model.prediction_type(sched)
         neg = model.encode_prompt([negative_prompt or ""] * rec.x_t.shape[0])
         eps_u = _eps_from_unet(model, rec.model_input, rec.t, neg, rec.alpha_bar, ptype)
         eps_c = rec.pred_eps
     diff = eps_c - eps_u
-    comb = cfg_combine(eps_u, eps_c, w)
+    comb = maths.cfg_combine(eps_u, eps_c, w)
     terms = {"eps_uncond": eps_u, "eps_cond": eps_c, "difference": diff, "combined": comb}
     norms = {k: {"l2": float(v.flatten(1).norm(dim=1).mean()), "rms": float(rms(v).mean())} for k, v in terms.items()}
     cpu = lambda v: v.detach().float().cpu()  # noqa: E731
@@ -222,13 +159,13 @@ def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[fl
     ``diversity`` (mean pairwise 1 − cos between images of the same prompt).
     ``callback(done, total)`` is called after each scale.
     """
-    from pipelines.sampling import sample
+    from pipelines.diffusion.loop import sample
 
     prompts = [str(p) for p in prompts]
     scales = [float(s) for s in scales]
     if not prompts or not scales:
         raise ValueError("give at least one prompt and one scale")
-    k = int(check_number("samples per prompt", samples, 1, 64))
+    k = validation.integer("samples per prompt", samples, 1, 64)
     batch = [p for p in prompts for _ in range(k)]  # [P * k]: prompt-major
     rows = []
     for j, w in enumerate(scales):
@@ -246,263 +183,3 @@ def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[fl
         if callback is not None:
             callback(j + 1, len(scales))
     return rows
-
-
-# ======================================================================================
-# Loss guidance: colour and CLIP
-# ======================================================================================
-
-
-def step_factor(scaling: str, alpha_bar: float) -> float:
-    """The per-step factor on the guidance gradient, from ᾱ_t *of the current timestep t*.
-
-    ``none`` -> 1; ``sqrt_alpha_bar`` -> sqrt(ᾱ_t) (the seed's choice: cancels the 1/sqrt(ᾱ_t)
-    that x̂0 = (x_t − sqrt(1−ᾱ_t) ε)/sqrt(ᾱ_t) puts on ∇_{x_t}, which is huge at high noise);
-    ``one_minus_alpha_bar`` -> 1 − ᾱ_t (strong early, fading to 0 as the image settles).
-    """
-    if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {list(SCALINGS)}, got {scaling!r}")
-    a = float(alpha_bar)
-    if scaling == "sqrt_alpha_bar":
-        return math.sqrt(a)
-    if scaling == "one_minus_alpha_bar":
-        return 1.0 - a
-    return 1.0
-
-
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-_RGB = re.compile(r"^rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)$")
-
-
-def parse_color(value) -> tuple[float, float, float]:
-    """A colour as ``#rrggbb``, ``#rgb``, ``rgb(r, g, b)`` / ``rgba(...)`` (0..255) or an
-    (r, g, b) triple in [0, 1] -> (r, g, b) in [0, 1]. Raises ValueError otherwise."""
-    if isinstance(value, (tuple, list)) and len(value) == 3:
-        rgb = tuple(check_number("colour component", v, 0.0, 1.0) for v in value)
-        return rgb  # type: ignore[return-value]
-    s = str(value or "").strip()
-    m = _HEX.match(s)
-    if m:
-        h = m.group(1)
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        return tuple(int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
-    m = _RGB.match(s)
-    if m:
-        return tuple(check_number("colour component", v, 0, 255) / 255.0 for v in m.groups())  # type: ignore[return-value]
-    raise ValueError(f"not a colour: {value!r} (use #rrggbb)")
-
-
-def color_target(rgb01: Sequence[float], device=None, dtype=torch.float32) -> torch.Tensor:
-    """(r, g, b) in [0, 1] -> target ``[3]`` in the images' [-1, 1] range."""
-    return torch.tensor([float(c) for c in rgb01], device=device, dtype=dtype) * 2 - 1
-
-
-def color_loss(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean absolute distance of every pixel to a target colour, per image.
-
-    Args:
-        images: ``[B, 3, H, W]`` in [-1, 1].
-        target: ``[3]`` in [-1, 1] (see :func:`color_target`).
-    Returns:
-        ``[B]``: mean over channels and pixels of |x − target| (0 = the image is that colour).
-    """
-    return (images - target.to(images.device, images.dtype).view(1, 3, 1, 1)).abs().flatten(1).mean(1)
-
-
-def mean_color(images: torch.Tensor) -> torch.Tensor:
-    """Average colour per image: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, 3]`` in [0, 1]."""
-    return ((images.clamp(-1, 1) + 1) / 2).mean(dim=(2, 3))
-
-
-def spherical_distance_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared great-circle distance between unit vectors, as in the seed: 2 · arcsin(‖a − b‖ / 2)².
-
-    For unit a, b at angle θ, ‖a − b‖ = 2 sin(θ/2), so this is 2 (θ/2)² = θ²/2: half the squared
-    geodesic distance on the unit sphere. arcsin of the chord is better behaved than arccos(a·b)
-    near θ = 0. Inputs ``[..., D]`` (normalised here), broadcast; returns ``[...]``.
-    """
-    a = F.normalize(a, dim=-1)
-    b = F.normalize(b, dim=-1)
-    chord = (a - b).norm(dim=-1).clamp(max=2.0)
-    return (chord / 2).asin().pow(2).mul(2)
-
-
-def make_cutouts(images: torch.Tensor, n: int, cut_size: int, generator: torch.Generator | None = None,
-                 min_frac: float = 0.75, flip: bool = True) -> torch.Tensor:
-    """``n`` random square crops of each image, resized to ``cut_size`` and randomly flipped.
-
-    Differentiable in ``images`` (crops and bilinear resizing). Each crop's side is a uniform
-    fraction in [``min_frac``, 1] of the shorter side, at a uniform position; all images in the
-    batch share a crop. Randomness comes only from ``generator`` (CPU), so a run repeats.
-
-    Args:
-        images: ``[B, 3, H, W]`` in [-1, 1].
-    Returns:
-        ``[n * B, 3, cut_size, cut_size]``, cutout-major (cutout j of image b at ``j * B + b``).
-    """
-    b, _, h, w = images.shape
-    side = min(h, w)
-    u = torch.rand(n, 4, generator=generator)  # [n, 4]: size, y, x, flip
-    cuts = []
-    for j in range(n):
-        s = max(1, int(round(side * (min_frac + (1 - min_frac) * float(u[j, 0])))))
-        y = int(float(u[j, 1]) * (h - s + 1)) if h > s else 0
-        x = int(float(u[j, 2]) * (w - s + 1)) if w > s else 0
-        c = images[:, :, y:y + s, x:x + s]
-        c = F.interpolate(c, size=(cut_size, cut_size), mode="bilinear", align_corners=False,
-                          antialias=s > cut_size)
-        if flip and float(u[j, 3]) < 0.5:
-            c = c.flip(-1)
-        cuts.append(c)
-    return torch.cat(cuts)  # [n * B, 3, S, S]
-
-
-class ClipLoss:
-    """Per-image CLIP loss: mean over ``n_cutouts`` cutouts of the spherical distance between
-    the cutout's CLIP image embedding and the prompt's text embedding.
-
-    ``clip`` is a :class:`pipelines.models.ClipModel` (``encode_image`` on [-1, 1] images,
-    differentiable; ``encode_text``; ``image_size``). Call on ``[B, 3, H, W]`` in [-1, 1] ->
-    ``[B]``. ``n_cutouts = 0`` scores the whole image once (deterministic).
-    """
-
-    def __init__(self, clip, prompt: str, n_cutouts: int = 4, generator: torch.Generator | None = None,
-                 min_frac: float = 0.75):
-        if not str(prompt).strip():
-            raise ValueError("CLIP guidance needs a prompt to steer towards")
-        self.clip = clip
-        self.prompt = str(prompt)
-        self.n = int(check_number("cutouts", n_cutouts, 0, MAX_CUTOUTS))
-        self.generator = generator if generator is not None else torch.Generator("cpu").manual_seed(0)
-        self.min_frac = float(min_frac)
-        self.text = clip.encode_text([self.prompt])  # [1, D], unit
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        b = images.shape[0]
-        if self.n == 0:
-            emb = self.clip.encode_image(images)[None]  # [1, B, D]
-        else:
-            cuts = make_cutouts(images, self.n, self.clip.image_size, self.generator, self.min_frac)
-            emb = self.clip.encode_image(cuts).view(self.n, b, -1)  # [n, B, D]
-        return spherical_distance_loss(emb, self.text.to(emb.device)[None]).mean(0)  # [B]
-
-
-@torch.no_grad()
-def final_clip_loss(clip, images: torch.Tensor, prompt: str) -> torch.Tensor:
-    """Spherical distance loss of whole images ``[B, 3, H, W]`` (no cutouts) to ``prompt`` -> ``[B]``."""
-    return ClipLoss(clip, prompt, n_cutouts=0)(images)
-
-
-@dataclass
-class GuidanceStep:
-    """What :class:`LossGuidance` did at one step (floats are batch means; maps on CPU).
-
-    ``loss``: L(x̂0) before the update, per image ``[B]``; ``factor``: the per-step factor
-    from ᾱ_t; ``update_rms``: RMS of s · factor · ∇_{x_t} L (what was subtracted);
-    ``grad_map``: per-pixel ‖s · factor · ∇_{x_t} L‖ over channels, ``[B, h, w]`` (None when
-    not kept or not guided).
-    """
-
-    index: int
-    t: int | float
-    alpha_bar: float
-    factor: float
-    loss: torch.Tensor
-    grad_rms: float = 0.0
-    update_rms: float = 0.0
-    grad_map: torch.Tensor | None = None
-
-
-class LossGuidance:
-    """A ``cond_fn`` for :func:`pipelines.sampling.sample_steps`: steer x̂0 down a loss.
-
-    At each step (classifier guidance, Dhariwal & Nichol 2021, Alg. 1, with a loss in place
-    of −log p(y|x); the HF class's colour/CLIP guidance):
-
-    1. x̂0 = (x_in − sqrt(1−ᾱ_t) ε) / sqrt(ᾱ_t) (DDPM eq. 15), with ε held fixed (cheap; the
-       seed's way) or, with ``through_unet``, ε re-predicted from x_t with autograd.
-    2. L = Σ_b loss(decode(x̂0))_b: a sum of per-image losses, so each image's gradient is its
-       own loss's and does not shrink with the batch size. The image is clamped to [-1, 1] in
-       value only (straight-through gradient), so the loss scores what the user would see.
-    3. g = s · factor(ᾱ_t) · ∇_{x_t} L, factor from :func:`step_factor` with ᾱ of timestep t.
-    4. ``apply="x_t"``: step from x_t − g (the HF class). ``apply="eps"``: ε̂ = ε + sqrt(1−ᾱ_t) g
-       (Dhariwal & Nichol, Alg. 2 / Song et al. 2021 score form; done by the loop).
-
-    ``scale = 0`` only measures the loss (no gradient, no change): the unguided reference. So do
-    steps with ᾱ_t < :data:`MIN_ALPHA_BAR` (near zero SNR, where x̂0 with ε fixed is meaningless).
-    ``history`` holds one :class:`GuidanceStep` per step; create one object per request.
-
-    Args:
-        loss_fn: images ``[B, 3, H, W]`` in [-1, 1] -> ``[B]`` (differentiable).
-        scale: s ≥ 0.
-        scaling: a key of :data:`SCALINGS`.
-        keep_maps: keep a per-pixel gradient-magnitude map per step (for heatmaps).
-    """
-
-    def __init__(self, loss_fn: Callable[[torch.Tensor], torch.Tensor], scale: float, *, scaling: str = "none",
-                 apply: str = "x_t", through_unet: bool = False, keep_maps: bool = False):
-        self.loss_fn = loss_fn
-        self.scale = check_number("guidance scale", scale, 0.0, MAX_LOSS_SCALE)
-        step_factor(scaling, 1.0)  # validates the name
-        if apply not in APPLY_MODES:
-            raise ValueError(f"apply must be one of {APPLY_MODES}, got {apply!r}")
-        self.scaling, self.apply, self.through_unet, self.keep_maps = scaling, apply, bool(through_unet), keep_maps
-        self.history: list[GuidanceStep] = []
-
-    def _pred_x0(self, ctx: GuidanceContext, x: torch.Tensor) -> torch.Tensor:
-        if self.through_unet:
-            return ctx.predict(x)[1]
-        a = ctx.alpha_bar
-        return (x * ctx.c_in - math.sqrt(1.0 - a) * ctx.eps) / math.sqrt(a)  # DDPM eq. 15, ε fixed
-
-    def __call__(self, ctx: GuidanceContext) -> GuidanceOutput | None:
-        factor = step_factor(self.scaling, ctx.alpha_bar)  # ᾱ of timestep t, never of the loop index
-        t = ctx.t.item() if torch.is_tensor(ctx.t) else ctx.t
-        decode = ctx.model.decode
-        if self.scale == 0.0 or ctx.alpha_bar < MIN_ALPHA_BAR:
-            with torch.no_grad():
-                loss = self.loss_fn(decode(ctx.pred_x0).clamp(-1, 1)).detach().float().cpu()
-            self.history.append(GuidanceStep(ctx.index, t, ctx.alpha_bar, factor, loss))
-            return None
-        with torch.enable_grad():
-            x = ctx.x_t.detach().requires_grad_(True)
-            img = decode(self._pred_x0(ctx, x))
-            # Score a valid image: clamp to [-1, 1] in value (as the scheduler's clip_sample / the
-            # final image), straight-through in the gradient. Early on x̂0 is far outside the range
-            # (÷ sqrt(ᾱ_t) ≈ 5e-5 at t = 999 on the cosine schedule) and its raw loss is meaningless.
-            img = img + (img.clamp(-1, 1) - img).detach()
-            per_image = self.loss_fn(img)  # [B]
-            grad = torch.autograd.grad(per_image.sum(), x)[0]  # ∇_{x_t} L, [B, C, h, w]
-        g = self.scale * factor * grad
-        gmap = g.detach().norm(dim=1).float().cpu() if self.keep_maps else None  # [B, h, w]
-        self.history.append(GuidanceStep(ctx.index, t, ctx.alpha_bar, factor,
-                                         per_image.detach().float().cpu(), float(rms(grad).mean()),
-                                         float(rms(g).mean()), gmap))
-        if self.apply == "x_t":
-            return GuidanceOutput(x_t=ctx.x_t - g)
-        return GuidanceOutput(grad=g)
-
-    def losses(self) -> list[float]:
-        """Batch-mean loss per step, in step order."""
-        return [float(s.loss.mean()) for s in self.history]
-
-
-def color_guidance(color, scale: float, *, scaling: str = "none", apply: str = "x_t",
-                   through_unet: bool = False, keep_maps: bool = False) -> LossGuidance:
-    """A cond_fn pulling x̂0 towards one colour (``color``: see :func:`parse_color`)."""
-    target = color_target(parse_color(color))
-    return LossGuidance(lambda img: color_loss(img, target), scale, scaling=scaling, apply=apply,
-                        through_unet=through_unet, keep_maps=keep_maps)
-
-
-def clip_guidance(clip, prompt: str, scale: float, *, n_cutouts: int = 4, scaling: str = "sqrt_alpha_bar",
-                  generator: torch.Generator | None = None, min_frac: float = 0.75, apply: str = "x_t",
-                  through_unet: bool = False, keep_maps: bool = False) -> LossGuidance:
-    """A cond_fn pulling x̂0 towards ``prompt`` in CLIP space (:class:`ClipLoss` over cutouts).
-
-    ``generator`` drives the cutouts only (default: a fresh one seeded 0, so runs repeat).
-    """
-    loss = ClipLoss(clip, validation.prompt(prompt, "CLIP prompt"), n_cutouts, generator, min_frac)
-    return LossGuidance(loss, scale, scaling=scaling, apply=apply, through_unet=through_unet,
-                        keep_maps=keep_maps)

@@ -27,8 +27,9 @@ import time
 
 import torch
 
+from pipelines import loss_guidance as LG
 from pipelines import guidance as G
-from pipelines.sampling import sample, sample_steps
+from pipelines.diffusion.loop import sample, sample_steps
 
 CFG_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
 CFG_PROMPTS = [
@@ -69,7 +70,7 @@ def eval_cfg(model, clip, prompts, samples: int, steps: int, seed: int = 0) -> l
 def eval_clip(model, clip, steps: int, scale: float, n_cutouts: int, seeds_per_prompt: int = 5,
               scaling: str = "sqrt_alpha_bar") -> tuple[int, int]:
     print(f"\n2. CLIP guidance: unconditional base (empty prompt), DDIM {steps} steps, scale {scale:g}, "
-          f"{n_cutouts} cutouts, factor {G.SCALINGS[scaling]}")
+          f"{n_cutouts} cutouts, factor {LG.SCALINGS[scaling]}")
     wins = total = 0
     deltas = []
     for p_i, prompt in enumerate(CLIP_PROMPTS):
@@ -78,11 +79,11 @@ def eval_clip(model, clip, steps: int, scale: float, n_cutouts: int, seeds_per_p
         kw = dict(guidance_scale=1.0, num_inference_steps=steps, sampler="DDIM", latents=x_T)
         with torch.no_grad():
             plain = sample(model, [""] * len(seeds), **kw)
-        hook = G.clip_guidance(clip, prompt, scale, n_cutouts=n_cutouts, scaling=scaling,
+        hook = LG.clip_guidance(clip, prompt, scale, n_cutouts=n_cutouts, scaling=scaling,
                                generator=torch.Generator().manual_seed(p_i))
         guided = sample(model, [""] * len(seeds), cond_fn=hook, **kw)
-        before = G.final_clip_loss(clip, plain, prompt)
-        after = G.final_clip_loss(clip, guided, prompt)
+        before = LG.final_clip_loss(clip, plain, prompt)
+        after = LG.final_clip_loss(clip, guided, prompt)
         w = int((after < before).sum())
         wins, total = wins + w, total + len(seeds)
         deltas += (after - before).tolist()
@@ -95,20 +96,20 @@ def eval_clip(model, clip, steps: int, scale: float, n_cutouts: int, seeds_per_p
 
 def eval_colour(model, steps: int, scale: float, n_seeds: int = 8, scaling: str = "sqrt_alpha_bar") -> None:
     print(f"\n3. Colour guidance: prompt 'a red circle on a white background' (CFG w = 3), DDIM {steps} steps, "
-          f"scale {scale:g}, factor {G.SCALINGS[scaling]}, {n_seeds} seeds")
+          f"scale {scale:g}, factor {LG.SCALINGS[scaling]}, {n_seeds} seeds")
     prompts = ["a red circle on a white background"] * n_seeds
     x_T = _latents(model, range(n_seeds))
     kw = dict(guidance_scale=3.0, num_inference_steps=steps, sampler="DDIM", latents=x_T)
     with torch.no_grad():
         plain = sample(model, prompts, **kw)
     for name, colour in COLOUR_TARGETS.items():
-        target = torch.tensor(G.parse_color(colour))
-        guided = sample(model, prompts, cond_fn=G.color_guidance(colour, scale, scaling=scaling), **kw)
-        d0 = (G.mean_color(plain) - target).norm(dim=1)
-        d1 = (G.mean_color(guided) - target).norm(dim=1)
+        target = torch.tensor(LG.parse_color(colour))
+        guided = sample(model, prompts, cond_fn=LG.color_guidance(colour, scale, scaling=scaling), **kw)
+        d0 = (LG.mean_color(plain) - target).norm(dim=1)
+        d1 = (LG.mean_color(guided) - target).norm(dim=1)
         print(f"   {name:16} mean-colour distance without {d0.mean():.3f}  with {d1.mean():.3f}  "
-              f"(closer on {int((d1 < d0).sum())}/{n_seeds}); mean colour {_fmt(G.mean_color(plain).mean(0))} -> "
-              f"{_fmt(G.mean_color(guided).mean(0))}", flush=True)
+              f"(closer on {int((d1 < d0).sum())}/{n_seeds}); mean colour {_fmt(LG.mean_color(plain).mean(0))} -> "
+              f"{_fmt(LG.mean_color(guided).mean(0))}", flush=True)
 
 
 def _fmt(c) -> str:
@@ -148,10 +149,10 @@ def bench_guidance_steps(model=None, clip=None, steps: int = 8, repeats: int = 5
         "CFG step (w = 7.5, batched [uncond, cond])": lambda: dict(prompt=prompt, guidance_scale=7.5),
         f"CLIP-guided step ({n_cutouts} cutouts, w = 1)": lambda: dict(
             prompt="", guidance_scale=1.0,
-            cond_fn=G.clip_guidance(clip, prompt, 100.0, n_cutouts=n_cutouts)),
+            cond_fn=LG.clip_guidance(clip, prompt, 100.0, n_cutouts=n_cutouts)),
         f"CLIP-guided step through the UNet ({n_cutouts} cutouts)": lambda: dict(
             prompt="", guidance_scale=1.0,
-            cond_fn=G.clip_guidance(clip, prompt, 100.0, n_cutouts=n_cutouts, through_unet=True)),
+            cond_fn=LG.clip_guidance(clip, prompt, 100.0, n_cutouts=n_cutouts, through_unet=True)),
     }
     _time_steps(model, 3, **variants["plain step (w = 1, one UNet pass)"]())  # warm-up
     samples: dict[str, list[float]] = {k: [] for k in variants}
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 30, quick 10)")
     ap.add_argument("--clip-scale", type=float, default=200.0)
     ap.add_argument("--cutouts", type=int, default=4)
-    ap.add_argument("--colour-scale", type=float, default=G.COLOUR_SCALE_DEFAULT)
+    ap.add_argument("--colour-scale", type=float, default=LG.COLOUR_SCALE_DEFAULT)
     ap.add_argument("--sections", default="cfg,clip,colour,bench", help="comma-separated subset")
     args = ap.parse_args(argv)
     sections = set(args.sections.split(",")) if not args.bench_only else {"bench"}

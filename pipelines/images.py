@@ -178,12 +178,6 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     return y.cpu().numpy()
 
 
-def tensor_to_pil(x: torch.Tensor) -> Image.Image | list[Image.Image]:
-    """``[3, H, W]`` -> one image; ``[B, 3, H, W]`` -> a list of B images (values clamped to [-1, 1])."""
-    a = tensor_to_uint8(x)
-    return Image.fromarray(a) if a.ndim == 3 else [Image.fromarray(i) for i in a]
-
-
 def load_working_tensor(source, size: int = 256) -> torch.Tensor:
     """load_image -> to_working_size -> ``[1, 3, size, size]`` float32 in [-1, 1]."""
     return pil_to_tensor(to_working_size(load_image(source), size))

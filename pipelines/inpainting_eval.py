@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from pipelines import sketch
+from pipelines import masks
 from pipelines import inpainting as ip
 from pipelines.images import pil_to_tensor
 from pipelines.models import TOY_SD_DIR, ModelRegistry
@@ -91,14 +93,14 @@ def eval_sketch(model, clip, n: int, prompt: str, strength: float, steps: int, s
                 want=("red", "circle")) -> dict:
     outs, dist = [], 0.0
     for seed in range(n):
-        sketch = pil_to_tensor(ip.blob_sketch(256, seed))
+        drawing = pil_to_tensor(sketch.blob_sketch(256, seed))
         rec = None
-        for rec in ip.sketch_steps(model, sketch, prompt, strength=strength, num_inference_steps=steps,
+        for rec in sketch.sketch_steps(model, drawing, prompt, strength=strength, num_inference_steps=steps,
                                    guidance_scale=scale, generator=torch.Generator().manual_seed(seed),
                                    preview="none"):
             pass
         outs.append(rec.image)
-        dist += float((rec.image - ip.resize(sketch, (PX, PX))).abs().mean()) / n
+        dist += float((rec.image - masks.resize(sketch, (PX, PX))).abs().mean()) / n
     pred = classify(clip, torch.cat(outs))
     return {"match": sum(p["color"] == want[0] and p["shape"] == want[1] for p in pred) / n,
             "red": sum(p["color"] == "red" for p in pred) / n,

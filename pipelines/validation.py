@@ -9,7 +9,9 @@ Rules:
 
 * **Numbers** must be finite (NaN and ±inf are refused) and within the documented range.
   Integer parameters must be whole numbers (``3.0`` is fine, ``3.5`` is refused).
-* **Seeds** are whole numbers in ``[0, MAX_SEED]`` (2^53: integers a browser holds exactly).
+* **Seeds** are whole numbers in ``[0, MAX_SEED]`` (2^32 − 1: torch's CPU generator, a Mersenne
+  Twister, keeps only the low 32 bits of a seed, so larger seeds would silently repeat images).
+* **Guidance scales** w are in ``[0, MAX_GUIDANCE]``, the UI sliders' range too.
 * **Prompts** are strings of at most :data:`MAX_PROMPT_CHARS` characters (longer ones are
   refused, not cut: CLIP reads only its first 77 tokens, roughly 300 characters, so a longer
   prompt would be silently truncated by the tokenizer). Any Unicode is accepted (the
@@ -23,7 +25,8 @@ import math
 import re
 
 MAX_PROMPT_CHARS = 1000
-MAX_SEED = 2**53
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 30.0
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -57,6 +60,13 @@ def seed(value) -> int:
     if value is None or value == "":
         return 0
     return integer("seed", value, 0, MAX_SEED)
+
+
+def generator(value, device: str = "cpu"):
+    """One fresh ``torch.Generator`` per request, seeded with :func:`seed` (``value``)."""
+    import torch
+
+    return torch.Generator(device).manual_seed(seed(value))
 
 
 def choice(name: str, value, options) -> str:

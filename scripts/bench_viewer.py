@@ -3,7 +3,7 @@
 All rows are measured side by side in one run, with the bundled toy model:
 
 * bare loop vs streaming loop: a diffusers-style loop (UNet + CFG + ``scheduler.step``, no
-  records), :func:`pipelines.sampling.sample` and the tab's streaming generator (records,
+  records), :func:`pipelines.diffusion.loop.sample` and the tab's streaming generator (records,
   uint8 trajectory, throttled PNG frames), interleaved ABC ABC ..., medians;
 * the same run streamed through ``python app.py`` to a client that downloads every frame, against
   the bare loop with the same torch threads and UNet forward: as shipped, with the eager UNet, with
@@ -31,7 +31,7 @@ PROMPT = "a red circle on a navy background"
 
 @contextlib.contextmanager
 def _jit(value: str):
-    """``DL_JIT`` set to ``value`` ("1": traced UNet, "0": eager; :mod:`pipelines.traced_unet`) inside
+    """``DL_JIT`` set to ``value`` ("1": traced UNet, "0": eager; :mod:`pipelines.models.traced_unet`) inside
     the block, restored after. The traced forward reads it on every call."""
     own = os.environ.get("DL_JIT")
     os.environ["DL_JIT"] = value
@@ -62,7 +62,7 @@ def _bare_loop(model, seed: int) -> torch.Tensor:
 
 
 def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
-    """Bare loop vs ``sampling.sample`` vs the viewer's streaming generator, interleaved.
+    """Bare loop vs ``loop.sample`` vs the viewer's streaming generator, interleaved.
 
     Two figures per loop: the wall-time median, and the median time spent *outside* the UNet's
     forward (scheduler, records, uint8 trajectory, PNG frames, filmstrip). On a shared 2-vCPU host
@@ -70,12 +70,12 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
     totals; the extra work a loop adds is its outside-UNet time minus the bare loop's, so
     that difference over the bare loop's total is reported as the overhead."""
     from demos import denoising_viewer as dv
-    from pipelines import sampling
+    from pipelines.diffusion import loop
 
     model = runtime.registry.diffusion()
     runs = {
         "bare diffusers-style loop": lambda s: _bare_loop(model, s),
-        "sampling.sample (records)": lambda s: sampling.sample(
+        "loop.sample (records)": lambda s: loop.sample(
             model, PROMPT, sampler="DDIM", num_inference_steps=STEPS, guidance_scale=W,
             generator=torch.Generator().manual_seed(s)),
         "viewer streaming generator": lambda s: list(dv.run_viewer(
@@ -108,7 +108,7 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
                 times[name].append(time.perf_counter() - t0)
                 outside[name].append(times[name][-1] - in_unet[0])
     finally:
-        model.unet.forward = forward  # back to the model's own forward (traced, pipelines.traced_unet)
+        model.unet.forward = forward  # back to the model's own forward (traced, pipelines.models.traced_unet)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {k: statistics.median(v) for k, v in outside.items()}
     low = {k: min(v) for k, v in times.items()}
@@ -131,11 +131,11 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     """A 50-step run streamed through the app to a client that downloads every frame (as a browser
     does) against the bare loop in this process with the same torch thread count, interleaved
     (bare, app, bare, app, ...; the app is idle during the bare runs). Four servers: as shipped (traced
-    UNet, :mod:`pipelines.traced_unet`; one compute thread with all cores but one,
-    :mod:`pipelines.compute_thread`), with the eager UNet (``DL_JIT=0``), with all cores in the compute
+    UNet, :mod:`pipelines.models.traced_unet`; one compute thread with all cores but one,
+    :mod:`pipelines.serving.compute_thread`), with the eager UNet (``DL_JIT=0``), with all cores in the compute
     thread (``DL_TORCH_THREADS``), and without the compute thread (``DL_COMPUTE_THREAD=0``: handlers in
     gradio's worker threads, all cores). Each bare loop uses its server's UNet forward and thread count."""
-    from pipelines import compute_thread
+    from pipelines.serving import compute_thread
 
     model = runtime.registry.diffusion()
     out = []
@@ -231,17 +231,17 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
 
 
 def sample_rows(runtime, repeats: int = 9) -> list[tuple[str, str]]:
-    """One 50-step DDIM + CFG sample through :func:`pipelines.sampling.sample` (what the tabs and
-    ``toyworld.evaluate`` run), traced UNet vs eager (``DL_JIT=0``, :mod:`pipelines.traced_unet`),
+    """One 50-step DDIM + CFG sample through :func:`pipelines.diffusion.loop.sample` (what the tabs and
+    ``toyworld.evaluate`` run), traced UNet vs eager (``DL_JIT=0``, :mod:`pipelines.models.traced_unet`),
     interleaved, at this process's torch thread count (2 on 2 cores unless ``--threads``)."""
-    from pipelines import sampling
+    from pipelines.diffusion import loop
 
     model = runtime.registry.diffusion()
 
     def run(jit: str, seed: int) -> float:
         with _jit(jit):
             t0 = time.perf_counter()
-            sampling.sample(model, "a blue star on a white background", sampler="DDIM", num_inference_steps=STEPS,
+            loop.sample(model, "a blue star on a white background", sampler="DDIM", num_inference_steps=STEPS,
                             guidance_scale=5.0, generator=torch.Generator().manual_seed(seed))
             return time.perf_counter() - t0
 

@@ -8,7 +8,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from demos.common import sample_paths
-from pipelines import images, schedules
+from pipelines import images
+from pipelines.diffusion import schedules
 from tests.images_helpers import make_files
 
 pytestmark = pytest.mark.api
@@ -65,6 +66,15 @@ def test_forward_compare(client):
     gallery, plot, md = client.predict("linear", 200, 8, 1, api_name="/forward_compare")
     assert len(gallery) == 5 and plot is not None
     assert "8 draws each" in md and "theory" in md
+    # theory: std of x_200 = sqrt(1 - ᾱ_200), DDPM's linear β from 1e-4 to 0.02 over 1000 steps
+    sd = float(np.sqrt(1 - np.prod(1 - np.linspace(1e-4, 0.02, 1000)[:201])))
+    assert f"theory {sd:.3f}" in gallery[3]["caption"] and f"theory {sd:.3f}" in gallery[4]["caption"]
+    # the std images (std 0..1 shown black..white) measure that spread, by both methods
+    for tile in gallery[3:]:
+        assert abs(_img(tile["image"]).mean() / 255 - sd) < 0.15 * sd, tile["caption"]
+    # the means of 8 draws follow the theoretical mean sqrt(ᾱ) x0 (8 draws: noisy, but correlated)
+    theory = _img(gallery[0]["image"])
+    assert _corr(_img(gallery[1]["image"]), theory) > 0.3 and _corr(_img(gallery[2]["image"]), theory) > 0.3
 
 
 @pytest.mark.parametrize("name,match", [
@@ -125,6 +135,13 @@ def test_schedules_plot_and_table(client):
     assert client.predict(["sigmoid"], 200, 1e-4, 0.02, True, False, api_name="/schedules_plot") is not None
     table = client.predict(["quadratic", "linear"], 200, 1e-4, 0.02, True, False, api_name="/schedules_table")
     assert [r[0] for r in table["data"]] == ["quadratic", "linear"]
+    # √ᾱ_T over T = 200 steps of β in [1e-4, 0.02]: linear β, and quadratic (linear in sqrt(β), squared)
+    betas = {"linear": np.linspace(1e-4, 0.02, 200), "quadratic": np.linspace(1e-4 ** 0.5, 0.02 ** 0.5, 200) ** 2}
+    for row in table["data"]:
+        a = float(np.prod(1 - betas[row[0]]))
+        assert float(row[2]) == pytest.approx(a ** 0.5, abs=2e-6), row
+        assert float(row[3]) == pytest.approx(10 * np.log10(a / (1 - a)), abs=0.051), row
+        assert "leaks" in row[4] and a ** 0.5 > 0.3, row  # 200 steps of small β leave much of the signal
 
 
 @pytest.mark.parametrize("args,match", [

@@ -2,6 +2,7 @@
 on the bundled models (few steps: these check wiring, validation and determinism, not quality)."""
 
 import json
+import re
 
 import httpx
 import numpy as np
@@ -31,16 +32,38 @@ def test_generate_is_deterministic_and_depends_on_w(client):
     assert np.abs(_img(a) - _img(c)).mean() > 1  # w changes it
 
 
-def test_grid_has_five_scales(client):
+def test_grid_has_five_scales_each_the_single_run_at_that_w(client):
     grid = client.predict(MODEL, PROMPT, "", 3, "DDIM", 2, api_name="/guidance_grid")
     assert len(grid) == 5
     assert "unconditional" in grid[0]["caption"] and grid[4]["caption"] == "w = 15"
+    # same seed for every scale: each tile is what /guidance_generate makes at that w
+    for tile, w in zip(grid, (0.0, 1.0, 3.0, 7.5, 15.0)):
+        single, _ = client.predict(MODEL, PROMPT, "", w, 3, "DDIM", 2, api_name="/guidance_generate")
+        assert np.abs(_img(tile["image"]) - _img(single)).max() <= 8, w  # JPEG round trip aside
+    assert np.abs(_img(grid[0]["image"]) - _img(grid[4]["image"])).mean() > 1  # and w matters
+
+
+def _norm_rows(md: str) -> list[tuple[float, float]]:
+    """The (L2, RMS) of the four rows of the decomposition table: ε_u, ε_c, difference, combined."""
+    rows = re.findall(r"^\| [^|]+ \| ([\d.]+) \| ([\d.]+) \|$", md, re.M)
+    assert len(rows) == 4, md
+    return [(float(a), float(b)) for a, b in rows]
 
 
 def test_decompose_reports_terms_and_norms(client):
     gallery, md = client.predict(MODEL, PROMPT, "a blue star", 7.5, 5, "DDIM", 0, 2, api_name="/guidance_decompose")
     assert len(gallery) == 6
     assert "ε_c − ε_u" in md and "Step **2/5**" in md and "L2 norm" in md
+    u, c, diff, comb = _norm_rows(md)
+    assert 0 < diff[0] < max(u[0], c[0])  # the prompts differ, by less than ε itself
+    assert abs(comb[0] - c[0]) > 1e-3  # w = 7.5 extrapolates past ε_c
+    # w = 1: the combination ε_u + 1·(ε_c − ε_u) is ε_c itself; w = 0: it is ε_u
+    _, md1 = client.predict(MODEL, PROMPT, "a blue star", 1.0, 5, "DDIM", 0, 2, api_name="/guidance_decompose")
+    u1, c1, _, comb1 = _norm_rows(md1)
+    assert comb1 == c1
+    _, md0 = client.predict(MODEL, PROMPT, "a blue star", 0.0, 5, "DDIM", 0, 2, api_name="/guidance_decompose")
+    u0, _, _, comb0 = _norm_rows(md0)
+    assert comb0 == u0
 
 
 def test_tradeoff_plot_and_table(client):
@@ -55,6 +78,15 @@ def test_colour_with_and_without(client):
                                        api_name="/guidance_colour")
     assert len(gallery) == 2 and plot is not None
     assert "Mean colour without" in md and "distance" in md
+    # the guided image moved towards green, measured on the images shown (not on the text)
+    green = np.array([0.0, 1.0, 0.0])
+    without, with_ = (_img(g["image"]).reshape(-1, 3).mean(0) / 255 for g in gallery)
+    assert np.linalg.norm(with_ - green) < np.linalg.norm(without - green) - 0.05, (without, with_)
+    assert with_[1] > without[1]  # more green
+    # and the text reports those colours
+    m = re.search(r"without: \(([\d.]+), ([\d.]+), ([\d.]+)\).*with: \(([\d.]+), ([\d.]+), ([\d.]+)\)", md)
+    reported = np.array([float(v) for v in m.groups()]).reshape(2, 3)
+    assert np.abs(reported - np.stack([without, with_])).max() < 0.03
 
 
 @pytest.mark.parametrize("mode", [UNCOND, COND])
@@ -63,6 +95,10 @@ def test_clip_guidance_run(client, mode):
                                                   api_name="/clip_guidance_run")
     assert len(gallery) == 2 and loss_plot is not None and heat is not None
     assert "Final CLIP loss" in md
+    # CLIP guidance lowers the final CLIP loss compared with the same run unguided
+    f0, f1 = (float(v) for v in re.search(r"without \*\*([\d.]+)\*\*, with \*\*([\d.]+)\*\*", md).groups())
+    assert f1 < f0, md
+    assert np.abs(_img(gallery[0]["image"]) - _img(gallery[1]["image"])).mean() > 1  # and changed the image
 
 
 def test_clip_hub_model_offline_gives_a_clear_message(client):

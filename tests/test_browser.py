@@ -145,9 +145,14 @@ def test_guidance_example_runs_on_click_and_is_cached(page):
     first = _fetch_image(page, "guidance-image")
     assert page.locator("#guidance-prompt textarea").input_value() == "a yellow star on a navy background"
     cache = Path(os.environ["GRADIO_EXAMPLES_CACHE"])
-    page.wait_for_function("() => true")  # let the cache write land
-    logs = list(cache.rglob("log.csv"))
-    assert logs and any(len(p.read_text().splitlines()) >= 2 for p in logs), logs
+    def cached() -> bool:
+        return any(len(p.read_text().splitlines()) >= 2 for p in cache.rglob("log.csv"))
+
+    for _ in range(100):  # the cache write lands after the result is shown: poll for it (up to ~10 s)
+        if cached():
+            break
+        page.wait_for_timeout(100)
+    assert cached(), list(cache.rglob("log.csv"))
     page.reload()
     page.wait_for_selector("button[role=tab]")
     open_tab(page, "Guidance playground")

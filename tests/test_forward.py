@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from pipelines import forward as F
-from pipelines import schedules as S
+from pipelines.diffusion import forward as F
+from pipelines.diffusion import schedules as S
 
 
 def _x0(shape=(2, 3, 8, 8), seed=1):
@@ -52,6 +52,17 @@ def test_timestep_out_of_range(bad_t):
         F.q_sample_by_steps(_x0(), bad_t, S.make_betas("linear"))
 
 
+def _assert_forward_marginal(sample: torch.Tensor, x0: torch.Tensor, a: torch.Tensor):
+    """``sample`` [n, C, H, W] drawn from N(sqrt(ᾱ) x0, (1-ᾱ) I): per-pixel z-tests of mean and variance."""
+    n, var = sample.shape[0], 1 - a
+    sample = sample.double()
+    mean_z = (sample.mean(0) - a.sqrt() * x0[0]) / (var / n).sqrt()
+    var_z = (sample.var(0) - var) / (var * (2 / (n - 1)) ** 0.5)
+    # 108 pixels: |z| > 4.5 has probability ~1e-3 overall under the hypothesis.
+    assert mean_z.abs().max() < 4.5, f"mean off: max |z| = {float(mean_z.abs().max()):.1f}"
+    assert var_z.abs().max() < 4.5, f"variance off: max |z| = {float(var_z.abs().max()):.1f}"
+
+
 @pytest.mark.parametrize("name,t", [("linear", 300), ("cosine", 120)])
 def test_chain_of_steps_matches_jump_statistically(name, t):
     """t+1 single steps give N(sqrt(ᾱ_t) x0, (1-ᾱ_t) I), like the jump: per-pixel z-tests."""
@@ -62,29 +73,37 @@ def test_chain_of_steps_matches_jump_statistically(name, t):
     xs = x0.expand(n, -1, -1, -1)
     steps = F.q_sample_by_steps(xs, t, betas, torch.Generator().manual_seed(11)).double()
     jump, _ = F.q_sample(xs, t, S.alphas_cumprod(betas), generator=torch.Generator().manual_seed(12))
-    var = 1 - a
-    for sample in (steps, jump.double()):
-        mean_z = (sample.mean(0) - a.sqrt() * x0[0]) / (var / n).sqrt()
-        var_z = (sample.var(0) - var) / (var * (2 / (n - 1)) ** 0.5)
-        # 108 pixels: |z| > 4.5 has probability ~1e-3 overall under the hypothesis.
-        assert mean_z.abs().max() < 4.5, mean_z.abs().max()
-        assert var_z.abs().max() < 4.5, var_z.abs().max()
+    for sample in (steps, jump):
+        _assert_forward_marginal(sample, x0.double(), a)
     # the two methods against each other (two-sample z on the means)
-    diff_z = (steps.mean(0) - jump.double().mean(0)) / (2 * var / n).sqrt()
+    diff_z = (steps.mean(0) - jump.double().mean(0)) / (2 * (1 - a) / n).sqrt()
     assert diff_z.abs().max() < 4.5
 
 
-def test_the_seed_bug_sqrt_beta_plus_noise_would_be_caught():
-    """Guard that the statistical test has power: a step using sqrt(beta)+eps drifts the mean."""
+@pytest.mark.parametrize("bug", ["sqrt_beta_plus_eps", "beta_not_sqrt"])
+def test_the_seed_bug_in_the_chain_is_caught_by_the_statistical_test(monkeypatch, bug):
+    """The statistical test has power: the project's chain (q_sample_by_steps) with its single step
+    replaced by the seed notebook's bug (sqrt(β) + ε instead of sqrt(β) ε), or by β for sqrt(β),
+    fails the same z-tests that the correct chain passes."""
     n, t = 4000, 50
     betas = S.make_betas("linear")
-    x = _x0((1, 3, 6, 6)).expand(n, -1, -1, -1)
-    g = torch.Generator().manual_seed(5)
-    for s in range(t + 1):
-        x = (1 - betas[s]).sqrt() * x + betas[s].sqrt() + torch.randn(x.shape, generator=g)  # wrong on purpose
-    a = S.alphas_cumprod(betas)[t]
-    mean_z = (x.mean(0) - a.sqrt() * _x0((1, 3, 6, 6))[0]) / ((1 - a) / n).sqrt()
-    assert mean_z.abs().max() > 4.5
+    a = S.alphas_cumprod(betas)[t].double()
+    x0 = _x0((1, 3, 6, 6))
+
+    def buggy_step(x_prev, s, betas, generator=None, noise=None):
+        eps = torch.randn(x_prev.shape, generator=generator)
+        b = betas[s]
+        if bug == "sqrt_beta_plus_eps":
+            return (1 - b).sqrt() * x_prev + b.sqrt() + eps, eps
+        return (1 - b).sqrt() * x_prev + b * eps, eps
+
+    monkeypatch.setattr(F, "q_step", buggy_step)
+    x = F.q_sample_by_steps(x0.expand(n, -1, -1, -1), t, betas, torch.Generator().manual_seed(5))
+    with pytest.raises(AssertionError, match="off"):
+        _assert_forward_marginal(x, x0.double(), a)
+    monkeypatch.undo()
+    x = F.q_sample_by_steps(x0.expand(n, -1, -1, -1), t, betas, torch.Generator().manual_seed(5))
+    _assert_forward_marginal(x, x0.double(), a)  # the real step passes
 
 
 def test_steps_vs_jump_summary_shapes():

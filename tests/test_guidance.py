@@ -12,9 +12,11 @@ import math
 import pytest
 import torch
 
+from pipelines import loss_guidance as LG
 from pipelines import guidance as G
-from pipelines.models import load_toy_diffusion
-from pipelines.sampling import sample, sample_steps
+from pipelines.diffusion import maths
+from pipelines.models import load_toy_clip, load_toy_diffusion, toy_clip_config
+from pipelines.diffusion.loop import sample, sample_steps
 from pipelines.toyworld.unet_config import build_random_toy_sd
 
 PROMPT = "a red circle on a navy background"
@@ -26,6 +28,12 @@ def toy(tmp_path_factory):
     d = tmp_path_factory.mktemp("toy_guidance")
     build_random_toy_sd(d / "toy-sd", d / "toy-clip")
     return load_toy_diffusion(d / "toy-sd", d / "toy-clip", torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def toy_clip(toy, tmp_path_factory):
+    d = tmp_path_factory.getbasetemp() / "toy_guidance0" / "toy-clip"
+    return load_toy_clip(d / "open_clip_model.safetensors", toy_clip_config(d), torch.device("cpu"))
 
 
 def gen(seed=3):
@@ -84,9 +92,9 @@ def test_cfg_at_w_gt_1_matches_separate_passes(toy):
 
 def test_cfg_combine_limits():
     u, c = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    assert torch.equal(G.cfg_combine(u, c, 0.0), u)
-    assert torch.allclose(G.cfg_combine(u, c, 1.0), c)
-    assert torch.allclose(G.cfg_combine(u, c, 3.0), u + 3 * (c - u))
+    assert torch.equal(maths.cfg_combine(u, c, 0.0), u)
+    assert torch.allclose(maths.cfg_combine(u, c, 1.0), c)
+    assert torch.allclose(maths.cfg_combine(u, c, 3.0), u + 3 * (c - u))
 
 
 def test_cfg_decomposition_terms(toy):
@@ -111,15 +119,15 @@ def test_cfg_decomposition_terms(toy):
 
 @pytest.mark.parametrize("colour", ["#00ff00", "#ff00ff"])
 def test_colour_guidance_moves_the_mean_colour_towards_the_target(toy, colour):
-    target = torch.tensor(G.parse_color(colour))
+    target = torch.tensor(LG.parse_color(colour))
     kw = dict(guidance_scale=3.0, num_inference_steps=10)
-    hook0 = G.color_guidance(colour, 0.0)
+    hook0 = LG.color_guidance(colour, 0.0)
     plain = sample(toy, PROMPT, generator=gen(), cond_fn=hook0, **kw)
     assert torch.equal(plain, sample(toy, PROMPT, generator=gen(), **kw))  # scale 0 only measures
-    hook = G.color_guidance(colour, 1000.0, scaling="sqrt_alpha_bar")  # scale 300 moves it ~15%, 1000 ~45%
+    hook = LG.color_guidance(colour, 1000.0, scaling="sqrt_alpha_bar")  # scale 300 moves it ~15%, 1000 ~45%
     guided = sample(toy, PROMPT, generator=gen(), cond_fn=hook, **kw)
-    d0 = float((G.mean_color(plain)[0] - target).norm())
-    d1 = float((G.mean_color(guided)[0] - target).norm())
+    d0 = float((LG.mean_color(plain)[0] - target).norm())
+    d1 = float((LG.mean_color(guided)[0] - target).norm())
     assert d1 < 0.8 * d0, (d0, d1)
     assert len(hook.history) == 10 and len(hook0.history) == 10
     assert hook.losses()[-1] < hook0.losses()[-1]
@@ -128,15 +136,15 @@ def test_colour_guidance_moves_the_mean_colour_towards_the_target(toy, colour):
 def test_color_loss_and_parse():
     img = torch.zeros(2, 3, 4, 4)
     img[1] = 1.0
-    target = G.color_target((1.0, 0.5, 0.0))  # -> (1, 0, -1)
+    target = LG.color_target((1.0, 0.5, 0.0))  # -> (1, 0, -1)
     # zeros: (1 + 0 + 1) / 3; ones: (0 + 1 + 2) / 3
-    assert torch.allclose(G.color_loss(img, target), torch.tensor([2 / 3, 1.0]))
-    assert G.parse_color("#ff8000") == pytest.approx((1.0, 128 / 255, 0.0))
-    assert G.parse_color("#f80") == pytest.approx((1.0, 136 / 255, 0.0))
-    assert G.parse_color("rgba(255, 0, 51, 1)") == pytest.approx((1.0, 0.0, 0.2))
+    assert torch.allclose(LG.color_loss(img, target), torch.tensor([2 / 3, 1.0]))
+    assert LG.parse_color("#ff8000") == pytest.approx((1.0, 128 / 255, 0.0))
+    assert LG.parse_color("#f80") == pytest.approx((1.0, 136 / 255, 0.0))
+    assert LG.parse_color("rgba(255, 0, 51, 1)") == pytest.approx((1.0, 0.0, 0.2))
     for bad in ["", "red", "#12345", "rgb(300, 0, 0)", None]:
         with pytest.raises(ValueError):
-            G.parse_color(bad)
+            LG.parse_color(bad)
 
 
 # ------------------------------------------------------------------ CLIP loss and per-step scaling
@@ -145,40 +153,40 @@ def test_color_loss_and_parse():
 def test_spherical_distance_by_hand():
     e = torch.eye(3)
     # orthogonal unit vectors: ‖a − b‖ = √2, arcsin(√2/2) = π/4, loss = 2 (π/4)² = π²/8
-    assert float(G.spherical_distance_loss(e[0], e[1])) == pytest.approx(math.pi**2 / 8, rel=1e-6)
-    assert float(G.spherical_distance_loss(e[0], e[0])) == pytest.approx(0.0, abs=1e-6)
-    assert float(G.spherical_distance_loss(e[0], -e[0])) == pytest.approx(2 * (math.pi / 2) ** 2, rel=1e-6)
+    assert float(LG.spherical_distance_loss(e[0], e[1])) == pytest.approx(math.pi**2 / 8, rel=1e-6)
+    assert float(LG.spherical_distance_loss(e[0], e[0])) == pytest.approx(0.0, abs=1e-6)
+    assert float(LG.spherical_distance_loss(e[0], -e[0])) == pytest.approx(2 * (math.pi / 2) ** 2, rel=1e-6)
     for theta in (0.3, 1.0, 2.5):  # at angle θ the loss is θ²/2
         b = torch.tensor([math.cos(theta), math.sin(theta), 0.0])
-        assert float(G.spherical_distance_loss(e[0], b)) == pytest.approx(theta**2 / 2, rel=1e-5)
-        assert float(G.spherical_distance_loss(3 * e[0], 0.5 * b)) == pytest.approx(theta**2 / 2, rel=1e-5)
+        assert float(LG.spherical_distance_loss(e[0], b)) == pytest.approx(theta**2 / 2, rel=1e-5)
+        assert float(LG.spherical_distance_loss(3 * e[0], 0.5 * b)) == pytest.approx(theta**2 / 2, rel=1e-5)
     a, b = torch.randn(5, 1, 8), torch.randn(1, 4, 8)
-    assert G.spherical_distance_loss(a, b).shape == (5, 4)
+    assert LG.spherical_distance_loss(a, b).shape == (5, 4)
 
 
 def test_cutouts_are_deterministic_and_differentiable():
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
-    c1 = G.make_cutouts(x, 5, 16, torch.Generator().manual_seed(1))
-    c2 = G.make_cutouts(x, 5, 16, torch.Generator().manual_seed(1))
-    c3 = G.make_cutouts(x, 5, 16, torch.Generator().manual_seed(2))
+    c1 = LG.make_cutouts(x, 5, 16, torch.Generator().manual_seed(1))
+    c2 = LG.make_cutouts(x, 5, 16, torch.Generator().manual_seed(1))
+    c3 = LG.make_cutouts(x, 5, 16, torch.Generator().manual_seed(2))
     assert c1.shape == (10, 3, 16, 16) and torch.equal(c1, c2) and not torch.equal(c1, c3)
     c1.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_step_factor_modes():
-    assert G.step_factor("none", 0.25) == 1.0
-    assert G.step_factor("sqrt_alpha_bar", 0.25) == 0.5
-    assert G.step_factor("one_minus_alpha_bar", 0.25) == 0.75
+    assert LG.step_factor("none", 0.25) == 1.0
+    assert LG.step_factor("sqrt_alpha_bar", 0.25) == 0.5
+    assert LG.step_factor("one_minus_alpha_bar", 0.25) == 0.75
     with pytest.raises(ValueError):
-        G.step_factor("sqrt", 0.5)
+        LG.step_factor("sqrt", 0.5)
 
 
 @pytest.mark.parametrize("scaling", ["sqrt_alpha_bar", "one_minus_alpha_bar"])
-def test_clip_gradient_factor_uses_alpha_bar_of_the_timestep(toy, scaling):
+def test_clip_gradient_factor_uses_alpha_bar_of_the_timestep(toy, scaling, toy_clip):
     """With 8 of 1000 steps, timestep t and loop index i differ: ᾱ_t ≠ ᾱ_i (the seed's bug)."""
-    clip = toy.extras["clip"]
-    hook = G.clip_guidance(clip, "a red circle", 50.0, n_cutouts=2, scaling=scaling)
+    clip = toy_clip
+    hook = LG.clip_guidance(clip, "a red circle", 50.0, n_cutouts=2, scaling=scaling)
     sample(toy, "", guidance_scale=1.0, num_inference_steps=8, generator=gen(), cond_fn=hook)
     sched = toy.make_scheduler("DDIM")
     sched.set_timesteps(8)
@@ -196,35 +204,35 @@ def test_applied_update_is_scale_times_factor_times_gradient(toy):
     """Loss = mean of x̂0 (ε held fixed): ∇_{x_t} = 1 / (sqrt(ᾱ_t) N) per element, so with the
     sqrt(ᾱ_t) factor the update is s / N at *every* step. ᾱ of the wrong index would break it."""
     n = 3 * 32 * 32
-    hook = G.LossGuidance(lambda img: img.flatten(1).mean(1), 2.0, scaling="sqrt_alpha_bar")
+    hook = LG.LossGuidance(lambda img: img.flatten(1).mean(1), 2.0, scaling="sqrt_alpha_bar")
     sample(toy, PROMPT, guidance_scale=2.0, num_inference_steps=8, generator=gen(), cond_fn=hook)
     assert len(hook.history) == 8
     for h in hook.history:
-        if h.alpha_bar < G.MIN_ALPHA_BAR:  # near zero SNR (toy-sd's t = 959, ᾱ = 1e-6): measured, not guided
+        if h.alpha_bar < LG.MIN_ALPHA_BAR:  # near zero SNR (toy-sd's t = 959, ᾱ = 1e-6): measured, not guided
             assert h.update_rms == 0.0 and h.grad_rms == 0.0 and h.index == 0
             continue
         assert h.update_rms == pytest.approx(2.0 / n, rel=1e-3)
         assert h.grad_rms == pytest.approx(1.0 / (math.sqrt(h.alpha_bar) * n), rel=1e-3)
-    assert hook.history[0].alpha_bar < G.MIN_ALPHA_BAR <= hook.history[1].alpha_bar
+    assert hook.history[0].alpha_bar < LG.MIN_ALPHA_BAR <= hook.history[1].alpha_bar
 
 
-def test_clip_guidance_lowers_the_clip_loss_of_a_tiny_model(toy):
-    clip = toy.extras["clip"]
+def test_clip_guidance_lowers_the_clip_loss_of_a_tiny_model(toy, toy_clip):
+    clip = toy_clip
     kw = dict(guidance_scale=1.0, num_inference_steps=8)
-    hook = G.clip_guidance(clip, "a red circle", 300.0, n_cutouts=4, generator=torch.Generator().manual_seed(0),
+    hook = LG.clip_guidance(clip, "a red circle", 300.0, n_cutouts=4, generator=torch.Generator().manual_seed(0),
                            keep_maps=True)
     x0 = torch.randn(3, *toy.sample_shape, generator=gen(5))
     plain = sample(toy, [""] * 3, latents=x0, **kw)
     guided = sample(toy, [""] * 3, latents=x0, cond_fn=hook, **kw)
-    before = G.final_clip_loss(clip, plain, "a red circle")
-    after = G.final_clip_loss(clip, guided, "a red circle")
+    before = LG.final_clip_loss(clip, plain, "a red circle")
+    after = LG.final_clip_loss(clip, guided, "a red circle")
     assert (after < before).all(), (before, after)
     assert hook.history[-1].grad_map.shape == (3, 32, 32)
 
 
 def test_through_unet_and_eps_modes_run(toy):
     for kw in (dict(through_unet=True), dict(apply="eps")):
-        hook = G.color_guidance("#0000ff", 10.0, scaling="sqrt_alpha_bar", **kw)
+        hook = LG.color_guidance("#0000ff", 10.0, scaling="sqrt_alpha_bar", **kw)
         img = sample(toy, PROMPT, guidance_scale=2.0, num_inference_steps=3, generator=gen(), cond_fn=hook)
         assert torch.isfinite(img).all() and len(hook.history) == 3
 
@@ -239,9 +247,9 @@ def test_through_unet_and_eps_modes_run(toy):
 ])
 def test_bad_guidance_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        G.LossGuidance(lambda x: x.mean((1, 2, 3)), **kwargs)
+        LG.LossGuidance(lambda x: x.mean((1, 2, 3)), **kwargs)
 
 
-def test_clip_loss_needs_a_prompt(toy):
+def test_clip_loss_needs_a_prompt(toy, toy_clip):
     with pytest.raises(ValueError, match="prompt"):
-        G.ClipLoss(toy.extras["clip"], "  ")
+        LG.ClipLoss(toy_clip, "  ")

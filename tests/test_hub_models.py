@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import app
-from pipelines import accel
+from pipelines.models import accel
 from pipelines.models import ModelRegistry, ModelUnavailable, spec_for, specs_with_default
 from pipelines.runtime import Runtime
 from tests.tiny_models import build_tiny_sd
@@ -44,7 +44,7 @@ def test_local_ddpm_folder_is_chosen_by_flag_and_loads_as_pixel_model(ddpm_folde
     m = rt.registry.diffusion()
     assert m.kind == "pixel" and m.sample_shape == (3, 16, 16) and not m.conditional
     assert m.unet.dtype == torch.float32  # CPU: full precision
-    from pipelines.sampling import sample_steps
+    from pipelines.diffusion.loop import sample_steps
 
     *_, last = sample_steps(m, "", num_inference_steps=2, sampler="DDIM", generator=torch.Generator().manual_seed(0))
     assert last.image.shape == (1, 3, 16, 16) and torch.isfinite(last.image).all()

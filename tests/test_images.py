@@ -124,8 +124,8 @@ def test_tensor_round_trip_exact():
     x = I.pil_to_tensor(Image.fromarray(a))
     assert x.shape == (1, 3, 12, 17) and x.dtype == torch.float32
     assert float(x.min()) >= -1 and float(x.max()) <= 1
-    assert np.array_equal(np.asarray(I.tensor_to_pil(x[0])), a)
-    assert isinstance(I.tensor_to_pil(x), list)
+    assert np.array_equal(I.tensor_to_uint8(x[0]), a)
+    assert I.tensor_to_uint8(x).shape == (1, 12, 17, 3)
     assert np.array_equal(I.tensor_to_uint8(torch.full((3, 2, 2), 5.0)), np.full((2, 2, 3), 255, np.uint8))
 
 
@@ -135,3 +135,37 @@ def test_load_working_tensor_from_bytes_file(tmp_path):
     (tmp_path / "a.png").write_bytes(buf.getvalue())
     x = I.load_working_tensor(tmp_path / "a.png", 32)
     assert x.shape == (1, 3, 32, 32) and torch.all(x == -1)
+
+
+# ------------------------------------------------------------------ the 40-megapixel cap, at its boundary
+
+
+def _bilevel_png(path, w: int, h: int):
+    Image.new("1", (w, h)).save(path)  # 1 bit per pixel: 5 MB in memory, a few kB on disk
+    return path
+
+
+def test_pixel_cap_is_40_megapixels_exactly(tmp_path):
+    ok = _bilevel_png(tmp_path / "ok.png", 8000, 5000)  # 40,000,000 px: at the limit, accepted
+    assert I.check_upload(ok) == (8000, 5000)
+    over = _bilevel_png(tmp_path / "over.png", 8000, 5001)  # 40,008,000 px: refused
+    with pytest.raises(ValueError, match=r"too large: 8000×5001 px = 40 megapixels; the limit is 40 megapixels"):
+        I.check_upload(over)
+    with pytest.raises(ValueError, match="the limit is 40 megapixels"):
+        I.load_image(over)
+    with pytest.raises(ValueError, match="too large"):  # well under 60 MP, still refused
+        I.check_upload(_bilevel_png(tmp_path / "50mp.png", 8000, 6250))
+
+
+def test_pixel_cap_for_arrays_and_pil_images_at_the_boundary():
+    with pytest.raises(ValueError, match="the limit is 40 megapixels"):
+        I.load_image(np.zeros((5001, 8000), np.uint8))
+    with pytest.raises(ValueError, match="the limit is 40 megapixels"):
+        I.load_image(Image.new("1", (5001, 8000)))
+    assert I.check_upload(io.BytesIO(_png_bytes(7999, 5000)).getvalue()) == (7999, 5000)
+
+
+def _png_bytes(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (w, h)).save(buf, "PNG")
+    return buf.getvalue()

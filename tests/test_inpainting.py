@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines import sketch
+from pipelines import masks
 from pipelines import inpainting as ip
-from pipelines import sampling
+from pipelines.diffusion import loop
 from pipelines.models import load_latent_hub, load_toy_diffusion
 from pipelines.toyworld.unet_config import build_random_toy_sd
 from tests.tiny_models import build_tiny_sd
@@ -103,7 +105,7 @@ def test_sd_inpainting_unet_gets_latents_mask_and_masked_image(tiny_sd):
     assert len(seen) == 3 and seen[0].shape == (2, 9, 16, 16)  # CFG batch of 2, 4 + 1 + 4 channels
     m_lat = seen[0][:, 4:5]
     assert set(m_lat.unique().tolist()) == {0.0, 1.0} and float(m_lat[..., 4:12, 4:12].min()) == 1.0
-    expected = sampling.encode_image(model, img * (1 - mask))  # masked-image latents
+    expected = model.encode(img * (1 - mask))  # masked-image latents
     assert torch.allclose(seen[0][:1, 5:], expected, atol=1e-5)
     assert max_outside_error(out, img, mask) <= 1 / 255
 
@@ -115,24 +117,24 @@ def test_empty_mask_is_refused_with_a_clear_message(toy):
     with pytest.raises(ValueError, match="mask is empty"):
         ip.inpaint(toy, image_u8(), torch.zeros(64, 64), PROMPT, num_inference_steps=3, generator=gen())
     with pytest.raises(ValueError, match="mask is empty"):  # values below the 0.5 threshold count as empty
-        ip.prepare(image_u8(), torch.full((64, 64), 0.4))
+        masks.prepare(image_u8(), torch.full((64, 64), 0.4))
 
 
 def test_full_mask_is_plain_generation(toy):
     img = image_u8(32, 32)
-    prep = ip.prepare(img, torch.ones(32, 32))
+    prep = masks.prepare(img, torch.ones(32, 32))
     assert prep.plain_generation and "plain text-to-image" in prep.notes[0]
     out = ip.inpaint(toy, img, torch.ones(32, 32), PROMPT, num_inference_steps=5, generator=gen(4))
     # DDIM with η = 0 draws only x_T: a full mask gives exactly the plain sample of the same seed
-    plain = sampling.sample(toy, PROMPT, num_inference_steps=5, guidance_scale=5.0, generator=gen(4))
+    plain = loop.sample(toy, PROMPT, num_inference_steps=5, guidance_scale=5.0, generator=gen(4))
     assert torch.allclose(out, plain, atol=1e-5)
-    assert not ip.prepare(img, box_mask(32, 32, 0, 8, 0, 8)).plain_generation
+    assert not masks.prepare(img, box_mask(32, 32, 0, 8, 0, 8)).plain_generation
 
 
 def test_mask_of_another_size_is_reconciled_with_a_note(toy):
     img = image_u8(64, 64)
     small = box_mask(32, 32, 8, 22, 10, 24)  # half the size: resized (nearest) to the image
-    prep = ip.prepare(img, small)
+    prep = masks.prepare(img, small)
     assert prep.mask.shape == (1, 1, 64, 64) and "resized" in prep.notes[0]
     assert torch.equal(prep.mask, box_mask(64, 64, 16, 44, 20, 48))
     out = ip.inpaint(toy, img, small, PROMPT, num_inference_steps=4, generator=gen())
@@ -149,11 +151,11 @@ def test_bad_numbers_are_refused(toy, bad):
 
 def test_bad_masks_are_refused():
     with pytest.raises(ValueError, match="NaN"):
-        ip.prepare(image_u8(), torch.full((64, 64), float("nan")))
+        masks.prepare(image_u8(), torch.full((64, 64), float("nan")))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        ip.prepare(image_u8(), torch.full((64, 64), 2.0))
+        masks.prepare(image_u8(), torch.full((64, 64), 2.0))
     with pytest.raises(ValueError, match="shape"):
-        ip.prepare(image_u8(), torch.ones(2, 3, 64, 64))
+        masks.prepare(image_u8(), torch.ones(2, 3, 64, 64))
 
 
 def test_mask_from_paint_layers():
@@ -162,10 +164,10 @@ def test_mask_from_paint_layers():
     a[0, 0] = (255, 255, 255, 10)  # a faint anti-aliasing fringe does not
     b = np.zeros((10, 15, 4), np.uint8)  # a layer of another size is resized
     b[0:2, 0:2, 3] = 255
-    m = ip.mask_from_layers([a, b])
+    m = masks.mask_from_layers([a, b])
     assert m.shape == (20, 30) and m.dtype == np.float32
     assert m[5:10, 5:10].min() == 1 and m[0:4, 0:4].min() == 1 and m[15:, 20:].max() == 0 and m.sum() == 25 + 16
-    assert ip.mask_from_layers([], size=(4, 5)).sum() == 0
+    assert masks.mask_from_layers([], size=(4, 5)).sum() == 0
 
 
 # ------------------------------------------------------------------ RePaint schedule and resampling
@@ -188,21 +190,20 @@ def test_walk_equals_diffusers_repaint_schedule(n, j, r):
         assert ip.repaint_walk(n, j, r) == list(range(n + 1))
 
 
-@pytest.mark.parametrize("sampler", ["DDIM", "Euler"])
+@pytest.mark.parametrize("sampler", ["DDIM", "Euler", "DPM-Solver++"])
 def test_resuming_mid_run_is_exact(toy, sampler):
-    """The trick RePaint jumps rely on: restart the loop from a sample it produced."""
+    """What RePaint jumps rely on: restart the loop from a sample it produced (``loop.Start``), fresh scheduler."""
     emb = toy.encode_prompt([PROMPT])
     kw = dict(sampler=sampler, num_inference_steps=6, guidance_scale=3.0, prompt_embeds=emb, preview="none")
-    recs = list(sampling.sample_steps(toy, generator=gen(5), **kw))
+    recs = list(loop.sample_steps(toy, generator=gen(5), **kw))
     k = 2
-    sched = toy.make_scheduler(sampler)
-    sched.set_timesteps(6)
-    noise = ip._resume_noise(sched, recs[k - 1].x_prev, k)
-    resumed = list(sampling.sample_steps(toy, init_latents=torch.zeros_like(noise), noise=noise,
-                                         strength=(6 - k + 0.5) / 6, scheduler=sched, **kw))
+    resumed = list(loop.sample_steps(toy, start=loop.Start(recs[k - 1].x_prev, k), **kw))
     assert len(resumed) == 6 - k
-    assert torch.allclose(resumed[0].x_t, recs[k].x_t, atol=1e-5)
-    assert torch.allclose(resumed[-1].image, recs[-1].image, atol=1e-4)
+    assert [r.index for r in resumed] == list(range(k, 6)) and resumed[0].num_steps == 6
+    assert torch.equal(resumed[0].x_t, recs[k].x_t)
+    assert resumed[0].t == recs[k].t
+    if sampler != "DPM-Solver++":  # a multistep solver restarts at first order: same start, other path
+        assert torch.allclose(resumed[-1].image, recs[-1].image, atol=1e-5)
 
 
 def test_renoise_jump_has_the_forward_statistics():
@@ -211,7 +212,7 @@ def test_renoise_jump_has_the_forward_statistics():
     s = DDIMScheduler()
     x = torch.full((1, 1, 200, 200), 0.5)
     a_from, a_to = 0.9, 0.3
-    y = ip._renoise(s, x, a_from, a_to, gen(1))
+    y = ip.renoise_jump(s, x, a_from, a_to, gen(1))
     ratio = a_to / a_from  # q(x_t' | x_t) = N(sqrt(ᾱ'/ᾱ) x_t, (1 - ᾱ'/ᾱ) I)
     assert abs(float(y.mean()) - ratio ** 0.5 * 0.5) < 0.01
     assert abs(float(y.std()) - (1 - ratio) ** 0.5) < 0.01
@@ -247,21 +248,21 @@ def test_too_much_resampling_is_refused(toy):
 
 
 def test_start_step_follows_strength():
-    assert ip.start_step(1.0, 40) == 0 and ip.start_step(0.7, 40) == 12 and ip.start_step(0.5, 10) == 5
+    assert sketch.start_step(1.0, 40) == 0 and sketch.start_step(0.7, 40) == 12 and sketch.start_step(0.5, 10) == 5
     with pytest.raises(ValueError, match="no denoising step"):
-        ip.start_step(0.01, 40)
+        sketch.start_step(0.01, 40)
     with pytest.raises(ValueError):
-        ip.start_step(float("nan"), 40)
+        sketch.start_step(float("nan"), 40)
 
 
 def test_sketch_strip_is_ordered_and_reproducible(toy):
-    sketch = image_u8(64, 64, seed=9)
-    strip = ip.sketch_strip(toy, sketch, "a red circle", seed=3, strengths=(0.2, 1.0), num_inference_steps=10)
+    drawing = image_u8(64, 64, seed=9)
+    strip = sketch.sketch_strip(toy, drawing, "a red circle", seed=3, strengths=(0.2, 1.0), num_inference_steps=10)
     assert [s for s, _ in strip] == [0.2, 1.0] and strip[0][1].shape == (1, 3, 32, 32)
-    target = ip.resize(sketch, (32, 32))
+    target = masks.resize(drawing, (32, 32))
     d_low, d_high = [float((img - target).abs().mean()) for _, img in strip]
     assert d_low < d_high  # low strength stays near the drawing
-    single = sampling_final(ip.sketch_steps(toy, sketch, "a red circle", strength=0.2, num_inference_steps=10,
+    single = sampling_final(sketch.sketch_steps(toy, drawing, "a red circle", strength=0.2, num_inference_steps=10,
                                             generator=gen(3)))
     assert torch.allclose(single, strip[0][1], atol=1e-6)
 

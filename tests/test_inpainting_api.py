@@ -84,6 +84,10 @@ def test_empty_mask_gets_a_clear_message(client, files):
 def test_full_mask_runs_as_plain_generation(client, files):
     result, _, _, md = inpaint(client, editor(files["scene"], files["full"]))
     assert "plain text-to-image" in md and rgb(result).shape == (WORK_PX, WORK_PX, 3)
+    out, src = rgb(result).astype(float), rgb(files["scene"]).astype(float)
+    assert np.abs(out - src).mean() > 10  # nothing of the input is kept
+    corners = np.concatenate([out[:24, :24], out[:24, -24:], out[-24:, :24], out[-24:, -24:]]).reshape(-1, 3).mean(0)
+    assert corners[2] > corners[0] + 20 and corners[2] > corners[1], corners  # "... on a navy background"
 
 
 def test_mask_of_another_size_is_reconciled(client, files):
@@ -168,6 +172,15 @@ def test_sketch_and_strip(client, files):
     assert rgb(result).shape == (WORK_PX, WORK_PX, 3) and "strength 0.6" in md and "step 5/10" in md
     strip = client.predict("toy-sd (bundled, 32 px)", value, "a red circle", 5.0, 10, 1, api_name="/sketch_strip")
     assert len(strip) == 1 + 7 and strip[1]["caption"].startswith("strength 0.3")
+    tiles = [rgb(t["image"]).astype(float) for t in strip]
+    sketch = tiles[0]
+    assert tiles[1].shape == sketch.shape
+    dist = [np.abs(t - sketch).mean() for t in tiles[1:]]
+    assert dist[0] < dist[-1] - 5, dist  # strength 0.3 stays near the drawing, 1.0 ignores it
+    # the strip's 0.6 tile is the single /sketch run at strength 0.6 with the same seed
+    assert "strength 0.6" in strip[3]["caption"]
+    single = rgb(result).astype(float)
+    assert single.shape == tiles[3].shape and np.abs(single - tiles[3]).mean() < 3
     with pytest.raises(AppError, match="no denoising step"):
         client.predict("toy-sd (bundled, 32 px)", value, "a red circle", 0.05, 5.0, 10, 1, api_name="/sketch")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -53,10 +52,8 @@ def test_unknown_names_are_clear_errors(tiny_registry):
 
 def test_hub_model_offline_gives_a_clear_message(tiny_registry, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.time()
     with pytest.raises(ModelUnavailable, match="network"):
         tiny_registry.diffusion("cat (hub)")
-    assert time.time() - t0 < 60
     # ... and the bundled model is still usable afterwards.
     assert tiny_registry.diffusion("tiny").encode_prompt(["a star"]).shape[0] == 1
 

@@ -10,7 +10,8 @@ import copy
 import pytest
 import torch
 
-from pipelines import sampling, traced_unet
+from pipelines.diffusion import loop
+from pipelines.models import traced_unet
 from pipelines.models import TOY_CLIP_DIR, TOY_SD_DIR, load_toy_diffusion
 from pipelines.toyworld.unet_config import build_random_toy_sd
 
@@ -54,7 +55,7 @@ def test_bundled_model_loads_with_the_traced_forward_and_matches_eager(bundled):
 
 def test_full_sample_equals_eager_sample(bundled, monkeypatch):
     def run():
-        return sampling.sample(bundled, "a green triangle on a white background", sampler="DDIM",
+        return loop.sample(bundled, "a green triangle on a white background", sampler="DDIM",
                                num_inference_steps=20, guidance_scale=5.0, generator=torch.Generator().manual_seed(7))
 
     fwd = bundled.unet.forward

@@ -83,12 +83,34 @@ def test_start_from_an_image_sdedit(client):
         client.predict(*_run_args(steps=5, use_image=True, image=scene, strength=0.1), api_name="/viewer_run")
 
 
+def _native(path) -> np.ndarray:
+    """A gallery PNG (32 px nearest-upscaled to 192) back to its 32 x 32 pixels."""
+    a = _img(path)
+    assert a.shape == (192, 192, 3)
+    return a[::6, ::6]
+
+
+def _psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of uint8 images (peak 255), the same figure as on [-1, 1] with peak-to-peak 2."""
+    mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
 def test_three_ways(client):
     gallery, md = client.predict(MODEL, handle_file(toy_scene_paths()[1]), 400, 50, "a blue square", 1.0, 0,
                                  api_name="/three_ways")
     assert len(gallery) == 5 and "iterative (9 steps)" in gallery[4]["caption"]
+    clean, noisy, blur, one, it = (_native(g["image"])
+                                   for g in gallery)
     psnrs = [float(v) for v in re.findall(r"\| ([\d.]+) dB \|", md)]
-    assert len(psnrs) == 3 and all(0 < p < 100 for p in psnrs)
+    assert len(psnrs) == 3
+    # the table's PSNRs are those of the images shown (recomputed here from the 8-bit pictures)
+    for shown, table in zip((blur, one, it), psnrs):
+        assert abs(_psnr_u8(shown, clean) - table) < 0.5, (_psnr_u8(shown, clean), table)
+    # at t = 400 every method beats the noisy input, and the trained model beats the blur
+    p_noisy = _psnr_u8(noisy, clean)
+    assert min(psnrs) > p_noisy + 2, (psnrs, p_noisy)
+    assert max(psnrs[1], psnrs[2]) > psnrs[0]
     # the slider reaches 999; the toy schedule ends at 959: clamped, and said so
     gallery, md = client.predict(MODEL, handle_file(toy_scene_paths()[1]), 999, 200, "a blue square", 1.0, 0,
                                  api_name="/three_ways")
@@ -102,6 +124,20 @@ def test_sampler_race(client):
     assert "| DDIM | 4 |" in md and "seed 1" in md
     with pytest.raises(AppError, match="2 to 4"):
         client.predict(MODEL, PROMPT, 3.0, 1, True, "DDIM", 4, *([False, "DDIM", 4] * 3), api_name="/sampler_race")
+
+
+def test_sampler_race_lanes_are_the_golden_images(client):
+    """Same x_T for every lane: at the golden settings (seed 0, w = 3, 20 steps) each lane is the
+    stored golden image of its sampler (tests/golden/, made by sampling.sample)."""
+    from scripts import golden_check as gc
+
+    lanes = [True, "DDIM", 20, True, "DPM-Solver++", 20, True, "Euler", 20, False, "DDPM", 2]
+    gallery, md = client.predict(MODEL, gc.PROMPT, gc.GUIDANCE, gc.SEED, *lanes, api_name="/sampler_race")
+    assert [g["caption"].split(",")[0] for g in gallery] == ["DDIM", "DPM-Solver++", "Euler"]
+    for g, key in zip(gallery, ("ddim", "dpmpp", "euler")):
+        shown = _native(g["image"])
+        golden = gc.read_png(gc.GOLDEN_DIR / f"{key}.png")
+        assert np.abs(shown.astype(int) - golden.astype(int)).max() <= 1, key
 
 
 def test_oracle_recovers_x0_and_the_model_does_not_exactly(client):
@@ -156,3 +192,19 @@ def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     assert not np.array_equal(results[0][0], results[1][0])  # different seeds differ
     serial = Client(app_url, verbose=False, httpx_kwargs={"timeout": 120}).predict(*_run_args(seed=2, steps=5), api_name="/viewer_run")
     assert np.array_equal(_img(serial[1]), results[2][0])
+
+
+@pytest.mark.parametrize("sampler,key", [("DDIM", "ddim"), ("Euler", "euler")])
+def test_viewer_final_prediction_is_the_golden_image(client, sampler, key):
+    """The viewer at the golden settings (seed 0, w = 3, 20 steps): its last x̂0 panel is the golden
+    image (DDIM and Euler end exactly on x̂0: ᾱ_final = 1, σ_final = 0), so the viewer's output is
+    pinned across refactors, not only sampling.sample's."""
+    from scripts import golden_check as gc
+
+    args = (MODEL, gc.PROMPT, "", sampler, gc.STEPS, 0.0, gc.SEED, gc.GUIDANCE, False, None, 0.6)
+    job = client.submit(*args, api_name="/viewer_run")
+    job.result(timeout=300)
+    _, x0, _, info = job.outputs()[-1]
+    assert f"step {gc.STEPS} / {gc.STEPS}" in info
+    golden = gc.read_png(gc.GOLDEN_DIR / f"{key}.png")
+    assert np.abs(_img(x0).astype(int) - golden.astype(int)).max() <= 1

@@ -70,10 +70,10 @@ def clip_on_pairs(clip, pairs, n: int = 60, seed: int = 654_321) -> dict[str, fl
 def generate(model, prompts: list[str], scale: float, seed: int, steps: int = 50) -> torch.Tensor:
     """A batch of DDIM samples with CFG at ``scale``: ``[B, 3, 32, 32]`` in [-1, 1].
 
-    Uses the app's sampling loop (``pipelines.sampling``), so what is evaluated is what
+    Uses the app's sampling loop (``pipelines.diffusion.loop``), so what is evaluated is what
     users run.
     """
-    from pipelines.sampling import sample
+    from pipelines.diffusion.loop import sample
 
     generator = torch.Generator().manual_seed(seed)
     return sample(model, prompts, sampler="DDIM", num_inference_steps=steps, guidance_scale=scale,

@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from pipelines.toyworld.tinyclip import CONFIG_PATH, register, normalize_for_clip
+from pipelines.models.tinyclip import CONFIG_PATH, register, normalize_for_clip
 from pipelines.toyworld.world import Scene, make_batch, parse_caption, training_caption
 
 

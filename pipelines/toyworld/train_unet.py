@@ -31,7 +31,6 @@ import random
 import time
 from pathlib import Path
 
-import open_clip
 import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -40,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from pipelines.models import TOY_CLIP_DIR, load_toy_clip
-from pipelines.toyworld.tinyclip import text_token_features
+from pipelines.models.tinyclip import text_token_features
 from pipelines.toyworld.unet_config import toy_scheduler_config, toy_unet_config
 from pipelines.toyworld.world import make_batch, training_caption
 

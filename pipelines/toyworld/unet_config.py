@@ -110,7 +110,7 @@ def build_random_toy_sd(folder: str | Path, clip_folder: str | Path | None = Non
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from pipelines.toyworld.tinyclip import CONFIG_PATH, register
+    from pipelines.models.tinyclip import CONFIG_PATH, register
 
     folder = Path(folder)
     torch.manual_seed(seed)  # test fixture only: deterministic random weights

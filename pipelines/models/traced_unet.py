@@ -4,10 +4,7 @@ Why. The toy UNet works on ``[2, 3, 32, 32]`` tensors (a CFG batch), where each 
 ops takes microseconds and diffusers' Python around them (block dispatch, ``Attention.forward``'s
 ``inspect.signature`` on every call, shape checks) is a good part of a step. ``torch.jit.trace``
 records the ops once and ``torch.jit.freeze`` folds the weights in, so the graph runs without
-that Python. Measured on 2 CPU cores (``scripts/benchmark.py --only viewer``, rows "one 50-step
-DDIM + CFG sample"): 0.995 s traced vs 1.257 s eager, medians of 9 interleaved samples (1.26x);
-in a one-off profile the batch-2 forward alone fell from ~26 ms to ~20 ms. The graph gives the
-same floats as eager (max |diff| 0 measured; tests/test_traced_unet.py allows 1e-5).
+that Python (figures: ``docs/measurements.md``). The graph gives the same floats as eager.
 
 How. :func:`install` replaces ``unet.forward`` on that one instance with :class:`TracedForward`,
 so every caller (the sampling loop, guidance, inpainting, diffusers' own pipelines, the

@@ -51,7 +51,7 @@ def q_sample(
     Args:
         x0: ``[B, C, H, W]`` in [-1, 1].
         t: timestep index, an int or a long tensor ``[B]``, ``0 <= t < T``.
-        alphas_cumprod: ``[T]`` alpha-bar (see :mod:`pipelines.schedules`).
+        alphas_cumprod: ``[T]`` alpha-bar (see :mod:`pipelines.diffusion.schedules`).
         noise: epsilon to use, shape of x0; drawn from ``generator`` when None.
         generator: the request's ``torch.Generator`` (on x0's device).
 
@@ -152,7 +152,7 @@ def steps_vs_jump(
     """
     if x0.shape[0] != 1 or n_draws < 2:
         raise ValueError("steps_vs_jump needs a single image (batch 1) and at least 2 draws")
-    from pipelines.schedules import alphas_cumprod as _alphas_cumprod
+    from pipelines.diffusion.schedules import alphas_cumprod as _alphas_cumprod
 
     ac = _alphas_cumprod(betas)
     xs = x0.expand(n_draws, *x0.shape[1:])

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "models"
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
 
@@ -99,7 +99,7 @@ class ClipModel:
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [-1, 1] -> unit embeddings ``[B, D]`` (differentiable)."""
-        from pipelines.toyworld.tinyclip import normalize_for_clip
+        from pipelines.models.tinyclip import normalize_for_clip
 
         feats = self.model.encode_image(normalize_for_clip(x.to(self.device), self.image_size))
         return torch.nn.functional.normalize(feats, dim=-1)
@@ -113,11 +113,12 @@ class ClipModel:
 
 @dataclass
 class DiffusionModel:
-    """A loaded diffusion model: UNet, scheduler config, optional text encoder and VAE.
+    """A loaded diffusion model: denoiser, scheduler config, optional text encoder and VAE.
 
     ``encode_prompt(list[str]) -> [B, L, D]`` token features for cross-attention (None for
-    unconditional models). For latent models ``vae`` maps latents ``[B, 4, h, w]`` to
-    images ``[B, 3, 8h, 8w]`` in [-1, 1] with ``latent_scale`` (0.18215 for SD 1.x).
+    unconditional models). For latent models ``vae`` maps latents ``[B, 4, h, w]`` to images
+    ``[B, 3, 8h, 8w]`` in [-1, 1]; model space is ``(latents - latent_shift) * latent_scale``.
+    ``latent_rgb`` ``[C, 3]`` is an optional linear latent -> RGB preview matrix.
     """
 
     name: str
@@ -128,7 +129,8 @@ class DiffusionModel:
     encode_prompt: Callable[[list[str]], torch.Tensor] | None = None
     vae: torch.nn.Module | None = None
     latent_scale: float = 1.0
-    extras: dict = field(default_factory=dict)
+    latent_shift: float = 0.0
+    latent_rgb: torch.Tensor | None = None
 
     @property
     def conditional(self) -> bool:
@@ -136,10 +138,19 @@ class DiffusionModel:
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of what the UNet denoises (pixels or latents)."""
+        """``(C, h, w)`` of what the denoiser works on (pixels or latents)."""
         cfg = self.unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         return (cfg.in_channels if self.kind != "latent" else 4, size, size)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` in pixels of what the model generates (8x the latent for SD)."""
+        _, h, w = self.sample_shape
+        if self.vae is None:
+            return (h, w)
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (h * f, w * f)
 
     def make_scheduler(self, sampler: str = "DDIM", **overrides):
         """A fresh scheduler instance for one request (diffusers schedulers hold state)."""
@@ -151,11 +162,44 @@ class DiffusionModel:
         cls = getattr(diffusers, cls_name)
         return cls.from_config(self.scheduler_config, **{**extra, **overrides})
 
+    @staticmethod
+    def takes_eta(sampler: str) -> bool:
+        """Whether ``sampler``'s step has DDIM's η (read from the scheduler class, not a list)."""
+        import inspect
+
+        import diffusers
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        return "eta" in inspect.signature(getattr(diffusers, SAMPLERS[sampler][0]).step).parameters
+
+    def prediction_type(self, scheduler) -> str:
+        """What the denoiser outputs under ``scheduler``: its ``prediction_type``, or ``flow`` (u = ε − x0)."""
+        from pipelines.diffusion import maths
+
+        if maths.space(scheduler) == "flow":
+            return "flow"
+        return scheduler.config.get("prediction_type", "epsilon")
+
+    def predict(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
+        """One denoiser pass: input ``[B, C, h, w]``, timestep, text features ``[B, L, D]`` -> output."""
+        if emb is None:
+            return self.unet(x_in, t, return_dict=False)[0]
+        return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image ``[B, 3, H, W]`` in [-1, 1] -> model space (the VAE latent mode, shifted and scaled)."""
+        if self.vae is None:
+            return image.to(self.device, self.unet.dtype)
+        lat = self.vae.encode(image.to(self.device, self.vae.dtype)).latent_dist.mode()
+        return (lat - self.latent_shift) * self.latent_scale
+
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> image ``[B, 3, H, W]`` in [-1, 1] (identity for pixel models)."""
         if self.vae is None:
             return x
-        return self.vae.decode(x / self.latent_scale).sample.clamp(-1, 1)
+        return self.vae.decode(x / self.latent_scale + self.latent_shift).sample.clamp(-1, 1)
 
 
 def _freeze(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -175,7 +219,7 @@ def load_toy_clip(pretrained: str | Path, config_path: str | Path, device: torch
     """Load the bundled tiny CLIP through open_clip's ordinary factory."""
     import open_clip
 
-    from pipelines.toyworld.tinyclip import register
+    from pipelines.models.tinyclip import register
 
     arch = register(Path(config_path))
     if not Path(pretrained).exists():
@@ -188,45 +232,44 @@ def load_toy_clip(pretrained: str | Path, config_path: str | Path, device: torch
     return ClipModel(arch, model, open_clip.get_tokenizer(arch), int(size), device)
 
 
+def toy_clip_config(folder: str | Path) -> Path:
+    """The open_clip config JSON in a tiny-CLIP folder (the one JSON that is not training state)."""
+    return next(p for p in sorted(Path(folder).glob("*.json")) if p.stem != "train_state")
+
+
 def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torch.device,
-                       name: str = "toy-sd") -> DiffusionModel:
+                       name: str = "toy-sd", clip: ClipModel | None = None) -> DiffusionModel:
     """Load a bundled text-conditional pixel model: ``folder/unet``, ``folder/scheduler``
-    and the tiny CLIP in ``clip_folder`` as the (frozen) text encoder."""
+    and the tiny CLIP in ``clip_folder`` as the (frozen) text encoder (``clip``: already loaded)."""
     from diffusers import UNet2DConditionModel
 
-    from pipelines import traced_unet
-    from pipelines.toyworld.tinyclip import text_token_features
+    from pipelines.models import traced_unet
+    from pipelines.models.tinyclip import text_token_features
 
     folder, clip_folder = Path(folder), Path(clip_folder)
     if not (folder / "unet" / "config.json").exists():
         raise ModelUnavailable(f"toy diffusion model not found in {folder}; train it with "
                                "`python -m pipelines.toyworld.train_unet`")
     unet = _freeze(UNet2DConditionModel.from_pretrained(folder / "unet"), device)
-    # channels_last (NHWC) convolutions, as in training: the batched CFG pass (B=2, 32 px) ran
-    # 6-8% faster on 2 CPU cores (`scripts/benchmark.py --only guidance`, last row); equal to float rounding.
-    unet = unet.to(memory_format=torch.channels_last)
-    # Plain inference calls run a traced, frozen graph: same floats; a 50-step CFG sample 1.26x faster
-    # (scripts/benchmark.py --only viewer, first rows).
-    traced_unet.install(unet)
+    unet = unet.to(memory_format=torch.channels_last)  # NHWC convolutions, as in training (faster on CPU)
+    traced_unet.install(unet)  # plain inference calls run a traced, frozen graph (same floats, less Python)
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    jsons = sorted(clip_folder.glob("*.json"))
-    config = next(p for p in jsons if p.stem not in {"train_state"})
-    clip = load_toy_clip(clip_folder / "open_clip_model.safetensors", config, device)
+    if clip is None:
+        clip = load_toy_clip(clip_folder / "open_clip_model.safetensors", toy_clip_config(clip_folder), device)
 
     @torch.no_grad()
     def encode_prompt(prompts: list[str]) -> torch.Tensor:
         tokens = clip.tokenizer(list(prompts)).to(device)  # [B, L]
         return text_token_features(clip.model, tokens)  # [B, L, D]
 
-    return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt,
-                          extras={"clip": clip})
+    return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt)
 
 
 def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
     """An unconditional ``UNet2DModel`` repo laid out like a DDPMPipeline (unet/, scheduler/)."""
     from diffusers import DDPMPipeline
 
-    from pipelines.accel import model_dtype, use_sdpa
+    from pipelines.models.accel import model_dtype, use_sdpa
 
     try:
         pipe = DDPMPipeline.from_pretrained(source, dtype=model_dtype(device))
@@ -240,7 +283,7 @@ def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionMo
     """A Stable Diffusion repo (or a local folder in the same layout)."""
     from diffusers import StableDiffusionPipeline
 
-    from pipelines.accel import model_dtype, use_sdpa
+    from pipelines.models.accel import model_dtype, use_sdpa
 
     dtype = model_dtype(device)  # bf16/fp16 on CUDA, fp32 on CPU
     try:
@@ -261,8 +304,7 @@ def load_latent_hub(source: str, device: torch.device, name: str) -> DiffusionMo
 
     return DiffusionModel(name, "latent", _freeze(pipe.unet, device), dict(pipe.scheduler.config), device,
                           encode_prompt, vae=_freeze(pipe.vae, device),
-                          latent_scale=float(pipe.vae.config.scaling_factor),
-                          extras={"tokenizer": tokenizer, "text_encoder": text_encoder})
+                          latent_scale=float(pipe.vae.config.scaling_factor))
 
 
 def spec_for(choice: str, specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS) -> ModelSpec:
@@ -304,7 +346,7 @@ class ModelRegistry:
         self._diffusion_specs = {s.name: s for s in diffusion_specs}
         self._clip_specs = {s.name: s for s in clip_specs}
         self._cache: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a toy diffusion model loads its CLIP through clip()
 
     def diffusion_names(self, kind: str | None = None) -> list[str]:
         return [n for n, s in self._diffusion_specs.items() if kind is None or s.kind == kind]
@@ -333,13 +375,23 @@ class ModelRegistry:
         with self._lock:  # one load per model, even when many requests arrive at once
             if key not in self._cache:
                 if spec.kind == "toy":
-                    self._cache[key] = load_toy_diffusion(spec.source, spec.clip_source, self.device, name)
+                    self._cache[key] = load_toy_diffusion(spec.source, spec.clip_source, self.device, name,
+                                                          clip=self._toy_clip(spec.clip_source))
                 elif spec.kind == "pixel":
                     self._cache[key] = load_pixel_hub(spec.source, self.device, name)
                 elif spec.kind == "latent":
                     self._cache[key] = load_latent_hub(spec.source, self.device, name)
                 else:
                     raise ValueError(f"unknown model kind {spec.kind!r}")
+            return self._cache[key]  # type: ignore[return-value]
+
+    def _toy_clip(self, folder: str) -> ClipModel:
+        """The tiny CLIP in ``folder``, loaded once whether a tab asks for it or a toy model needs it."""
+        key = "toyclip:" + str(Path(folder).resolve())
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = load_toy_clip(Path(folder) / "open_clip_model.safetensors",
+                                                 toy_clip_config(folder), self.device)
             return self._cache[key]  # type: ignore[return-value]
 
     def clip(self, name: str | None = None) -> ClipModel:
@@ -352,7 +404,7 @@ class ModelRegistry:
         with self._lock:
             if key not in self._cache:
                 if spec.config_path:
-                    self._cache[key] = load_toy_clip(spec.pretrained, spec.config_path, self.device)
+                    self._cache[key] = self._toy_clip(str(Path(spec.pretrained).parent))
                 else:
                     self._cache[key] = _load_hub_clip(spec, self.device)
             return self._cache[key]  # type: ignore[return-value]

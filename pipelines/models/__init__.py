@@ -1,0 +1,12 @@
+"""Models: the registry (bundled and hub, lazy, loaded once), loaders, the tiny CLIP, the traced UNet
+and device helpers. ``from pipelines.models import ModelRegistry, DiffusionModel, ...``."""
+
+from pipelines.models.registry import (ASSETS, DEFAULT_CLIP_SPECS, DEFAULT_DIFFUSION_SPECS, SAMPLERS, TOY_CLIP_DIR,
+                                       TOY_SD_DIR, ClipModel, ClipSpec, DiffusionModel, ModelRegistry, ModelSpec,
+                                       ModelUnavailable, load_latent_hub, load_pixel_hub, load_toy_clip,
+                                       load_toy_diffusion, spec_for, specs_with_default, toy_clip_config)
+
+__all__ = ["ASSETS", "DEFAULT_CLIP_SPECS", "DEFAULT_DIFFUSION_SPECS", "SAMPLERS", "TOY_CLIP_DIR", "TOY_SD_DIR",
+           "ClipModel", "ClipSpec", "DiffusionModel", "ModelRegistry", "ModelSpec", "ModelUnavailable",
+           "load_latent_hub", "load_pixel_hub", "load_toy_clip", "load_toy_diffusion", "spec_for",
+           "specs_with_default", "toy_clip_config"]
