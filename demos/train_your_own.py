@@ -1,7 +1,7 @@
 """Tab "Train your own": train a diffusion model live, 2-D points first, then MNIST digits (CS180 part B).
 
 UI only: training, sampling and figures are :mod:`pipelines.training`. Training runs in chunks of about
-``CHUNK_SECONDS`` on the compute thread (:mod:`pipelines.compute_thread`), so other users' requests
+``CHUNK_SECONDS`` on the compute thread (:mod:`pipelines.serving.compute_thread`), so other users' requests
 interleave between chunks; a global cap (:mod:`pipelines.training.slots`) bounds concurrent trainings
 and a per-session cap bounds each one. Trained models live in ``gr.State`` (small: an MLP, or a
 620k-parameter UNet), dropped after ``STATE_TTL`` seconds.
@@ -21,8 +21,10 @@ import torch
 
 from demos.common import png
 from demos.components import SafeImageEditor, SafeNumber
-from pipelines import compute_thread, schedules, validation
+from pipelines import validation
+from pipelines.diffusion import schedules
 from pipelines.training import digits, figures, objectives, toy2d
+from pipelines.serving import compute_thread
 from pipelines.training.slots import SLOTS, ordinal
 
 TITLE = "Train your own"
@@ -93,7 +95,7 @@ def _train_for(trainer, seconds: float, max_steps: int) -> None:
 def _config_2d(distribution, word, objective, schedule, logit_normal, seed) -> toy2d.Toy2DConfig:
     if distribution not in toy2d.DISTRIBUTIONS:
         raise gr.Error(f"unknown distribution {distribution!r}")
-    seed = validation.integer("seed", seed, 0, 2**31 - 1)
+    seed = validation.seed(seed)
     try:
         cfg = toy2d.Toy2DConfig(distribution=distribution, objective=objective, schedule=schedule,
                                 logit_normal=bool(logit_normal), word=str(word or ""), seed=seed)
@@ -223,7 +225,7 @@ def reflow_2d(cmp_state, steps):
 
 
 def _digits_cfg(stage, objective, seed) -> digits.DigitsConfig:
-    seed = validation.integer("seed", seed, 0, 2**31 - 1)
+    seed = validation.seed(seed)
     try:
         return digits.DigitsConfig(stage=stage, objective=objective, seed=seed)
     except ValueError as e:
@@ -308,7 +310,7 @@ def skip_ahead(stage, w):
 def resample_digits(state, w, seed):
     if not isinstance(state, dict) or state.get("model") is None:
         raise gr.Error("train a model or press Skip ahead first")
-    seed, w = validation.integer("seed", seed, 0, 2**31 - 1), validation.number("w", w, 0.0, 20.0)
+    seed, w = validation.seed(seed), validation.number("w", w, 0.0, 20.0)
     return _compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from pipelines import schedules
+from pipelines.diffusion import maths, schedules
 
 OBJECTIVES = ("flow", "ddpm")
 T_TRAIN = 1000  # num_train_timesteps for both objectives
@@ -40,15 +40,15 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """x̂0 = x_σ − σ v (straight path x_σ = (1−σ) x0 + σ ε, v = ε − x0)."""
+    """x̂0 = x_σ − σ v (straight path x_σ = (1−σ) x0 + σ ε, v = ε − x0), σ a number or ``[B]``."""
     s = _bcast(torch.as_tensor(sigma).expand(x_t.shape[0]), x_t)
-    return x_t - s * v
+    return maths.to_eps_x0(v, x_t, 1.0 - s, s, "flow")[1]
 
 
 def eps_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """ε̂ = x_σ + (1−σ) v."""
+    """ε̂ = x_σ + (1−σ) v, σ a number or ``[B]``."""
     s = _bcast(torch.as_tensor(sigma).expand(x_t.shape[0]), x_t)
-    return x_t + (1.0 - s) * v
+    return maths.to_eps_x0(v, x_t, 1.0 - s, s, "flow")[0]
 
 
 def euler_flow_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -72,7 +72,7 @@ def sample_sigma(n: int, generator: torch.Generator, logit_normal: bool = False)
 
 @dataclass(frozen=True)
 class Objective:
-    """What a model learns: ``kind`` in OBJECTIVES; ``schedule`` (a name of :mod:`pipelines.schedules`)
+    """What a model learns: ``kind`` in OBJECTIVES; ``schedule`` (a name of :mod:`pipelines.diffusion.schedules`)
     for ``ddpm``; ``logit_normal`` σ sampling for ``flow``; ``clip``: DDIM's clip of the predicted x0
     (near t = T−1, x̂0 = (x_t − √(1−ᾱ) ε̂) / √ᾱ divides by √ᾱ ≈ 0 and a one-step sample explodes
     without it; diffusers clips images to [−1, 1] by default for the same reason)."""
@@ -151,8 +151,7 @@ def straightness(path: list[torch.Tensor]) -> torch.Tensor:
 
 
 def cfg_combine(uncond: torch.Tensor, cond: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022, eq. 6 with w' = w − 1): uncond + w (cond − uncond);
-    w = 1 is the conditional model alone, w = 0 the unconditional one."""
+    """Classifier-free guidance, :func:`pipelines.diffusion.maths.cfg_combine`, with a finite w."""
     if not math.isfinite(w):
         raise ValueError(f"guidance scale w must be finite, got {w}")
-    return uncond + w * (cond - uncond)
+    return maths.cfg_combine(uncond, cond, w)
