@@ -93,7 +93,7 @@ def _train_for(trainer, seconds: float, max_steps: int) -> None:
 def _config_2d(distribution, word, objective, schedule, logit_normal, seed) -> toy2d.Toy2DConfig:
     if distribution not in toy2d.DISTRIBUTIONS:
         raise gr.Error(f"unknown distribution {distribution!r}")
-    seed = validation.integer("seed", seed, 0, 2**31 - 1)
+    seed = validation.seed(seed)
     try:
         cfg = toy2d.Toy2DConfig(distribution=distribution, objective=objective, schedule=schedule,
                                 logit_normal=bool(logit_normal), word=str(word or ""), seed=seed)
@@ -223,7 +223,7 @@ def reflow_2d(cmp_state, steps):
 
 
 def _digits_cfg(stage, objective, seed) -> digits.DigitsConfig:
-    seed = validation.integer("seed", seed, 0, 2**31 - 1)
+    seed = validation.seed(seed)
     try:
         return digits.DigitsConfig(stage=stage, objective=objective, seed=seed)
     except ValueError as e:
@@ -308,7 +308,7 @@ def skip_ahead(stage, w):
 def resample_digits(state, w, seed):
     if not isinstance(state, dict) or state.get("model") is None:
         raise gr.Error("train a model or press Skip ahead first")
-    seed, w = validation.integer("seed", seed, 0, 2**31 - 1), validation.number("w", w, 0.0, 20.0)
+    seed, w = validation.seed(seed), validation.number("w", w, 0.0, 20.0)
     return _compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
 
 
