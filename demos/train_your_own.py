@@ -253,7 +253,7 @@ def _view_caption(cfg: digits.DigitsConfig, w: float) -> str:
     if cfg.stage == "denoiser":
         return (f"Pairs of rows: digit + σ·ε, then the denoiser's output, for σ = {', '.join(map(str, TEST_SIGMAS))}; "
                 f"trained at σ = {cfg.sigma} only.")
-    what = "columns are the digits 0-9 asked for" if cfg.stage == "class" else "unconditional samples"
+    what = "Columns are the digits 0-9 asked for" if cfg.stage == "class" else "Unconditional samples"
     return f"{what}; {cfg.objective}, 16 sampling steps" + (f", guidance w = {w:g}" if cfg.stage == "class" else "")
 
 
