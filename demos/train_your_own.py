@@ -79,6 +79,12 @@ def _take_slot(ticket: int, n_outputs: int):
         time.sleep(1.0)
 
 
+def _chunk(ticket: int, trainer, seconds: float, max_steps: int) -> None:
+    """One chunk of training on the compute thread, then renew the training slot's lease."""
+    _compute(_train_for, trainer, seconds, max_steps)
+    SLOTS.touch(ticket)
+
+
 def _train_for(trainer, seconds: float, max_steps: int) -> None:
     """On the compute thread: train one step at a time for about ``seconds`` (at least one step)."""
     t0 = time.monotonic()
@@ -141,7 +147,7 @@ def train_2d(state, distribution, word, drawing, objective, schedule, logit_norm
             raise gr.Error(f"this session has trained {tr.step} steps, the cap; change a setting to start afresh")
         target, t0, last = min(tr.step + steps, MAX_2D_STEPS), time.monotonic(), 0.0
         while tr.step < target and time.monotonic() - t0 < MAX_2D_SECONDS:
-            _compute(_train_for, tr, CHUNK_SECONDS, target - tr.step)
+            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             if time.monotonic() - last > PLOT_EVERY and tr.step < target:
                 yield tr, png(_compute(figures.playground, tr, field_t), 1), _status_2d(tr, "training…")
                 last = time.monotonic()
@@ -189,7 +195,7 @@ def compare_2d(cmp_state, distribution, word, drawing, schedule, logit_normal, s
             if time.monotonic() - t0 > 2 * MAX_2D_SECONDS:
                 raise gr.Error(f"the comparison hit its {2 * MAX_2D_SECONDS} s cap; use fewer steps")
             for name, tr in trainers.items():
-                _compute(_train_for, tr, CHUNK_SECONDS / 2, steps - tr.step)
+                _chunk(ticket, tr, CHUNK_SECONDS / 2, steps - tr.step)
             yield gr.skip(), gr.skip(), " · ".join(f"{n}: step {tr.step}/{steps}" for n, tr in trainers.items())
         img, md = _compute(_evaluate_all, trainers)
         yield trainers, png(img, 1), md
@@ -212,7 +218,7 @@ def reflow_2d(cmp_state, steps):
         _compute(tr.reflow)
         target, t0 = tr.step + steps, time.monotonic()
         while tr.step < target and time.monotonic() - t0 < MAX_2D_SECONDS:
-            _compute(_train_for, tr, CHUNK_SECONDS, target - tr.step)
+            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             yield gr.skip(), gr.skip(), f"reflow {tr.reflows}: step {tr.step - (target - steps)}/{steps}"
         out = {**cmp_state, "reflow": tr}
         img, md = _compute(_evaluate_all, {k: out[k] for k in ("DDPM", "flow", "reflow") if k in out})
@@ -255,7 +261,7 @@ def _view_caption(cfg: digits.DigitsConfig, w: float) -> str:
     if cfg.stage == "denoiser":
         return (f"Pairs of rows: digit + σ·ε, then the denoiser's output, for σ = {', '.join(map(str, TEST_SIGMAS))}; "
                 f"trained at σ = {cfg.sigma} only.")
-    what = "columns are the digits 0-9 asked for" if cfg.stage == "class" else "unconditional samples"
+    what = "Columns are the digits 0-9 asked for" if cfg.stage == "class" else "Unconditional samples"
     return f"{what}; {cfg.objective}, 16 sampling steps" + (f", guidance w = {w:g}" if cfg.stage == "class" else "")
 
 
@@ -275,7 +281,7 @@ def train_digits(state, stage, objective, steps, w, seed):
         target, t0, last = min(tr.step + steps, MAX_DIGIT_STEPS), time.monotonic(), time.monotonic()
         new = {"trainer": tr, "model": tr.ema, "cfg": cfg}
         while tr.step < target and time.monotonic() - t0 < MAX_DIGIT_SECONDS:
-            _compute(_train_for, tr, CHUNK_SECONDS, target - tr.step)
+            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             el = time.monotonic() - t0
             msg = (f"**{cfg.stage}** ({cfg.objective}): step {tr.step}/{target}, {el:.0f} s, "
                    f"loss {sum(tr.losses[-20:]) / len(tr.losses[-20:]):.4f}")

@@ -17,3 +17,13 @@ def test_train_2d_plot_streams_and_changes(page):
     page.screenshot(path="/tmp/diffusion-lab-train2d.png", full_page=True)
     assert page.locator(".toast-body.error").count() == 0
     assert image_src(page, "train2d-plot")
+
+
+def test_digits_skip_ahead_shows_a_grid(page):
+    open_tab(page, "Train your own")
+    page.get_by_role("button", name="Skip ahead (load the shipped checkpoint)").click()
+    wait_for_change(page, "digits-grid", None, timeout=60)
+    page.wait_for_function("() => document.querySelector('#digits-status').innerText.includes('digits-class-flow')")
+    page.locator("#digits-grid").scroll_into_view_if_needed()
+    page.screenshot(path="/tmp/diffusion-lab-digits.png", full_page=True)
+    assert page.locator(".toast-body.error").count() == 0

@@ -117,3 +117,16 @@ def test_digits_sample_and_download_need_a_model(client):
 def test_skip_ahead_loads_the_shipped_class_model(client):
     grid, status = client.predict("class", 3.0, api_name="/digits_skip")
     assert "digits-class-flow" in status and _img(grid).shape[1] > 100
+
+
+def test_a_cancelled_training_frees_its_slot(client):
+    job = client.submit(*_args_2d(5000), api_name="/train2d")  # the slider's maximum
+    end = time.monotonic() + 60
+    while time.monotonic() < end and SLOTS.busy()[0] == 0:
+        time.sleep(0.1)
+    assert SLOTS.busy()[0] == 1
+    job.cancel()
+    end = time.monotonic() + 60
+    while time.monotonic() < end and SLOTS.busy() != (0, 0):
+        time.sleep(0.2)
+    assert SLOTS.busy() == (0, 0)

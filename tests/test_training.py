@@ -209,3 +209,15 @@ def test_slots_line_up_and_free():
     assert [s.position(t) for t in (b, c, d)] == [0, 0, 1]
     assert s.busy() == (2, 1)
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 22)] == ["1st", "2nd", "3rd", "4th", "11th", "22nd"]
+
+
+def test_slots_drop_an_abandoned_ticket_after_the_lease():
+    s = TrainingSlots(1, lease=0.2)
+    a, b = s.join(), s.join()
+    assert s.position(b) == 1
+    import time
+
+    for _ in range(4):  # b keeps asking (and so renews its lease); a, abandoned, stops touching
+        time.sleep(0.1)
+        s.touch(b)
+    assert s.position(b) == 0 and s.busy() == (1, 0)
