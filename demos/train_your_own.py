@@ -9,7 +9,6 @@ and a per-session cap bounds each one. Trained models live in ``gr.State`` (smal
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 import zipfile
@@ -22,7 +21,7 @@ import torch
 from demos.common import png
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import compute_thread, schedules, validation
-from pipelines.training import digits, figures, objectives, toy2d
+from pipelines.training import digits, figures, toy2d
 from pipelines.training.slots import SLOTS, ordinal
 
 TITLE = "Train your own"
