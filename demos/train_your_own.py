@@ -9,7 +9,6 @@ and a per-session cap bounds each one. Trained models live in ``gr.State`` (smal
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 import zipfile
@@ -23,8 +22,8 @@ from demos.common import png
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import validation
 from pipelines.diffusion import schedules
-from pipelines.training import digits, figures, objectives, toy2d
 from pipelines.serving import compute_thread
+from pipelines.training import digits, figures, toy2d
 from pipelines.training.slots import SLOTS, ordinal
 
 TITLE = "Train your own"

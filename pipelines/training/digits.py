@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipelines.training.objectives import T_TRAIN, Objective, cfg_combine
+from pipelines.training.objectives import Objective, cfg_combine
 
 STAGES = ("denoiser", "time", "class")
 SIZE = 16
