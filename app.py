@@ -25,6 +25,7 @@ TAB_MODULES = [
     "demos.guidance",
     "demos.clip_guidance",
     "demos.inpainting",
+    "demos.train_your_own",
 ]
 MAX_FILE_SIZE = "20mb"
 QUEUE_MAX_SIZE = 32

@@ -5,8 +5,8 @@ URL format (one bookmark per slide)::
     /?tab=guidance&prompt=a+red+circle&scale=7.5&seed=42&present=1
 
 * ``tab`` selects the tab: its id (``forward_noising``, ``schedules``, ``denoising_viewer``, ``inside_model``,
-  ``guidance``, ``clip_guidance``, ``inpainting``) or a short alias (``forward``, ``viewer``,
-  ``clip``, ``inpaint``, ``inside``).
+  ``guidance``, ``clip_guidance``, ``inpainting``, ``train_your_own``) or a short alias (``forward``,
+  ``viewer``, ``clip``, ``inpaint``, ``inside``, ``train``).
 * Bare keys (``prompt``, ``scale``, ...) set the controls of the selected tab; ``<tab>.<key>``
   sets a control of any tab. The keys of each tab are the names its ``create()`` returns.
 * ``present=1`` turns on presentation mode (large fonts, high contrast).
@@ -26,7 +26,8 @@ import gradio as gr
 from pipelines import validation
 
 ALIASES = {"forward": "forward_noising", "viewer": "denoising_viewer", "denoise": "denoising_viewer",
-           "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance", "inside": "inside_model"}
+           "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance", "inside": "inside_model",
+           "train": "train_your_own"}
 PRESENT_KEYS = ("present", "presentation")
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}

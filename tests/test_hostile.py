@@ -239,6 +239,10 @@ def _numeric_calls(app_url: str, f: dict) -> dict[str, tuple[list, list[int]]]:
         "inpaint": ([MODEL, ed, P, "", 5.0, 5, "DDIM", 0, 1, 2], [4, 5, 7, 8, 9]),
         "sketch": ([MODEL, sk, P, 0.6, 5.0, 5, 0], [3, 4, 5, 6]),
         "sketch_strip": ([MODEL, sk, P, 5.0, 5, 0], [3, 4, 5]),
+        "train2d": (["two moons", "DIFFUSION", None, "flow", "cosine", False, 100, 0.5, 0], [6, 7, 8]),
+        "train2d_compare": (["ring", "", None, "cosine", False, 100, 0], [5, 6]),
+        "digits_train": (["class", "flow", 2, 3.0, 0], [2, 3, 4]),
+        "digits_skip": (["class", 3.0], [1]),
     }
 
 
@@ -251,7 +255,7 @@ CLEAR_NUMBER_ERROR = re.compile(r"finite|greater than maximum|less than minimum|
     "forward_load", "forward_mix", "forward_compare", "schedules_update", "schedules_table", "viewer_start_info",
     "viewer_run", "three_ways", "sampler_race", "oracle", "guidance_generate", "guidance_grid",
     "guidance_decompose", "guidance_tradeoff", "guidance_colour", "clip_guidance_run", "inpaint", "sketch",
-    "sketch_strip"])
+    "sketch_strip", "train2d", "train2d_compare", "digits_train", "digits_skip"])
 def test_bad_numbers_in_every_numeric_parameter(app_url, files, api):
     data, indices = _numeric_calls(app_url, files)[api]
     ok = raw_call(app_url, api, data)
