@@ -99,39 +99,58 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
            heatmap_figure(hook.history, n), md)
 
 
+MATHS = """
+**The loss.** CLIP turns a picture and a text into unit vectors a and b; the closer they point, the better
+the match. The loss is the squared great-circle distance between them, L = 2·arcsin(‖a − b‖/2)², averaged
+over *n* random cutouts (crops and flips) of the model's guess x̂0, so the gradient does not just pick out a
+few pixels.
+
+**The nudge.** Before each step, x_t moves a little downhill on L: x_t ← x_t − s·g(ᾱ_t)·∇_{x_t} L, with s the
+CLIP guidance scale and g a per-step factor of ᾱ_t (the share of the picture left at timestep t), e.g.
+√ᾱ_t: small while the image is mostly noise. x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t is the clean picture the model's
+noise estimate ε̂ implies, so the gradient flows through the model too.
+
+**Base model.** *Unconditional*: the diffusion model gets no prompt, so CLIP does all the steering.
+*Conditional*: it also gets a base prompt with classifier-free guidance w (Guidance tab). Hub models need a
+network; offline, the bundled tiny CLIP and toy model work.
+"""
+
+
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
     gr.Markdown(
-        "A CLIP model scores the predicted x̂0 against a prompt: the squared great-circle distance "
-        "2·arcsin(‖a − b‖/2)² between unit embeddings, averaged over *n* random cutouts (crops + flips). "
-        "Its gradient with respect to x_t, times a per-step factor and the scale, nudges x_t before each "
-        "step. The factor uses ᾱ of the **timestep t** (the seed notebook used the loop counter, a bug). "
-        "Hub models need a network; offline, the bundled tiny CLIP and toy model work."
-    )
-    with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
-            model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
-            prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)")
-            base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
-            with gr.Row():
-                base_prompt = gr.Textbox("", label="base prompt (conditional; empty = the CLIP prompt)")
-                cfg = gr.Slider(0, MAX_CFG, value=3.0, step=0.5, label="CFG w (conditional)")
-            with gr.Row():
-                cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
-                scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="CLIP guidance scale")
-            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
-                                  label="gradient × per step")
-            with gr.Row():
-                steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                seed = seed_input("seed")
-            run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
-        with gr.Column(scale=2):
-            gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300, elem_id="clip-gallery")
+        "CLIP is a model that scores how well a picture matches a text; here its score steers the sampler. "
+        "Press **Run** to make the same picture twice from the same noise, without and with CLIP pushing it "
+        "towards your prompt.", elem_classes=["dl-intro"])
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=1, min_width=300, elem_classes=["dl-controls"]):
+            prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)",
+                                max_lines=2, elem_id="clip-prompt")
+            scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="how hard to steer (CLIP guidance scale)")
+            with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
+                seed = seed_input("seed", min_width=120)
+                run = gr.Button("Run with and without", variant="primary", elem_id="clip-run",
+                                elem_classes=["dl-run"], size="lg", min_width=140)
+            with gr.Accordion("Advanced", open=False):
+                clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
+                model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
+                base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
+                with gr.Row():
+                    base_prompt = gr.Textbox("", label="base prompt (conditional; empty = the CLIP prompt)")
+                    cfg = gr.Slider(0, MAX_CFG, value=3.0, step=0.5, label="CFG w (conditional)")
+                with gr.Row():
+                    cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
+                    steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
+                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
+                                      label="gradient × per step")
+        with gr.Column(scale=2, elem_classes=["dl-output"]):
+            gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
+                                 object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
             md = gr.Markdown()
-            loss_plot = gr.Plot(label="loss per step")
-            heat = gr.Plot(label="gradient magnitude")
+    with gr.Row():
+        loss_plot = gr.Plot(label="loss per step")
+        heat = gr.Plot(label="gradient magnitude")
     # Run on click, cached server-side after the first run (deterministic: same seed, same images).
     clip0, model0 = reg.default_clip, reg.default_diffusion
     gr.Examples([[clip0, model0, "a red circle on a white background", BASE_MODES[0], "", 3.0, 4, 200,
@@ -143,6 +162,8 @@ def create(runtime) -> dict:
                 [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
                 cache_examples=True, cache_mode="lazy", label="examples (click to run; cached after the first run)",
                 elem_id="clip-examples")
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
     run.click(user_errors(functools.partial(clip_run, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
               [gallery, loss_plot, heat, md], api_name="clip_guidance_run")
