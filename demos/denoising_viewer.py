@@ -283,7 +283,7 @@ def create(runtime) -> dict:
                         x0_img = gr.Image(label="x̂0: the model's guess of the end result", elem_id="viewer-x0",
                                           elem_classes=[PIXELATED, BIG], **img)
                         eps_img = gr.Image(label="ε̂: the noise it sees", elem_id="viewer-eps",
-                                           elem_classes=[PIXELATED], **img)
+                                           elem_classes=[PIXELATED, "dl-optional"], **img)
                     info = gr.Markdown("Press **Denoise**.", elem_id="viewer-info")
                     # The range is set after each run (finish_view); until then it admits any step count, so an
                     # API client may scrub right after /viewer_run (steps past the run's end show its last step).

@@ -185,7 +185,8 @@ def create(runtime=None) -> dict:
                 x0_img = gr.Image(jpeg(_pixels(init, 1.0)), label="x0: the picture", elem_id="forward-x0", **img)
                 xt_img = gr.Image(init_xt, label="x_t: picture + noise", elem_id="forward-xt",
                                   elem_classes=["dl-big"], **img)
-                eps_img = gr.Image(jpeg(_pixels(init, 0.0)), label="ε: the noise", elem_id="forward-eps", **img)
+                eps_img = gr.Image(jpeg(_pixels(init, 0.0)), label="ε: the noise", elem_id="forward-eps",
+                                   elem_classes=["dl-optional"], **img)
             info = gr.Markdown(init_md, elem_id="forward-formula")
     strip_gallery = gr.Gallery(strip(init, "linear"), label="x_t at evenly spaced t (same noise ε)",
                                columns=STRIP_LEN, allow_preview=True, object_fit="contain",

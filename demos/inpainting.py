@@ -258,7 +258,7 @@ def create(runtime) -> dict:
                 run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run", elem_classes=["dl-run"],
                                 size="lg", scale=1, min_width=110)
             example_btn = gr.Button("Example: mask the red circle, ask for a yellow star, inpaint", size="sm",
-                                    elem_id="inpaint-example")
+                                    elem_id="inpaint-example", elem_classes=["dl-autorun"])  # run=1 presses it
             with gr.Accordion("Advanced", open=False):
                 model = gr.Dropdown(names, value=names[0], label="diffusion model")
                 negative = gr.Textbox("", label="negative prompt")
@@ -326,8 +326,9 @@ def create(runtime) -> dict:
         return editor_value(png(pil))
 
     gallery.select(pick, None, editor, api_name="inpaint_pick_sample", api_visibility="private")
-    editor.change(user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
-                  trigger_mode="always_last", show_progress="hidden")
+    # a brush stroke fires .input (the first one fires no .change); a picked sample fires .change
+    gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
+          trigger_mode="always_last", show_progress="hidden")
     run.click(bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
               [result, xt_img, mask_img, info], api_name="inpaint")
     example_value = editor_value(toy_paths[0], png(centre_disc_layer()))

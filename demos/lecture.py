@@ -31,7 +31,8 @@ ALIASES = {"forward": "forward_noising", "viewer": "denoising_viewer", "denoise"
            "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance"}
 PRESENT_KEYS = ("present", "presentation")
 RUN_KEY = "run"
-RUN_CLASS = "dl-run"  # elem_classes of the button that run=1 presses (one per tab)
+RUN_CLASS = "dl-run"  # elem_classes of the button that run=1 presses (one per tab)...
+AUTORUN_CLASS = "dl-autorun"  # ...unless the tab has one of these (a preset a URL cannot carry, e.g. a mask)
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
@@ -52,7 +53,8 @@ RUN_JS = """() => {
   const q = new URLSearchParams(window.location.search);
   if (!['1', 'true', 'yes', 'on'].includes((q.get('run') ?? '').toLowerCase())) return;
   const press = (tries) => {  // the visible one: the selected tab's
-    const b = [...document.querySelectorAll('button.%s')].find(e => e.offsetParent !== null);
+    const visible = (c) => [...document.querySelectorAll('button.' + c)].find(e => e.offsetParent !== null);
+    const b = visible('%s') || visible('%s');
     if (b) b.click(); else if (tries > 0) setTimeout(() => press(tries - 1), 250);
   };
   setTimeout(() => press(40), 300);
@@ -186,7 +188,7 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict[str, gr.Tab], registry:
     demo.load(None, None, None, js=ON_LOAD_JS % _js_string(CSS))
     demo.load(restore, None, [tabs, current, present, *components], api_name="lecture_restore",
               api_visibility="private", show_progress="hidden").then(
-        None, None, None, js=RUN_JS % RUN_CLASS)
+        None, None, None, js=RUN_JS % (AUTORUN_CLASS, RUN_CLASS))
     present.change(None, present, None, js=TOGGLE_JS)
     for tid, item in tab_items.items():
         item.select(lambda t=tid: t, None, current, api_name=f"lecture_tab_{tid}", api_visibility="private",

@@ -136,7 +136,7 @@ def create(runtime=None) -> dict:
         with gr.Column(scale=3, elem_classes=["dl-output"]):
             # value=callable + inputs: gradio computes it on each page load (nothing at build time).
             fig = gr.Plot(user_errors(schedules_plot), inputs=[names, T, b0, b1, custom, zero],
-                          label="the schedules over t", elem_id="schedules-plot", elem_classes=["dl-big"])
+                          label="the schedules over t", elem_id="schedules-plot")
     grid_out = gr.Gallery(user_errors(schedules_grid), inputs=[file, names, T, b0, b1, custom, zero, t_frac, seed],
                           label="the same picture, noise and t under each schedule", columns=len(DEFAULT),
                           object_fit="contain", elem_id="schedules-grid", elem_classes=["dl-gallery"])

@@ -54,9 +54,11 @@ BASE = """
 /* phone: the header on one line, tabs reachable, two images side by side */
 @media (max-width: 500px) {
   .gradio-container { padding-left: 4px !important; padding-right: 4px !important; }
-  #dl-title p { display: none; }
-  .dl-panels { flex-wrap: wrap !important; }
-  .dl-panels > * { min-width: 150px !important; flex: 1 1 45% !important; }
+  #dl-title p, #dl-present { display: none !important; }  /* no projector on a phone */
+  .dl-panels { flex-wrap: wrap !important; gap: 6px !important; }
+  .dl-panels > * { min-width: 150px !important; flex: 1 1 45% !important; height: 190px !important; }
+  .dl-panels > .dl-optional { display: none !important; }  /* x_t and x̂0 side by side, the scrubber right under */
+  .dl-gallery .grid-container { grid-template-columns: repeat(min(var(--grid-cols), 4), minmax(0, 1fr)) !important; }
 }
 """
 
@@ -84,9 +86,13 @@ body.dl-presentation .dl-controls { flex-direction: row !important; flex-wrap: w
 body.dl-presentation .dl-controls > * { flex: 1 1 260px !important; min-width: 220px !important; }
 body.dl-presentation .dl-output { width: 100% !important; }
 body.dl-presentation .dl-panels { flex-wrap: wrap !important; }
-body.dl-presentation .dl-big { flex: 0 0 auto !important; width: 44vw !important; min-width: 44vw !important;
-                               height: calc(44vw + 40px) !important; max-height: none !important; }
-body.dl-presentation .dl-big img { width: 100% !important; height: 100% !important; max-height: none !important; }
+body.dl-presentation .dl-intro { display: none !important; }  /* the lecturer says it */
+body.dl-presentation .dl-big { flex: 0 0 auto !important; width: 41vw !important; min-width: 41vw !important;
+                               height: 41vw !important; max-height: none !important; }
+body.dl-presentation .dl-gallery.dl-big { width: 100% !important; min-width: 0 !important; height: auto !important; }
+body.dl-presentation .dl-gallery.dl-big .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), min(41vw, calc((100% - 16px) / var(--grid-cols)))) !important; }
+body.dl-presentation .dl-big:not(.dl-gallery) img { width: 100% !important; height: 100% !important; max-height: none !important; }
 body.dl-presentation .dl-big .image-container, body.dl-presentation .dl-big .image-frame { height: 100% !important; }
 body.dl-presentation .dl-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(160px, 1fr)); }
 """
