@@ -18,6 +18,7 @@ from pipelines.serving import compute_thread
 from pipelines.runtime import Runtime
 
 TAB_MODULES = [
+    "demos.start_here",
     "demos.forward_noising",
     "demos.schedules",
     "demos.denoising_viewer",

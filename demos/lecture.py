@@ -4,9 +4,9 @@ URL format (one bookmark per slide)::
 
     /?tab=guidance&prompt=a+red+circle&scale=7.5&seed=42&present=1
 
-* ``tab`` selects the tab: its id (``forward_noising``, ``schedules``, ``denoising_viewer``,
+* ``tab`` selects the tab: its id (``start_here``, ``forward_noising``, ``schedules``, ``denoising_viewer``,
   ``guidance``, ``clip_guidance``, ``inpainting``) or a short alias (``forward``, ``viewer``,
-  ``clip``, ``inpaint``).
+  ``clip``, ``inpaint``, ``start``).
 * Bare keys (``prompt``, ``scale``, ...) set the controls of the selected tab; ``<tab>.<key>``
   sets a control of any tab. The keys of each tab are the names its ``create()`` returns.
 * ``present=1`` turns on presentation mode (large fonts, high contrast, big images).
@@ -27,7 +27,8 @@ import gradio as gr
 from demos.style import CSS
 from pipelines import validation
 
-ALIASES = {"forward": "forward_noising", "viewer": "denoising_viewer", "denoise": "denoising_viewer",
+ALIASES = {"start": "start_here", "tour": "start_here", "forward": "forward_noising", "viewer": "denoising_viewer",
+           "denoise": "denoising_viewer",
            "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance"}
 PRESENT_KEYS = ("present", "presentation")
 RUN_KEY = "run"

@@ -46,7 +46,7 @@ def step_by(show: Callable, count: Callable, state, current, delta: int):
     return (*show(state, k), k)
 
 
-def _errors(fn):
+def errors(fn):
     """ValueError -> gr.Error. Not via demos.common.user_errors: replaying runs no torch, so it must
     not sleep on the shared compute thread."""
     import functools
@@ -87,9 +87,9 @@ def wire(c: dict, prefix: str, show: Callable, count: Callable, state, scrubber,
     import functools
 
     outs = [*outputs, scrubber]
-    ev = c["play"].click(_errors(functools.partial(frames, show, count)), [state, c["speed"], scrubber], outs,
+    ev = c["play"].click(errors(functools.partial(frames, show, count)), [state, c["speed"], scrubber], outs,
                          api_name=f"{prefix}_play", show_progress="hidden", concurrency_limit=None)
     c["pause"].click(None, None, None, cancels=[ev], api_visibility="private")
     for btn, d in ((c["back"], -1), (c["fwd"], 1)):
-        btn.click(_errors(functools.partial(step_by, show, count, delta=d)), [state, scrubber], outs,
+        btn.click(errors(functools.partial(step_by, show, count, delta=d)), [state, scrubber], outs,
                   cancels=[ev], api_visibility="private", show_progress="hidden", concurrency_limit=None)

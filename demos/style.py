@@ -34,6 +34,15 @@ BASE = """
 .dl-intro p { margin: 0 0 4px 0; }
 .dl-hidden { display: none !important; }
 
+/* Start here: token chips, box headings, links to the tabs */
+.dl-chips { display: flex; flex-wrap: wrap; gap: 4px; padding: 4px 0; }
+.dl-chip { border: 1px solid var(--border-color-primary); border-radius: 4px; padding: 1px 6px;
+           background: var(--background-fill-secondary); font-family: var(--font-mono); font-size: var(--text-sm); }
+.dl-chip-marker, .dl-chip-pad { opacity: 0.65; font-style: italic; }
+.dl-box-head h4 { margin: 0 0 2px 0; }
+.dl-box-head p { margin: 0; font-size: var(--text-sm); }
+button.dl-link { width: auto !important; flex: 0 0 auto !important; }
+
 /* pixel art: model images are sent at 32 px and upscaled here, crisp */
 .dl-pixelated img, .dl-gallery img { image-rendering: pixelated; object-fit: contain !important; }
 .dl-pixelated img { width: 100%; height: 100%; }
