@@ -59,6 +59,7 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
                 with gr.Tab(module.TITLE, id=tid, elem_id=f"tab-{tid}") as items[tid]:
                     registry[tid] = module.create(runtime) or {}  # {url key: control}, see demos/lecture.py
         lecture.wire(demo, tabs, items, registry, present, link_btn, link_box)
+    demo.lecture_registry = registry  # {tab id: {URL key: control}}: for tests of documented links
     # CPU-bound work: one job at a time per event, bounded waiting line; on CPU every handler's torch work
     # runs on one thread (pipelines/serving/compute_thread.py: OpenMP slows down ~2x when several threads use torch).
     if runtime.device.type != "cpu":

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from demos import player
 from demos.common import image_file, loss_figure, user_errors
 from demos.components import seed_input
 from pipelines import loss_guidance as LG
-from pipelines import validation
+from pipelines import images, validation
 
 TITLE = "CLIP guidance"
 MAX_CLIP_SCALE = 2000.0
@@ -51,8 +52,10 @@ def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
 
 
 def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg_scale, n_cutouts, scale,
-             scaling, steps, seed):
-    """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown)."""
+             scaling, steps, seed, record: dict | None = None):
+    """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown).
+    With ``record`` (a dict), also keeps both runs' x̂0 per step there (``"without"``, ``"with"``: uint8
+    ``[h, w, 3]`` lists, the final images last) for a side-by-side replay."""
     clip = runtime.registry.clip(clip_name or None)  # hub CLIP offline -> ModelUnavailable (ValueError)
     model = runtime.registry.diffusion(model_name or None)
     s = validation.number("CLIP guidance scale", scale, 0.0, MAX_CLIP_SCALE)
@@ -74,9 +77,18 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0)
 
     base = guided = ref = hook = None
+    keep = record is not None
+    without, with_ = [], []
+
+    def on_base_step(rec):  # the unguided run's guesses, for the replay
+        without.append(images.tensor_to_uint8((rec.image if rec.is_last else rec.pred_x0_rgb)[0]))
+
     for base, ref, guided, hook in LG.guided_vs_unguided(model, base_text, make_hook, s, guidance_scale=w,
                                                         num_inference_steps=n,
-                                                        generator_fn=lambda: validation.generator(sd)):
+                                                        generator_fn=lambda: validation.generator(sd),
+                                                        on_base_step=on_base_step if keep else None):
+        if keep:
+            with_.append(images.tensor_to_uint8((guided.image if guided.is_last else guided.pred_x0_rgb)[0]))
         if guided.is_last or guided.index % STREAM_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
             cap = "with CLIP guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
@@ -94,9 +106,41 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
           f"Final CLIP loss (whole image, 2·arcsin(‖a−b‖/2)²): without **{f0:.4f}**, with **{f1:.4f}** "
           f"({'lower' if f1 < f0 else 'not lower'}).")
     curves = {"without": ref.losses(), "with": hook.losses()}
+    if keep:
+        record.update({"without": without, "with": with_, "n": n})
     yield (gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with CLIP guidance")],
            loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
            heatmap_figure(hook.history, n), md)
+
+
+def clip_run_recorded(runtime, *args):
+    """:func:`clip_run` plus the recorded run (a ``gr.State``) on its last message, for ▶ Play."""
+    rec, prev = {}, None
+    for msg in clip_run(runtime, *args, record=rec):
+        if prev is not None:
+            yield (*prev, gr.skip())
+        prev = msg
+    yield (*prev, rec)  # the last message carries the recording
+
+
+def _count(traj) -> int:
+    return min(len(traj["with"]), len(traj["without"])) if traj else 0
+
+
+def show_pair(traj, k: int):
+    """Recorded step ``k`` (1-based) of both runs, side by side -> (gallery, text). No model call."""
+    n = _count(traj)
+    last = k == n
+    a, b = traj["without"][k - 1], traj["with"][k - 1]
+    gal = [(image_file(a, SHOW_PX, fmt="jpeg"), "without CLIP guidance" if last else f"without: step {k}/{n}, x̂0"),
+           (image_file(b, SHOW_PX, fmt="jpeg"), "with CLIP guidance" if last else f"with: step {k}/{n}, x̂0")]
+    return gal, f"**step {k} / {n}**" + (": the final pictures" if last else ": each run's guess of its picture x̂0")
+
+
+def scrub(traj, k):
+    if not traj:
+        raise ValueError("Run it first: there is no recorded run in this session yet.")
+    return show_pair(traj, min(validation.integer("step", k, 1, 10**6), _count(traj)))
 
 
 MATHS = """
@@ -147,7 +191,11 @@ def create(runtime) -> dict:
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
-            md = gr.Markdown()
+            md = gr.Markdown(elem_id="clip-info")
+            traj = gr.State(None, time_to_live=3600)
+            step = gr.Slider(1, 2, value=1, step=1, label="step: scrub or play both runs side by side",
+                             interactive=False, elem_id="clip-scrub")
+            play = player.controls("clip")
     with gr.Row():
         loss_plot = gr.Plot(label="loss per step")
         heat = gr.Plot(label="gradient magnitude")
@@ -164,9 +212,14 @@ def create(runtime) -> dict:
                 elem_id="clip-examples")
     with gr.Accordion("The maths", open=False):
         gr.Markdown(MATHS)
-    run.click(user_errors(functools.partial(clip_run, runtime)),
+    run.click(user_errors(functools.partial(clip_run_recorded, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
-              [gallery, loss_plot, heat, md], api_name="clip_guidance_run")
+              [gallery, loss_plot, heat, md, traj], api_name="clip_guidance_run").success(
+        lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr), interactive=_count(tr) > 1), traj, step,
+        api_visibility="private", show_progress="hidden")
+    step.input(player.errors(scrub), [traj, step], [gallery, md], api_name="clip_scrub", show_progress="hidden",
+               trigger_mode="always_last", concurrency_limit=None)
+    player.wire(play, "clip", show_pair, _count, traj, step, [gallery, md])
     return {"clip": clip_name, "model": model, "prompt": prompt, "base": base_mode, "base_prompt": base_prompt,
             "cfg": cfg, "cutouts": cuts, "scale": scale, "scaling": scaling, "steps": steps,
             "seed": seed}  # lecture-mode URL keys

@@ -206,7 +206,7 @@ def create(runtime) -> dict:
                 seed = seed_input("seed", min_width=120)
                 run = gr.Button("Generate", variant="primary", elem_id="guidance-run", elem_classes=["dl-run"],
                                 size="lg", min_width=120)
-            with gr.Accordion("Advanced", open=False):
+            with gr.Accordion("Advanced", open=False, elem_id="guidance-advanced"):
                 model = gr.Dropdown(names, value=names[0], label="diffusion model")
                 negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
                 with gr.Row():

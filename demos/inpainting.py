@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from demos import player
 from demos.common import image_file, png, sample_paths, user_errors
 from demos.components import SafeImageEditor, seed_input
 from pipelines import sketch
@@ -144,18 +145,37 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
     mpath = mask_png(mask)
     head = " ".join(notes)
     gen = validation.generator(seed)
+    frames = []  # (composite, x_t, text) per UNet call: file paths already written, so a replay costs nothing
     for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
                                sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
                                jump_length=j, resamples=r):
         phase = f", {st.phase} of this stretch" if st.phase else ""
+        xt = image_file(st.x_t_rgb[0], fmt="jpeg") if st.x_t_rgb is not None else None
         if st.image is not None:
             md = (f"**Done**: {st.total} UNet calls ({n} {sampler} steps, {r} resample pass(es), jump length {j}); "
                   f"mask {prep.coverage:.0%}; seed {int(seed)}. Outside the mask the pixels are the input's. {head}")
-            yield image_file(st.image[0]), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
+            frames.append((image_file(st.image[0]), xt, md))
+            yield (*frames[-1][:2], mpath, md, {"frames": frames})
         else:
             md = (f"UNet call {st.index + 1}/{st.total}: step {st.position}/{n} (t = {st.t}){phase}. "
                   f"Showing the predicted x̂0 inside the mask. {head}")
-            yield image_file(st.composite[0], fmt='jpeg'), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
+            frames.append((image_file(st.composite[0], fmt="jpeg"), xt, md))
+            yield (*frames[-1][:2], mpath, md, gr.skip())
+
+
+def _count(traj) -> int:
+    return len(traj["frames"]) if traj else 0
+
+
+def show_call(traj, k: int):
+    """Recorded UNet call ``k`` (1-based) -> (result, x_t, info). No model call."""
+    return traj["frames"][k - 1]
+
+
+def scrub(traj, k):
+    if not traj:
+        raise ValueError("Inpaint first: there is no recorded run in this session yet.")
+    return show_call(traj, min(validation.integer("UNet call", k, 1, 10**6), _count(traj)))
 
 
 def _sketch_tensor(value) -> torch.Tensor:
@@ -259,7 +279,7 @@ def create(runtime) -> dict:
                                 size="lg", scale=1, min_width=110)
             example_btn = gr.Button("Example: mask the red circle, ask for a yellow star, inpaint", size="sm",
                                     elem_id="inpaint-example", elem_classes=["dl-autorun"])  # run=1 presses it
-            with gr.Accordion("Advanced", open=False):
+            with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
                 model = gr.Dropdown(names, value=names[0], label="diffusion model")
                 negative = gr.Textbox("", label="negative prompt")
                 with gr.Row():
@@ -279,6 +299,10 @@ def create(runtime) -> dict:
                               interactive=False, elem_id="inpaint-result", height=300, format="png",
                               elem_classes=["dl-big"], buttons=["fullscreen"])
             info = gr.Markdown(elem_id="inpaint-info")
+            traj = gr.State(None, time_to_live=3600)
+            call = gr.Slider(1, 2, value=1, step=1, label="UNet call: scrub or play the recorded run",
+                             interactive=False, elem_id="inpaint-scrub")
+            play = player.controls("inpaint")
             with gr.Row(elem_classes=["dl-panels"]):
                 mask_img = gr.Image(label="mask (white = replace)", interactive=False, elem_id="inpaint-mask",
                                     height=170, min_width=120)
@@ -329,13 +353,23 @@ def create(runtime) -> dict:
     # a brush stroke fires .input (the first one fires no .change); a picked sample fires .change
     gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
           trigger_mode="always_last", show_progress="hidden")
-    run.click(bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
-              [result, xt_img, mask_img, info], api_name="inpaint")
+    inpaint_in = [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump]
+    inpaint_out = [result, xt_img, mask_img, info, traj]
+
+    def scrubber(tr):
+        n = _count(tr)
+        return gr.Slider(maximum=max(n, 2), value=n, interactive=n > 1)
+
+    run.click(bind(run_inpaint), inpaint_in, inpaint_out, api_name="inpaint").success(
+        scrubber, traj, call, api_visibility="private", show_progress="hidden")
     example_value = editor_value(toy_paths[0], png(centre_disc_layer()))
     example_btn.click(lambda: (example_value, "a yellow star on a navy background"), None, [editor, prompt],
                       api_name="inpaint_example", api_visibility="private").then(
-        bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
-        [result, xt_img, mask_img, info], api_visibility="private")
+        bind(run_inpaint), inpaint_in, inpaint_out, api_visibility="private").success(
+        scrubber, traj, call, api_visibility="private", show_progress="hidden")
+    call.input(player.errors(scrub), [traj, call], [result, xt_img, info], api_name="inpaint_scrub",
+               show_progress="hidden", trigger_mode="always_last", concurrency_limit=None)
+    player.wire(play, "inpaint", show_call, _count, traj, call, [result, xt_img, info])
     blank_btn.click(lambda: editor_value(blank), None, sketch, api_name="sketch_blank", api_visibility="private")
     blob_btn.click(lambda: editor_value(blob), None, sketch, api_name="sketch_example", api_visibility="private")
     from_btn.click(user_errors(from_inpaint), editor, sketch, api_name="sketch_from_inpaint",

@@ -60,6 +60,10 @@ button.dl-link { width: auto !important; flex: 0 0 auto !important; }
                              overflow: visible !important; text-overflow: clip !important; border: 0 !important;
                              text-align: center !important; background: transparent !important; }
 
+/* examples tables: long labels wrap, wide tables scroll inside their box instead of being cut */
+.table-wrap { overflow-x: auto !important; }
+.table-wrap th, .table-wrap td { white-space: normal !important; max-width: 180px; }
+
 /* phone: the header on one line, tabs reachable, two images side by side */
 @media (max-width: 500px) {
   .gradio-container { padding-left: 4px !important; padding-right: 4px !important; }
@@ -101,7 +105,9 @@ body.dl-presentation .dl-big { flex: 0 0 auto !important; width: 41vw !important
 body.dl-presentation .dl-gallery.dl-big { width: 100% !important; min-width: 0 !important; height: auto !important; }
 body.dl-presentation .dl-gallery.dl-big .grid-container {
   grid-template-columns: repeat(var(--grid-cols), min(41vw, calc((100% - 16px) / var(--grid-cols)))) !important; }
-body.dl-presentation .dl-big:not(.dl-gallery) img { width: 100% !important; height: 100% !important; max-height: none !important; }
+body.dl-presentation .dl-big:not(.dl-gallery) img { width: 100% !important; height: 100% !important; max-height: none !important;
+                                                     object-fit: contain !important; image-rendering: pixelated; }
+body.dl-presentation .dl-controls > #inpaint-editor { flex: 2 1 520px !important; min-height: 420px; }
 body.dl-presentation .dl-big .image-container, body.dl-presentation .dl-big .image-frame { height: 100% !important; }
 body.dl-presentation .dl-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(160px, 1fr)); }
 """

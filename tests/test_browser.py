@@ -113,6 +113,7 @@ def test_inpainting_paint_mask_with_the_mouse_and_inpaint(page):
     h, w = mask.shape
     assert mask[int(0.4 * h):int(0.6 * h), int(0.35 * w):int(0.65 * w)].any()  # where we painted
     assert not mask[: h // 5].any() and not mask[-h // 5:].any()
+    page.locator("#inpaint-advanced .label-wrap").click()  # steps live in the Advanced accordion
     steps = page.locator("#inpaint-steps input[type=number]")
     steps.fill("10")  # default resampling (r = 3, j = 5) on 10 steps: 20 UNet calls, cheap on a busy CPU
     steps.press("Enter")

@@ -38,7 +38,11 @@ if "start_here" in TITLES:
 
 # The displayed picture of an <img> (object-fit: contain keeps the aspect inside the element's box).
 SHOWN_JS = """e => { const r = e.getBoundingClientRect(); const nw = e.naturalWidth || r.width, nh = e.naturalHeight || r.height;
-  const s = Math.min(r.width / nw, r.height / nh); return {x: r.x, y: r.y, w: nw * s, h: nh * s}; }"""
+  const fit = getComputedStyle(e).objectFit; let s = Math.min(r.width / nw, r.height / nh);
+  if (fit === 'scale-down') s = Math.min(s, 1); else if (fit === 'none') s = 1;
+  else if (fit === 'fill') return {x: r.x, y: r.y, w: r.width, h: r.height};
+  else if (fit === 'cover') s = Math.max(r.width / nw, r.height / nh);
+  return {x: r.x, y: r.y, w: Math.min(nw * s, r.width), h: Math.min(nh * s, r.height)}; }"""
 
 
 def _shot(page, name: str, full: bool = False) -> None:

@@ -94,6 +94,26 @@ def test_run_is_a_known_url_key():
     assert tab == "guidance" and problems == [] and values == [(6,)]
 
 
+def test_readme_lecture_links_are_valid():
+    """Every example link in the README selects a tab and sets only known keys to valid values."""
+    import re
+    from pathlib import Path
+    from urllib.parse import parse_qsl
+
+    import app
+    from pipelines.runtime import Runtime
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("## Lecture links", 1)[1].split("```", 2)[1]
+    links = re.findall(r"^/\?(\S+)$", block, flags=re.M)
+    assert len(links) >= 5, block
+    registry = app.build_app(Runtime.create("cpu")).lecture_registry
+    for q in links:
+        tab, values, problems, _ = lecture.restore_updates(dict(parse_qsl(q)), registry)
+        assert tab is not None and problems == [], (q, problems)
+        assert sum(v is not None for v in values) >= 1, q
+
+
 # ------------------------------------------------------------------ through the app
 
 
@@ -139,3 +159,61 @@ def test_start_here_tells_the_story(client):
     assert "step 1 / 5" in info1 and not np.array_equal(_img(xt1), _img(final))
     with pytest.raises(Exception, match="prompt"):
         client.predict("x" * 5000, 0, 5, api_name="/start_here")
+
+
+@pytest.mark.api
+def test_inpaint_play_replays_every_model_call(client, tmp_path):
+    """The replay walks through the recorded calls (the known region re-imposed each time) and ends on the result."""
+    from gradio_client import handle_file
+
+    from demos.inpainting import WORK_PX, toy_sample_images
+    from pipelines.models import DEFAULT_DIFFUSION_SPECS
+
+    bg = tmp_path / "bg.png"
+    toy_sample_images()[0].save(bg)
+    layer = np.zeros((WORK_PX, WORK_PX, 4), np.uint8)
+    layer[64:192, 64:192] = (255, 0, 255, 140)
+    Image.fromarray(layer, "RGBA").save(tmp_path / "layer.png")
+    value = {"background": handle_file(str(bg)), "layers": [handle_file(str(tmp_path / "layer.png"))],
+             "composite": None}
+    job = client.submit(DEFAULT_DIFFUSION_SPECS[0].name, value, "a yellow star on a navy background", "", 5.0, 4,
+                        "DDIM", 0, 1, 2, api_name="/inpaint")
+    job.result(timeout=300)
+    runs = job.outputs()
+    assert all(len(o) == 4 for o in runs)  # the recording travels in a gr.State, not in the API
+    play = client.submit(20, 4, api_name="/inpaint_play")
+    play.result(timeout=120)
+    outs = play.outputs()
+    assert [o[-1] for o in outs] == list(range(1, len(runs) + 1))  # one frame per streamed model call
+    assert np.array_equal(_img(outs[-1][0]), _img(runs[-1][0])) and "Done" in outs[-1][2]
+    assert np.array_equal(_img(outs[0][0]), _img(runs[0][0])) and "UNet call 1/" in outs[0][2]
+    result2, _, info2 = client.predict(2, api_name="/inpaint_scrub")
+    assert np.array_equal(_img(result2), _img(outs[1][0])) and "UNet call 2/" in info2
+    # outside the mask every replayed frame keeps the input's pixels (JPEG frames: within a few levels)
+    inp = np.asarray(Image.open(bg).convert("RGB")).astype(int)
+    for o in outs:
+        assert np.abs(_img(o[0]).astype(int)[:48] - inp[:48]).mean() < 4
+
+
+@pytest.mark.api
+def test_clip_play_shows_both_runs_in_lock_step(client):
+    from pipelines.models import DEFAULT_DIFFUSION_SPECS
+
+    from demos.clip_guidance import BASE_MODES
+
+    job = client.submit("toy-clip (bundled)", DEFAULT_DIFFUSION_SPECS[0].name, "a red circle on a white background", BASE_MODES[0], "",
+                        3.0, 2, 200, "sqrt_alpha_bar", 3, 0, api_name="/clip_guidance_run")
+    job.result(timeout=300)
+    final_gallery = job.outputs()[-1][0]
+    play = client.submit(20, 3, api_name="/clip_play")
+    play.result(timeout=120)
+    outs = play.outputs()
+    assert [o[-1] for o in outs] == [1, 2, 3]
+    assert [c["caption"] for c in outs[0][0]] == ["without: step 1/3, x̂0", "with: step 1/3, x̂0"]
+    last = outs[-1][0]
+    assert [c["caption"] for c in last] == ["without CLIP guidance", "with CLIP guidance"]
+    for a, b in zip(last, final_gallery):  # the last frame = the run's final pair
+        assert np.array_equal(_img(a["image"]["path"] if isinstance(a["image"], dict) else a["image"]),
+                              _img(b["image"]["path"] if isinstance(b["image"], dict) else b["image"]))
+    w1, g1 = (_img(c["image"]["path"] if isinstance(c["image"], dict) else c["image"]) for c in outs[0][0])
+    assert not np.array_equal(w1, g1)  # the pair really is two runs (the guidance acts from step 1)
