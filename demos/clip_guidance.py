@@ -193,7 +193,8 @@ def create(runtime) -> dict:
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
             md = gr.Markdown(elem_id="clip-info")
             traj = gr.State(None, time_to_live=3600)
-            step = gr.Slider(1, 2, value=1, step=1, label="step: scrub or play both runs side by side",
+            # any step count until the first run sets the range, so an API client may play or scrub at once
+            step = gr.Slider(1, MAX_STEPS, value=1, step=1, label="step: scrub or play both runs side by side",
                              interactive=False, elem_id="clip-scrub")
             play = player.controls("clip")
     with gr.Row():

@@ -300,8 +300,9 @@ def create(runtime) -> dict:
                               elem_classes=["dl-big"], buttons=["fullscreen"])
             info = gr.Markdown(elem_id="inpaint-info")
             traj = gr.State(None, time_to_live=3600)
-            call = gr.Slider(1, 2, value=1, step=1, label="UNet call: scrub or play the recorded run",
-                             interactive=False, elem_id="inpaint-scrub")
+            # any call count until the first run sets the range, so an API client may play or scrub at once
+            call = gr.Slider(1, MAX_STEPS * ip.MAX_RESAMPLES, value=1, step=1, interactive=False,
+                             label="UNet call: scrub or play the recorded run", elem_id="inpaint-scrub")
             play = player.controls("inpaint")
             with gr.Row(elem_classes=["dl-panels"]):
                 mask_img = gr.Image(label="mask (white = replace)", interactive=False, elem_id="inpaint-mask",

@@ -165,7 +165,7 @@ def create(runtime) -> dict:
                                       "picture (right) and removes a little noise (left).")
             with gr.Row(elem_classes=["dl-panels"]):
                 img = dict(interactive=False, height=230, min_width=140)
-                xt = gr.Image(label="x_t: the noisy picture", elem_id="start-xt", elem_classes=[PIXELATED], **img)
+                xt = gr.Image(label="x_t: the noisy picture", elem_id="start-xt", elem_classes=[PIXELATED, BIG], **img)
                 x0 = gr.Image(label="x̂0: its guess of the end result", elem_id="start-x0",
                               elem_classes=[PIXELATED, BIG], **img)
             info = gr.Markdown(elem_id="start-info")
@@ -177,7 +177,7 @@ def create(runtime) -> dict:
         with gr.Column(scale=1, min_width=200):
             _box(4, "The picture", "After the last step the noise is gone: this is the picture.")
             final = gr.Image(label="the picture", interactive=False, height=230, elem_id="start-final",
-                             elem_classes=[PIXELATED], show_label=False)
+                             elem_classes=[PIXELATED, BIG], show_label=False)
             with gr.Accordion("Advanced", open=False):
                 steps = gr.Slider(1, MAX_STEPS, value=STEPS, step=1, label="steps", elem_id="start-steps")
             _link("picture")

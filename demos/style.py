@@ -99,6 +99,8 @@ body.dl-presentation .dl-controls { flex-direction: row !important; flex-wrap: w
 body.dl-presentation .dl-controls > * { flex: 1 1 260px !important; min-width: 220px !important; }
 body.dl-presentation .dl-output { width: 100% !important; }
 body.dl-presentation .dl-panels { flex-wrap: wrap !important; }
+body.dl-presentation .dl-story { flex-direction: column !important; }  /* Start here: the story top to bottom */
+body.dl-presentation .dl-story > .column { width: 100% !important; }
 body.dl-presentation .dl-intro { display: none !important; }  /* the lecturer says it */
 body.dl-presentation .dl-big { flex: 0 0 auto !important; width: 41vw !important; min-width: 41vw !important;
                                height: 41vw !important; max-height: none !important; }
