@@ -73,8 +73,8 @@ def _race_entries(*rows) -> list[tuple[str, int]]:
     for k in range(0, len(rows), 3):
         on, sampler, steps = rows[k:k + 3]
         if on:
-            entries.append((_sampler(sampler), validation.number(f"steps of race lane {k // 3 + 1}", steps, 1, MAX_STEPS,
-                                                    integer=True)))
+            entries.append((_sampler(sampler), validation.integer(f"steps of race lane {k // 3 + 1}", steps, 1,
+                                                                  MAX_STEPS)))
     if not 2 <= len(entries) <= 4:
         raise ValueError(f"Tick 2 to 4 samplers for the race (got {len(entries)}).")
     return entries
