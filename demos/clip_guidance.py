@@ -195,7 +195,7 @@ def create(runtime) -> dict:
             traj = gr.State(None, time_to_live=3600)
             # any step count until the first run sets the range, so an API client may play or scrub at once
             step = gr.Slider(1, MAX_STEPS, value=1, step=1, label="step: scrub or play both runs side by side",
-                             interactive=False, elem_id="clip-scrub")
+                             interactive=False, visible=False, elem_id="clip-scrub")
             play = player.controls("clip")
     with gr.Row():
         loss_plot = gr.Plot(label="loss per step")
@@ -216,7 +216,8 @@ def create(runtime) -> dict:
     run.click(user_errors(functools.partial(clip_run_recorded, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
               [gallery, loss_plot, heat, md, traj], api_name="clip_guidance_run").success(
-        lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr), interactive=_count(tr) > 1), traj, step,
+        lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr), interactive=_count(tr) > 1, visible=True),
+        traj, step,
         api_visibility="private", show_progress="hidden")
     step.input(player.errors(scrub), [traj, step], [gallery, md], api_name="clip_scrub", show_progress="hidden",
                trigger_mode="always_last", concurrency_limit=None)

@@ -272,6 +272,7 @@ def create(runtime) -> dict:
                 brush=gr.Brush(default_size=24, colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
                 eraser=gr.Eraser(default_size=24), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
                 label="paint the region to replace (eraser to undo paint)", elem_id="inpaint-editor", height=330)
+            mask_info = gr.Markdown("Paint over the region to replace.", elem_id="inpaint-mask-info")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 prompt = gr.Textbox("a yellow star on a navy background", label="what goes in the painted region",
                                     max_lines=1, scale=3, elem_id="inpaint-prompt")
@@ -301,7 +302,7 @@ def create(runtime) -> dict:
             info = gr.Markdown(elem_id="inpaint-info")
             traj = gr.State(None, time_to_live=3600)
             # any call count until the first run sets the range, so an API client may play or scrub at once
-            call = gr.Slider(1, MAX_STEPS * ip.MAX_RESAMPLES, value=1, step=1, interactive=False,
+            call = gr.Slider(1, MAX_STEPS * ip.MAX_RESAMPLES, value=1, step=1, interactive=False, visible=False,
                              label="UNet call: scrub or play the recorded run", elem_id="inpaint-scrub")
             play = player.controls("inpaint")
             with gr.Row(elem_classes=["dl-panels"]):
@@ -352,14 +353,14 @@ def create(runtime) -> dict:
 
     gallery.select(pick, None, editor, api_name="inpaint_pick_sample", api_visibility="private")
     # a brush stroke fires .input (the first one fires no .change); a picked sample fires .change
-    gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
-          trigger_mode="always_last", show_progress="hidden")
+    gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, mask_info],
+          api_name="inpaint_mask", trigger_mode="always_last", show_progress="hidden")
     inpaint_in = [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump]
     inpaint_out = [result, xt_img, mask_img, info, traj]
 
     def scrubber(tr):
         n = _count(tr)
-        return gr.Slider(maximum=max(n, 2), value=n, interactive=n > 1)
+        return gr.Slider(maximum=max(n, 2), value=n, interactive=n > 1, visible=True)  # shown once there is a run
 
     run.click(bind(run_inpaint), inpaint_in, inpaint_out, api_name="inpaint").success(
         scrubber, traj, call, api_visibility="private", show_progress="hidden")

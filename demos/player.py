@@ -78,6 +78,7 @@ def controls(prefix: str) -> dict:
         back = gr.Button("◀ Step", size="sm", elem_id=f"{prefix}-back", min_width=70)
         fwd = gr.Button("Step ▶", size="sm", elem_id=f"{prefix}-fwd", min_width=70)
         speed = gr.Slider(MIN_FPS, MAX_FPS, value=DEFAULT_FPS, step=1, label="speed (steps/s)", container=False,
+                          show_label=True,
                           elem_id=f"{prefix}-speed", min_width=160, buttons=[])
     return {"play": play, "pause": pause, "back": back, "fwd": fwd, "speed": speed}
 

@@ -245,6 +245,6 @@ def test_one_stroke_shows_the_mask(page):
     page.wait_for_selector("#inpaint-editor canvas")
     page.wait_for_timeout(1000)
     _paint_strokes(page, "inpaint-editor", [(0.4, 0.5, 0.6, 0.5)])
-    page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Mask covers')",
+    page.wait_for_function("() => document.querySelector('#inpaint-mask-info').innerText.includes('Mask covers')",
                            timeout=30_000)
     page.wait_for_selector("#inpaint-mask img")
