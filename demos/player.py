@@ -18,9 +18,7 @@ from pipelines import validation
 MIN_FPS, MAX_FPS, DEFAULT_FPS = 2, 20, 8
 
 
-def frames(
-    show: Callable, count: Callable, state, speed, current
-):
+def frames(show: Callable, count: Callable, state, speed, current):
     """Generator: ``show(state, k)`` for k = current+1 … n (from 1 when at the end), one per 1/speed s,
     each followed by k for the scrubber. ValueError before any run (no recorded frames)."""
     n = count(state)

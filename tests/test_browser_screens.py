@@ -121,6 +121,7 @@ def test_galleries_show_whole_items_after_runs(browser, app_url):
     try:
         page.wait_for_function("() => document.querySelectorAll('#viewer-strip img').length >= 8", timeout=300_000)
         page.wait_for_timeout(500)
+        assert "step 12 / 12" in page.locator("#viewer-info").inner_text()  # run=1 ran the preset, not the defaults
         assert _items_whole(page, "#viewer-strip") == 8  # 7 steps + the final image
         caps = page.locator("#viewer-strip .caption-label").all_inner_texts()
         assert caps[-1] == "final image" and caps[0].startswith("step 1 ")
