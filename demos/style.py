@@ -97,6 +97,7 @@ body.dl-presentation .dl-main { flex-direction: column !important; }
 body.dl-presentation .dl-controls { flex-direction: row !important; flex-wrap: wrap !important; align-items: flex-end;
                                     width: 100% !important; }
 body.dl-presentation .dl-controls > * { flex: 1 1 260px !important; min-width: 220px !important; }
+body.dl-presentation .dl-controls > .row { flex: 2 1 480px !important; }  /* a prompt and its button */
 body.dl-presentation .dl-output { width: 100% !important; }
 body.dl-presentation .dl-panels { flex-wrap: wrap !important; }
 body.dl-presentation .dl-story { flex-direction: column !important; }  /* Start here: the story top to bottom */
