@@ -18,6 +18,7 @@ from pipelines.serving import compute_thread
 from pipelines.runtime import Runtime
 
 TAB_MODULES = [
+    "demos.start_here",
     "demos.forward_noising",
     "demos.schedules",
     "demos.denoising_viewer",
@@ -44,13 +45,14 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
         os.environ["GRADIO_EXAMPLES_CACHE"] = tempfile.mkdtemp(prefix="diffusion-lab-examples-")
     # delete_cache: every 30 min, drop result files older than 1 h (each slider drag writes a JPEG).
     with gr.Blocks(title="Diffusion Lab", delete_cache=(1800, 3600)) as demo:
-        with gr.Row(equal_height=True):
-            gr.Markdown("# Diffusion Lab\nRun the pieces of a diffusion model and watch what they do.")
-            present = gr.Checkbox(False, label="Presentation mode (large fonts, high contrast)",
-                                  elem_id="dl-present", scale=0, min_width=220)
-            link_btn = gr.Button("🔗 Link to this setup", elem_id="dl-link-btn", scale=0, min_width=180)
+        with gr.Row(elem_id="dl-header"):
+            gr.Markdown("# Diffusion Lab\nrun the pieces of a diffusion model and watch what they do",
+                        elem_id="dl-title")
+            present = gr.Checkbox(False, label="Presentation mode", container=False, elem_id="dl-present",
+                                  scale=0, min_width=160)
+            link_btn = gr.Button("Link to this setup", size="sm", elem_id="dl-link-btn", scale=0, min_width=150)
         link_box = gr.Textbox(label="link to this tab's setup (copied to the clipboard)", elem_id="dl-link",
-                              buttons=["copy"], interactive=False, max_lines=1)
+                              buttons=["copy"], interactive=False, max_lines=1, visible=False)
         registry, items = {}, {}
         with gr.Tabs(elem_id="dl-tabs") as tabs:
             for name in TAB_MODULES:
@@ -59,6 +61,7 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
                 with gr.Tab(module.TITLE, id=tid, elem_id=f"tab-{tid}") as items[tid]:
                     registry[tid] = module.create(runtime) or {}  # {url key: control}, see demos/lecture.py
         lecture.wire(demo, tabs, items, registry, present, link_btn, link_box)
+    demo.lecture_registry = registry  # {tab id: {URL key: control}}: for tests of documented links
     # CPU-bound work: one job at a time per event, bounded waiting line; on CPU every handler's torch work
     # runs on one thread (pipelines/serving/compute_thread.py: OpenMP slows down ~2x when several threads use torch).
     if runtime.device.type != "cpu":

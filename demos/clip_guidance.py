@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from demos import player
 from demos.common import image_file, loss_figure, user_errors
 from demos.components import seed_input
 from pipelines import loss_guidance as LG
-from pipelines import validation
+from pipelines import images, validation
 
 TITLE = "CLIP guidance"
 MAX_CLIP_SCALE = 2000.0
@@ -51,8 +52,10 @@ def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
 
 
 def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg_scale, n_cutouts, scale,
-             scaling, steps, seed):
-    """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown)."""
+             scaling, steps, seed, record: dict | None = None):
+    """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown).
+    With ``record`` (a dict), also keeps both runs' x̂0 per step there (``"without"``, ``"with"``: uint8
+    ``[h, w, 3]`` lists, the final images last) for a side-by-side replay."""
     clip = runtime.registry.clip(clip_name or None)  # hub CLIP offline -> ModelUnavailable (ValueError)
     model = runtime.registry.diffusion(model_name or None)
     s = validation.number("CLIP guidance scale", scale, 0.0, MAX_CLIP_SCALE)
@@ -74,9 +77,18 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0)
 
     base = guided = ref = hook = None
+    keep = record is not None
+    without, with_ = [], []
+
+    def on_base_step(rec):  # the unguided run's guesses, for the replay
+        without.append(images.tensor_to_uint8((rec.image if rec.is_last else rec.pred_x0_rgb)[0]))
+
     for base, ref, guided, hook in LG.guided_vs_unguided(model, base_text, make_hook, s, guidance_scale=w,
                                                         num_inference_steps=n,
-                                                        generator_fn=lambda: validation.generator(sd)):
+                                                        generator_fn=lambda: validation.generator(sd),
+                                                        on_base_step=on_base_step if keep else None):
+        if keep:
+            with_.append(images.tensor_to_uint8((guided.image if guided.is_last else guided.pred_x0_rgb)[0]))
         if guided.is_last or guided.index % STREAM_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
             cap = "with CLIP guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
@@ -94,44 +106,100 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
           f"Final CLIP loss (whole image, 2·arcsin(‖a−b‖/2)²): without **{f0:.4f}**, with **{f1:.4f}** "
           f"({'lower' if f1 < f0 else 'not lower'}).")
     curves = {"without": ref.losses(), "with": hook.losses()}
+    if keep:
+        record.update({"without": without, "with": with_, "n": n})
     yield (gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with CLIP guidance")],
            loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
            heatmap_figure(hook.history, n), md)
+
+
+def clip_run_recorded(runtime, *args):
+    """:func:`clip_run` plus the recorded run (a ``gr.State``) on its last message, for ▶ Play."""
+    rec, prev = {}, None
+    for msg in clip_run(runtime, *args, record=rec):
+        if prev is not None:
+            yield (*prev, gr.skip())
+        prev = msg
+    yield (*prev, rec)  # the last message carries the recording
+
+
+def _count(traj) -> int:
+    return min(len(traj["with"]), len(traj["without"])) if traj else 0
+
+
+def show_pair(traj, k: int):
+    """Recorded step ``k`` (1-based) of both runs, side by side -> (gallery, text). No model call."""
+    n = _count(traj)
+    last = k == n
+    a, b = traj["without"][k - 1], traj["with"][k - 1]
+    gal = [(image_file(a, SHOW_PX, fmt="jpeg"), "without CLIP guidance" if last else f"without: step {k}/{n}, x̂0"),
+           (image_file(b, SHOW_PX, fmt="jpeg"), "with CLIP guidance" if last else f"with: step {k}/{n}, x̂0")]
+    return gal, f"**step {k} / {n}**" + (": the final pictures" if last else ": each run's guess of its picture x̂0")
+
+
+def scrub(traj, k):
+    if not traj:
+        raise ValueError("Run it first: there is no recorded run in this session yet.")
+    return show_pair(traj, min(validation.integer("step", k, 1, 10**6), _count(traj)))
+
+
+MATHS = """
+**The loss.** CLIP turns a picture and a text into unit vectors a and b; the closer they point, the better
+the match. The loss is the squared great-circle distance between them, L = 2·arcsin(‖a − b‖/2)², averaged
+over *n* random cutouts (crops and flips) of the model's guess x̂0, so the gradient does not just pick out a
+few pixels.
+
+**The nudge.** Before each step, x_t moves a little downhill on L: x_t ← x_t − s·g(ᾱ_t)·∇_{x_t} L, with s the
+CLIP guidance scale and g a per-step factor of ᾱ_t (the share of the picture left at timestep t), e.g.
+√ᾱ_t: small while the image is mostly noise. x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t is the clean picture the model's
+noise estimate ε̂ implies, so the gradient flows through the model too.
+
+**Base model.** *Unconditional*: the diffusion model gets no prompt, so CLIP does all the steering.
+*Conditional*: it also gets a base prompt with classifier-free guidance w (Guidance tab). Hub models need a
+network; offline, the bundled tiny CLIP and toy model work.
+"""
 
 
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
     gr.Markdown(
-        "A CLIP model scores the predicted x̂0 against a prompt: the squared great-circle distance "
-        "2·arcsin(‖a − b‖/2)² between unit embeddings, averaged over *n* random cutouts (crops + flips). "
-        "Its gradient with respect to x_t, times a per-step factor and the scale, nudges x_t before each "
-        "step. The factor uses ᾱ of the **timestep t** (the seed notebook used the loop counter, a bug). "
-        "Hub models need a network; offline, the bundled tiny CLIP and toy model work."
-    )
+        "CLIP is a model that scores how well a picture matches a text; here its score steers the sampler. "
+        "Press **Run** to make the same picture twice from the same noise, without and with CLIP pushing it "
+        "towards your prompt.", elem_classes=["dl-intro"])
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=1, min_width=300, elem_classes=["dl-controls"]):
+            prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)",
+                                max_lines=2, elem_id="clip-prompt")
+            scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="how hard to steer (CLIP guidance scale)")
+            with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
+                seed = seed_input("seed", min_width=120)
+                run = gr.Button("Run with and without", variant="primary", elem_id="clip-run",
+                                elem_classes=["dl-run"], size="lg", min_width=140)
+            with gr.Accordion("Advanced", open=False):
+                clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
+                model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
+                base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
+                with gr.Row():
+                    base_prompt = gr.Textbox("", label="base prompt (conditional; empty = the CLIP prompt)")
+                    cfg = gr.Slider(0, MAX_CFG, value=3.0, step=0.5, label="CFG w (conditional)")
+                with gr.Row():
+                    cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
+                    steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
+                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
+                                      label="gradient × per step")
+        with gr.Column(scale=2, elem_classes=["dl-output"]):
+            gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
+                                 object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
+            md = gr.Markdown(elem_id="clip-info")
+            traj = gr.State(None, time_to_live=3600)
+            # any step count until the first run sets the range, so an API client may play or scrub at once
+            step = gr.Slider(1, MAX_STEPS, value=1, step=1, label="step: scrub or play both runs side by side",
+                             interactive=False, visible=False, elem_id="clip-scrub")
+            play = player.controls("clip")
     with gr.Row():
-        with gr.Column(scale=1, min_width=300):
-            clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
-            model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
-            prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)")
-            base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
-            with gr.Row():
-                base_prompt = gr.Textbox("", label="base prompt (conditional; empty = the CLIP prompt)")
-                cfg = gr.Slider(0, MAX_CFG, value=3.0, step=0.5, label="CFG w (conditional)")
-            with gr.Row():
-                cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
-                scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="CLIP guidance scale")
-            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
-                                  label="gradient × per step")
-            with gr.Row():
-                steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                seed = seed_input("seed")
-            run = gr.Button("Run with and without", variant="primary", elem_id="clip-run")
-        with gr.Column(scale=2):
-            gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300, elem_id="clip-gallery")
-            md = gr.Markdown()
-            loss_plot = gr.Plot(label="loss per step")
-            heat = gr.Plot(label="gradient magnitude")
+        loss_plot = gr.Plot(label="loss per step")
+        heat = gr.Plot(label="gradient magnitude")
     # Run on click, cached server-side after the first run (deterministic: same seed, same images).
     clip0, model0 = reg.default_clip, reg.default_diffusion
     gr.Examples([[clip0, model0, "a red circle on a white background", BASE_MODES[0], "", 3.0, 4, 200,
@@ -143,9 +211,17 @@ def create(runtime) -> dict:
                 [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
                 cache_examples=True, cache_mode="lazy", label="examples (click to run; cached after the first run)",
                 elem_id="clip-examples")
-    run.click(user_errors(functools.partial(clip_run, runtime)),
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
+    run.click(user_errors(functools.partial(clip_run_recorded, runtime)),
               [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
-              [gallery, loss_plot, heat, md], api_name="clip_guidance_run")
+              [gallery, loss_plot, heat, md, traj], api_name="clip_guidance_run").success(
+        lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr), interactive=_count(tr) > 1, visible=True),
+        traj, step,
+        api_visibility="private", show_progress="hidden")
+    step.input(player.errors(scrub), [traj, step], [gallery, md], api_name="clip_scrub", show_progress="hidden",
+               trigger_mode="always_last", concurrency_limit=None)
+    player.wire(play, "clip", show_pair, _count, traj, step, [gallery, md])
     return {"clip": clip_name, "model": model, "prompt": prompt, "base": base_mode, "base_prompt": base_prompt,
             "cfg": cfg, "cutouts": cuts, "scale": scale, "scaling": scaling, "steps": steps,
             "seed": seed}  # lecture-mode URL keys

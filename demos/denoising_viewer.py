@@ -5,8 +5,10 @@ UI only: the loop is :func:`pipelines.diffusion.loop.sample_steps`, the experime
 :mod:`pipelines.denoising`. Per-user state (the recorded trajectory, uint8 at the model's
 native size) lives in a ``gr.State``; nothing per-user in module globals.
 
-Sub-sections: *Watch it denoise* (with *Start from an image*, SDEdit), *Denoising three
-ways* (CS180 1.2-1.4), *Sampler race*, *Oracle mode* (DiffusionFastForward).
+Sub-sections: *Watch it denoise* (with *Start from an image*, SDEdit; a run is replayed by
+:mod:`demos.player`), then the experiments of :mod:`demos.denoising_viewer_experiments`.
+Step numbers are 1-based everywhere the user sees them (text, scrubber, filmstrip): frame k shows x_t
+*after* step k (the last is the final image), and the x̂0 and ε̂ the model predicted in step k.
 Run alone for a quick look: ``python -m demos.denoising_viewer``.
 """
 
@@ -22,9 +24,12 @@ import gradio as gr
 import numpy as np
 import torch
 
+from demos import denoising_viewer_experiments as experiments
+from demos import player
 from demos.common import image_file, snr_text, user_errors
 from demos.components import SafeImage, seed_input
-from pipelines import denoising, images, validation
+from demos.style import BIG, GALLERY, PIXELATED
+from pipelines import images, validation
 from pipelines.diffusion import loop, maths
 from pipelines.diffusion.previews import to_rgb
 from pipelines.models import SAMPLERS, DiffusionModel
@@ -33,7 +38,7 @@ TITLE = "Denoising viewer"
 DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
 STRIP_PX = 96  # filmstrip / gallery thumbnails
 FRAME_INTERVAL = 0.25  # s between streamed frames (the last step is always sent); docs/measurements.md
-FILMSTRIP_LEN = 10
+FILMSTRIP_LEN = 7  # + the final image: 8 thumbnails, ~100 px each at 1366 px
 MAX_STEPS = 200
 SAMPLER_NAMES = list(SAMPLERS)
 DEFAULT_PROMPT = "a red circle on a navy background"
@@ -96,26 +101,27 @@ def toy_scene_paths() -> list[str]:
 def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
     """Markdown: where an SDEdit run starts (t, sqrt(ᾱ_t), SNR), or that it starts from noise."""
     if not use_image:
-        return "Starts from pure noise x_T. Tick **start from an image** to run SDEdit."
+        return "Starts from pure noise. Tick **start from an image** to run SDEdit."
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     strength = validation.number("strength", strength, 0.0, 1.0)
     model = runtime.registry.diffusion(model_name)
     sch = model.make_scheduler(_sampler(sampler))
     ts, begin = maths.plan_timesteps(sch, steps, strength)
     a = maths.alpha_bar_at(sch, ts[0], begin)
-    return (f"Noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps. Signal left: "
-            f"**√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}.")
+    return (f"The image is noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps run. Signal "
+            f"left: **√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}.")
 
 
-def _frame(model, rec) -> np.ndarray:
-    """One step as uint8 ``[3 panels, h, w, 3]``: x_t (as the UNet sees it), x̂0, ε̂."""
-    panels = torch.cat([rec.x_t_rgb, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps)])  # [3, 3, h, w]
+def _frame(model, rec, after_rgb: torch.Tensor) -> np.ndarray:
+    """Step ``rec`` as uint8 ``[3 panels, h, w, 3]``: x_t after the step (``after_rgb``; the final image after
+    the last), and the x̂0 and ε̂ the model predicted in it."""
+    panels = torch.cat([after_rgb, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps)])  # [3, 3, h, w]
     return images.tensor_to_uint8(panels)  # one conversion for the three (fewer tiny torch ops per step)
 
 
 def _info(meta: dict) -> str:
-    return (f"**step {meta['index'] + 1} / {meta['n']}** · t = {meta['t']:.0f} · √ᾱ_t = {math.sqrt(meta['a']):.3f} · "
-            f"SNR = {snr_text(meta['a'])}")
+    return (f"**step {meta['index'] + 1} / {meta['n']}** · noise level t = {meta['t']:.0f} · "
+            f"signal √ᾱ_t = {math.sqrt(meta['a']):.3f} · SNR = {snr_text(meta['a'])}")
 
 
 def _stream_png(arr: np.ndarray) -> str:
@@ -132,7 +138,8 @@ def _panels(frame: np.ndarray) -> tuple[str, str, str]:
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
                use_image, image, strength):
     """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
-    carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip."""
+    carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip.
+    A step's frame is complete when the next step starts (its x_t is the step's output)."""
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
@@ -153,144 +160,83 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         kw = dict(latents=x_T)
         first = _u8(to_rgb(model, x_T, pred_x0=False))
     skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
-    yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'x_T ~ N(0, I)'} · "
+    yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
            "running the model…", skip)
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
-                                    sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
-                                    eta=eta, generator=gen, preview="auto", **kw)
+                                sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
+                                eta=eta, generator=gen, preview="auto", **kw)
     frames, meta = [], []
-    last_sent = -math.inf
+    last_sent, prev = -math.inf, None
     for rec in records:
-        frames.append(_frame(model, rec))  # uint8 at native size: ~9 kB per step for 32 px
-        meta.append({"index": rec.index, "n": rec.num_steps, "t": float(rec.t), "a": rec.alpha_bar})
-        now = time.perf_counter()
+        if prev is not None:
+            frames.append(_frame(model, prev, rec.x_t_rgb))  # uint8 at native size: ~9 kB per step for 32 px
+            meta.append({"index": prev.index, "n": prev.num_steps, "t": float(prev.t), "a": prev.alpha_bar})
+        prev = rec
         if rec.is_last:
             break
-        if now - last_sent >= FRAME_INTERVAL:
+        now = time.perf_counter()
+        if frames and now - last_sent >= FRAME_INTERVAL:
             last_sent = now
             yield (*_panels(frames[-1]), _info(meta[-1]), skip)
+    frames.append(_frame(model, rec, rec.image))
+    meta.append({"index": rec.index, "n": rec.num_steps, "t": float(rec.t), "a": rec.alpha_bar})
     traj = {"frames": np.stack(frames), "meta": meta, "final": _u8(rec.image)}
     took = time.perf_counter() - t_start  # the whole streamed run, sending included
     yield (*_panels(frames[-1]), _info(meta[-1]) + f" · done in {took:.2f} s", traj)
 
 
 def finish_view(traj):
-    """After a run (chained on its success): the scrub slider over the recorded steps and the filmstrip
+    """After a run (chained on its success): the scrubber over the recorded steps (1 … n) and the filmstrip
     of x̂0. A separate event so that the streamed messages carry only the panels (docs/measurements.md)."""
     if not traj:
         raise ValueError("Run the sampler first: there is no recorded trajectory in this session yet.")
     frames, meta, final = traj["frames"], traj["meta"], traj["final"]
     n = len(frames)
     picks = np.unique(np.linspace(0, n - 1, min(FILMSTRIP_LEN, n)).round().astype(int))
-    strip = [(image_file(frames[i][1], STRIP_PX, compress_level=1), f"x̂0 @ t={meta[i]['t']:.0f}") for i in picks]
+    strip = [(image_file(frames[i][1], STRIP_PX, compress_level=1), f"step {i + 1} · t={meta[i]['t']:.0f}")
+             for i in picks]
     strip.append((image_file(final, STRIP_PX, compress_level=1), "final image"))
-    slider = gr.Slider(minimum=0, maximum=max(n - 1, 1), value=n - 1, step=1, interactive=n > 1,
-                       label=f"scrub the {n} recorded steps (no recomputation)")
+    slider = gr.Slider(minimum=1, maximum=max(n, 2), value=n, step=1, interactive=n > 1,
+                       label=f"step (1 … {n}): scrub or play the recorded run")
     return slider, strip
 
 
+def _count(traj) -> int:
+    return len(traj["frames"]) if traj else 0
+
+
+def show_step(traj, k: int):
+    """Recorded step ``k`` (1-based) -> (x_t, x̂0, ε̂, info). No model call."""
+    return (*_panels(traj["frames"][k - 1]), _info(traj["meta"][k - 1]))
+
+
 def scrub(traj, index):
-    """Slider: show recorded step ``index`` from the session's trajectory (no model call)."""
-    if not traj:
+    """Scrubber: show recorded step ``index`` (1-based, as in the text) from the session's trajectory."""
+    n = _count(traj)
+    if not n:
         raise ValueError("Run the sampler first: there is no recorded trajectory in this session yet.")
-    n = len(traj["frames"])
-    i = validation.integer("step", index, 0, max(n - 1, 1))
-    i = min(i, n - 1)
-    return (*_panels(traj["frames"][i]), _info(traj["meta"][i]))
-
-
-# ----------------------------------------------------------------------------- experiments
-
-
-def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale, seed):
-    model = runtime.registry.diffusion(model_name)
-    n_train = int(model.scheduler_config.get("num_train_timesteps", 1000))
-    t = validation.integer("t", t, 1, max(999, n_train - 1))
-    clamp_note = ""
-    if t > n_train - 1:  # the slider spans 1..999; the bundled model's schedule ends at 959
-        clamp_note = f" (the slider asked for {t}; this model's schedule ends at t = {n_train - 1})"
-        t = n_train - 1
-    stride = validation.integer("stride", stride, 1, n_train)
-    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
-    if image is None:
-        raise ValueError("Pick or upload an image first.")
-    r = denoising.three_ways(model, _load_image(model, image), t, prompt=prompt or "", guidance_scale=guidance_scale,
-                             stride=stride, generator=validation.generator(seed))
-    p = r["psnr"]
-    gallery = [
-        (image_file(r["clean"], 192, compress_level=1), "clean x0"),
-        (image_file(r["noisy"], 192, compress_level=1), f"noisy x_t, t={t}"),
-        (image_file(r["blur"], 192, compress_level=1), f"Gaussian blur σ={r['blur_sigma']:g}: {p['blur']:.1f} dB"),
-        (image_file(r["one_step"], 192, compress_level=1), f"one step: {p['one_step']:.1f} dB"),
-        (image_file(r["iterative"], 192, compress_level=1), f"iterative ({r['steps']} steps): {p['iterative']:.1f} dB"),
-    ]
-    md = (f"t = {t}{clamp_note}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {snr_text(r['alpha_bar'])}.\n\n"
-          "| method | what it does | PSNR vs clean |\n|---|---|---|\n"
-          f"| Gaussian blur | blur x_t/√ᾱ_t (σ = {r['blur_sigma']:g} px, the best of a few, chosen with the clean "
-          f"image) | {p['blur']:.2f} dB |\n"
-          f"| one step | x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t, one model call | {p['one_step']:.2f} dB |\n"
-          f"| iterative | DDPM steps t, t−{stride}, …, 0 ({r['steps']} model calls) | {p['iterative']:.2f} dB |")
-    return gallery, md
-
-
-def _race_entries(*rows) -> list[tuple[str, int]]:
-    entries = []
-    for k in range(0, len(rows), 3):
-        on, sampler, steps = rows[k:k + 3]
-        if on:
-            entries.append((_sampler(sampler), validation.number(f"steps of race lane {k // 3 + 1}", steps, 1, MAX_STEPS,
-                                                    integer=True)))
-    if not 2 <= len(entries) <= 4:
-        raise ValueError(f"Tick 2 to 4 samplers for the race (got {len(entries)}).")
-    return entries
-
-
-def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=gr.Progress()):
-    entries = _race_entries(*rows)
-    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
-    seed = int(validation.generator(seed).initial_seed())
-    model = runtime.registry.diffusion(model_name)
-    gallery, lines = [], []
-    progress(0, desc="racing")
-    for k, r in enumerate(denoising.race(model, prompt or "", entries, seed=seed, guidance_scale=guidance_scale)):
-        gallery.append((image_file(r["image"], 192, compress_level=1), f"{r['sampler']}, {r['steps']} steps, {r['seconds']:.2f} s"))
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.2f} s | {1000 * r['seconds'] / r['steps']:.0f} ms |")
-        progress((k + 1) / len(entries), desc=f"{r['sampler']} done")
-    md = ("Same x_T (seed {}) and prompt for every lane.\n\n| sampler | steps | wall time | per step |\n|---|---|---|---|\n"
-          .format(seed) + "\n".join(lines))
-    return gallery, md
-
-
-def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, guidance_scale, seed):
-    steps = validation.integer("steps", steps, 1, MAX_STEPS)
-    strength = validation.number("strength", strength, 0.0, 1.0)
-    guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
-    seed = int(validation.generator(seed).initial_seed())
-    if image is None:
-        raise ValueError("Pick or upload an image first.")
-    model = runtime.registry.diffusion(model_name)
-    r = denoising.oracle_vs_model(model, _load_image(model, image), strength=strength, sampler=_sampler(sampler),
-                                  steps=steps, prompt=prompt or "", guidance_scale=guidance_scale, seed=seed)
-    p, e = r["psnr"], r["max_abs_error"]
-    fmt = lambda v: "∞" if math.isinf(v) else f"{v:.1f}"
-    gallery = [
-        (image_file(r["clean"], 192, compress_level=1), "clean x0"),
-        (image_file(r["noisy"], 192, compress_level=1), f"x_t, t={r['t']:.0f}"),
-        (image_file(r["oracle"], 192, compress_level=1), f"oracle (true ε): {fmt(p['oracle'])} dB"),
-        (image_file(r["model"], 192, compress_level=1), f"model: {fmt(p['model'])} dB"),
-    ]
-    idx = np.unique(np.linspace(0, r["steps"] - 1, min(6, r["steps"])).round().astype(int))
-    strip = [(image_file(r["oracle_x0"][i], STRIP_PX, compress_level=1), f"oracle x̂0, step {i + 1}") for i in idx]
-    strip += [(image_file(r["model_x0"][i], STRIP_PX, compress_level=1), f"model x̂0, step {i + 1}") for i in idx]
-    md = (f"Both runs start from the **same x_t** (t = {r['t']:.0f}, √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}) and take "
-          f"{r['steps']} {sampler} steps. The oracle's ε is the true noise of the current sample, "
-          "ε = (x_t − √ᾱ_t x0) / √(1−ᾱ_t), so every x̂0 it predicts *is* x0 and the chain lands on it: max |error| = "
-          f"{e['oracle']:.1e} (PSNR {fmt(p['oracle'])} dB). The model has to guess ε: max |error| = {e['model']:.3f}, "
-          f"PSNR {fmt(p['model'])} dB.")
-    return gallery, strip, md
+    i = validation.integer("step", index, 1, max(n, MAX_STEPS))
+    return show_step(traj, min(i, n))
 
 
 # ----------------------------------------------------------------------------- layout
+
+INTRO = ("A diffusion model makes a picture by starting from pure noise and removing a little of it at every "
+         "step. Press **Denoise** and watch the noisy image x_t turn into a picture, next to the model's running "
+         "guess of the finished picture x̂0; then press **▶ Play** to watch it again slowly.")
+MATHS = """
+**Symbols.** x_t is the noisy image at noise level t (t counts down from ~1000, pure noise, to 0, clean). ᾱ_t
+("alpha-bar") is the share of the picture's *power* left at level t, so x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε with ε
+Gaussian noise. ε̂ is the model's estimate of ε, and x̂0 the clean picture that estimate implies:
+
+x̂0 = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t
+
+**A step** (DDIM, η = 0) keeps x̂0 and re-noises it to the next, lower level:
+x_(t−1) = √ᾱ_(t−1)·x̂0 + √(1−ᾱ_(t−1))·ε̂. DDPM adds fresh noise at each step (η = 1), DPM-Solver++ and Euler
+use the last few ε̂ to take longer strides. **Guidance w** (classifier-free guidance) runs the model with and
+without the prompt and extrapolates, ε̂ = ε̂_u + w·(ε̂_c − ε̂_u) (Guidance tab). The ε̂ panel maps ±3 standard
+deviations to black … white. SNR = ᾱ_t / (1−ᾱ_t), the signal-to-noise ratio.
+"""
 
 
 def create(runtime) -> dict:
@@ -299,109 +245,60 @@ def create(runtime) -> dict:
     scenes = toy_scene_paths()
     bind = lambda fn: user_errors(functools.partial(fn, runtime))  # noqa: E731
 
-    gr.Markdown("A sampler turns noise into an image in steps. At every step the model predicts the noise ε̂ in "
-                "x_t, which also gives its current guess of the clean image, x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t.")
-    model_name = gr.Dropdown(names, value=names[0], label="model", elem_id="viewer-model")
+    gr.Markdown(INTRO, elem_classes=["dl-intro"])
     with gr.Tabs():
         with gr.Tab("Watch it denoise"):
             traj = gr.State(None, time_to_live=3600)
-            with gr.Row():
-                with gr.Column(scale=1, min_width=280):
+            with gr.Row(elem_classes=["dl-main"]):
+                with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="viewer-prompt")
-                    negative = gr.Textbox("", label="negative prompt (replaces the empty prompt in CFG)", max_lines=1)
                     with gr.Row():
-                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
                         steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps", elem_id="viewer-steps")
-                    with gr.Row():
-                        guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w (CFG)")
-                        eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (stochasticity; samplers that have it)")
-                    seed = seed_input("seed")
+                        guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5,
+                                             label="guidance w")
+                    with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
+                        seed = seed_input("seed", min_width=120)
+                        run = gr.Button("Denoise", variant="primary", elem_id="viewer-run", elem_classes=["dl-run"],
+                                        min_width=120, size="lg")
+                    with gr.Accordion("Advanced", open=False):
+                        model_name = gr.Dropdown(names, value=names[0], label="model (every sub-tab)",
+                                                 elem_id="viewer-model")
+                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
+                        negative = gr.Textbox("", label="negative prompt (what to steer away from)", max_lines=1)
+                        eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η: fresh noise per step (0 … 1)")
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
                         use_image = gr.Checkbox(False, label="start from an image")
-                        image = SafeImage(scenes[0], type="filepath", label="start image", height=160,
-                                         sources=["upload"])
+                        image = SafeImage(scenes[0], type="filepath", label="start image", height=140,
+                                          sources=["upload"], elem_classes=[PIXELATED])
                         gr.Examples([[p] for p in scenes], [image], label="toy-world images")
                         strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="strength (fraction of steps run)")
                         info_start = gr.Markdown(start_info(None, None, None, None, None, False),
                                                  elem_id="viewer-start-info")
-                    run = gr.Button("Denoise", variant="primary", elem_id="viewer-run")
-                with gr.Column(scale=2):
-                    with gr.Row():
-                        xt_img = gr.Image(label="x_t (as the UNet sees it)", interactive=False, elem_id="viewer-xt",
-                                          elem_classes=["dl-pixelated"], height=DISPLAY_PX)
-                        x0_img = gr.Image(label="predicted x0", interactive=False, elem_id="viewer-x0",
-                                          elem_classes=["dl-pixelated"], height=DISPLAY_PX)
-                        eps_img = gr.Image(label="predicted noise ε (±3σ)", interactive=False, elem_id="viewer-eps",
-                                           elem_classes=["dl-pixelated"], height=DISPLAY_PX)
+                with gr.Column(scale=2, elem_classes=["dl-output"]):
+                    with gr.Row(elem_classes=["dl-panels"]):
+                        img = dict(interactive=False, height=250, min_width=150, buttons=["fullscreen"])
+                        xt_img = gr.Image(label="x_t: the noisy image", elem_id="viewer-xt",
+                                          elem_classes=[PIXELATED, BIG], **img)
+                        x0_img = gr.Image(label="x̂0: the model's guess of the end result", elem_id="viewer-x0",
+                                          elem_classes=[PIXELATED, BIG], **img)
+                        eps_img = gr.Image(label="ε̂: the noise it sees", elem_id="viewer-eps",
+                                           elem_classes=[PIXELATED, "dl-optional"], **img)
                     info = gr.Markdown("Press **Denoise**.", elem_id="viewer-info")
                     # The range is set after each run (finish_view); until then it admits any step count, so an
-                    # API client may scrub right after /viewer_run (indices past the run's end show its last step).
-                    scrub_slider = gr.Slider(0, MAX_STEPS - 1, value=0, step=1, interactive=False,
-                                             elem_id="viewer-scrub", label="scrub the recorded steps (after a run)")
-                    strip = gr.Gallery(label="filmstrip: predicted x0 along the run", columns=FILMSTRIP_LEN + 1,
-                                       height=150, allow_preview=True, elem_id="viewer-strip")
+                    # API client may scrub right after /viewer_run (steps past the run's end show its last step).
+                    scrub_slider = gr.Slider(1, MAX_STEPS, value=1, step=1, interactive=False,
+                                             elem_id="viewer-scrub", label="step: scrub or play the recorded run")
+                    play = player.controls("viewer")
+                    strip = gr.Gallery(label="the model's guess x̂0 along the run", columns=FILMSTRIP_LEN + 1,
+                                       allow_preview=True, elem_id="viewer-strip", object_fit="contain",
+                                       elem_classes=[GALLERY, PIXELATED])
             examples = gr.Examples(EXAMPLES, [prompt, sampler, steps, guidance, seed], elem_id="viewer-examples",
-                                   label="click to run · prompts the toy model knows "
-                        "(shapes circle/square/triangle/star/cross; colours red/orange/yellow/green/cyan/blue/purple/"
-                        "pink; backgrounds black/white/gray/navy; sizes small/large)")
-
-        with gr.Tab("Denoising three ways"):
-            gr.Markdown("Noise an image to t, then denoise it with a classical Gaussian blur, with **one** model call "
-                        "(x̂0 from ε̂) and **iteratively** (strided DDPM steps), and compare with the clean image.")
-            with gr.Row():
-                with gr.Column(scale=1, min_width=260):
-                    tw_image = SafeImage(scenes[1], type="filepath", label="image", height=160, sources=["upload"])
-                    gr.Examples([[p] for p in scenes], [tw_image], label="toy-world images")
-                    tw_t = gr.Slider(1, 999, value=500, step=1, label="noise to timestep t")
-                    tw_stride = gr.Slider(1, 200, value=50, step=1, label="stride of the iterative run")
-                    tw_prompt = gr.Textbox("a blue square on a white background", label="prompt", max_lines=1)
-                    with gr.Row():
-                        tw_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale")
-                        tw_seed = seed_input("seed")
-                    tw_run = gr.Button("Denoise three ways", variant="primary")
-                with gr.Column(scale=2):
-                    tw_gallery = gr.Gallery(label="clean | noisy | blur | one step | iterative", columns=5, height=260)
-                    tw_md = gr.Markdown()
-
-        with gr.Tab("Sampler race"):
-            gr.Markdown("The same starting noise x_T and prompt through several samplers, each with its own step "
-                        "count. Fewer, smarter steps (DPM-Solver++) against many simple ones (DDPM).")
-            with gr.Row():
-                rc_prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=1)
-                rc_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale")
-                rc_seed = seed_input("seed")
-            lanes = []
-            defaults = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True), ("Euler", 25, False)]
-            with gr.Row():
-                for s, n, on in defaults:
-                    with gr.Column(min_width=160):
-                        lanes += [gr.Checkbox(on, label="race"), gr.Dropdown(SAMPLER_NAMES, value=s, label="sampler"),
-                                  gr.Slider(1, MAX_STEPS, value=n, step=1, label="steps")]
-            rc_run = gr.Button("Race", variant="primary")
-            rc_gallery = gr.Gallery(label="results", columns=4, height=260)
-            rc_md = gr.Markdown()
-
-        with gr.Tab("Oracle mode"):
-            gr.Markdown("If the model knew the true noise, reverse steps would recover x0 exactly. Here an oracle "
-                        "that knows x0 supplies the true ε; then the model tries from the same x_t.")
-            with gr.Row():
-                with gr.Column(scale=1, min_width=260):
-                    or_image = SafeImage(scenes[2], type="filepath", label="image x0", height=160, sources=["upload"])
-                    gr.Examples([[p] for p in scenes], [or_image], label="toy-world images")
-                    or_strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="strength (how far to noise)")
-                    with gr.Row():
-                        or_sampler = gr.Dropdown(SAMPLER_NAMES, value="DDPM", label="sampler")
-                        or_steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps")
-                    or_prompt = gr.Textbox("a large yellow star on a black background", label="prompt (model run)",
-                                           max_lines=1)
-                    with gr.Row():
-                        or_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=1.0, step=0.5, label="guidance scale")
-                        or_seed = seed_input("seed")
-                    or_run = gr.Button("Run oracle and model", variant="primary")
-                with gr.Column(scale=2):
-                    or_gallery = gr.Gallery(label="clean | x_t | oracle | model", columns=4, height=230)
-                    or_strip = gr.Gallery(label="x̂0 along the way: oracle (top) vs model", columns=6, height=220)
-                    or_md = gr.Markdown()
+                                   label="click to run · the toy model knows shapes (circle, square, triangle, star, "
+                                         "cross), colours (red, orange, yellow, green, cyan, blue, purple, pink), "
+                                         "backgrounds (black, white, gray, navy), sizes (small, large)")
+            with gr.Accordion("The maths", open=False):
+                gr.Markdown(MATHS)
+        exp_keys = experiments.build(runtime, model_name, scenes)
 
     # ---- events
     sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
@@ -420,15 +317,10 @@ def create(runtime) -> dict:
                                                                                   api_visibility="private")
     scrub_slider.input(user_errors(scrub), [traj, scrub_slider], [xt_img, x0_img, eps_img, info],
                        api_name="viewer_scrub", show_progress="hidden", trigger_mode="always_last")
-    tw_run.click(bind(run_three_ways), [model_name, tw_image, tw_t, tw_stride, tw_prompt, tw_guidance, tw_seed],
-                 [tw_gallery, tw_md], api_name="three_ways")
-    rc_run.click(bind(run_race), [model_name, rc_prompt, rc_guidance, rc_seed, *lanes], [rc_gallery, rc_md],
-                 api_name="sampler_race")
-    or_run.click(bind(run_oracle), [model_name, or_image, or_strength, or_sampler, or_steps, or_prompt, or_guidance,
-                                    or_seed], [or_gallery, or_strip, or_md], api_name="oracle")
+    player.wire(play, "viewer", show_step, _count, traj, scrub_slider, [xt_img, x0_img, eps_img, info])
     return {"model": model_name, "prompt": prompt, "negative": negative, "sampler": sampler, "steps": steps,
             "scale": guidance, "eta": eta, "seed": seed, "use_image": use_image, "strength": strength,
-            "t": tw_t, "stride": tw_stride}  # lecture-mode URL keys
+            **exp_keys}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

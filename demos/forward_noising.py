@@ -52,22 +52,31 @@ def initial_state(size: int = 256, seed: int = 0) -> dict:
 
 
 def formula_markdown(t: int, alpha_bar: float) -> str:
-    """The jump formula with the numbers of timestep ``t`` plugged in (KaTeX between $$)."""
+    """The jump formula with the numbers of timestep ``t`` plugged in (KaTeX between $$), in plain words."""
     a, b = alpha_bar**0.5, (1.0 - alpha_bar) ** 0.5
     snr = schedules.snr_db(alpha_bar)
     snr_lin = alpha_bar / (1.0 - alpha_bar) if alpha_bar < 1 else float("inf")
     return (
-        "$$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\varepsilon"
-        "\\qquad \\text{(DDPM eq. 4)}$$\n\n"
         f"$$x_{{{t}}} = {a:.4f}\\,x_0 + {b:.4f}\\,\\varepsilon$$\n\n"
-        "| quantity | value |\n|---|---|\n"
-        f"| ᾱ_t | {alpha_bar:.6f} |\n"
-        f"| signal coefficient √ᾱ_t | **{a:.4f}** |\n"
-        f"| noise coefficient √(1−ᾱ_t) | **{b:.4f}** |\n"
-        f"| SNR = ᾱ_t / (1−ᾱ_t) | {snr_lin:.4g} = **{snr:.1f} dB** |\n\n"
-        f"t is diffusers' 0-based timestep index (t = 0 is already one step of noise; "
-        f"the paper's t is {t + 1}). Images are shown clipped to [−1, 1]."
+        f"At t = {t} the picture is scaled by **{a:.4f}** (√ᾱ_t) and the noise by **{b:.4f}** (√(1−ᾱ_t)): "
+        f"signal-to-noise ratio ᾱ_t/(1−ᾱ_t) = {snr_lin:.4g} = **{snr:.1f} dB**, ᾱ_t = {alpha_bar:.6f}."
     )
+
+
+MATHS = """
+**Adding noise one step at a time.** A noise schedule β_1 … β_T (β, "beta": the variance of the noise added at
+step t; small, 0.0001 … 0.02 for *linear*) defines each step
+x_t = √(1−β_t)·x_(t−1) + √β_t·ε_t (DDPM eq. 2), with fresh Gaussian noise ε_t ~ N(0, I) every time.
+
+**Jumping there in one go.** Write α_t = 1 − β_t and ᾱ_t = α_1·α_2·…·α_t ("alpha-bar": the share of the
+picture's power left after t steps). Then all those steps together are the same as one draw
+
+$$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\varepsilon,\\qquad \\varepsilon \\sim \\mathcal N(0, I)$$
+
+(DDPM eq. 4), which is what the slider shows. Training uses it to make a noisy example at any t instantly; the
+experiment below checks that the chain and the jump give the same distribution. Images are shown clipped to
+[−1, 1].
+"""
 
 
 def mix(state: dict, schedule: str, t: int) -> tuple[str, str]:
@@ -85,7 +94,7 @@ def strip(state: dict, schedule: str) -> list[tuple[str, str]]:
         raise ValueError("Load an image first.")
     ac = _alphas_cumprod(schedule)
     ts = torch.linspace(0, T - 1, STRIP_LEN).round().long().tolist()
-    return [(jpeg(_pixels(state, float(ac[t]))), f"t={t}  √ᾱ={float(ac[t]) ** 0.5:.3f}") for t in ts]
+    return [(jpeg(_pixels(state, float(ac[t]))), f"t={t} · √ᾱ={float(ac[t]) ** 0.5:.2f}") for t in ts]
 
 
 def load(file, seed, size, schedule: str, t: int):
@@ -153,40 +162,47 @@ def create(runtime=None) -> dict:
     init = initial_state()
     init_xt, init_md = mix(init, "linear", 500)
     gr.Markdown(
-        "Pick or upload an image, then **drag t**. Each step of the forward process adds a little "
-        "Gaussian noise; the jump formula gives x_t from x0 in one go, with the same ε all along."
-    )
+        "A diffusion model learns to undo noise, so first we add it. **Drag t**: at t = 0 you see the picture x0, "
+        "at t = 999 only the random noise ε, and in between a mix of the two (the same ε all along).",
+        elem_classes=["dl-intro"])
     state = gr.State(init, time_to_live=3600)
-    with gr.Row():
-        with gr.Column(scale=1, min_width=260):
-            file = gr.File(label="Image (upload: PNG, JPEG, WebP…)", file_types=["image"],
-                           type="filepath", value=samples[0], height=90)
-            gallery = gr.Gallery(value=samples, label="…or click a sample", columns=4, height=110,
-                                 allow_preview=False, show_label=True)
-            schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="linear", label="β schedule (T = 1000)")
-            with gr.Row():
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=1, min_width=260, elem_classes=["dl-controls"]):
+            gallery = gr.Gallery(value=samples, label="pick a picture", columns=4, height=100,
+                                 allow_preview=False, show_label=True, elem_id="forward-samples")
+            file = gr.File(label="…or upload one (PNG, JPEG, WebP)", file_types=["image"],
+                           type="filepath", value=samples[0], height=70)
+            schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="linear",
+                                   label="noise schedule (how fast noise is added; Schedules tab)")
+            with gr.Accordion("Advanced", open=False):
                 seed = seed_input("noise seed")
                 size = gr.Radio(SIZES, value=256, label="working size (px, centre-cropped square)")
-        with gr.Column(scale=2):
-            t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t (drag me)", elem_id="forward-t")
-            with gr.Row():
-                x0_img = gr.Image(jpeg(_pixels(init, 1.0)), label="x0 (clean)",
-                                  interactive=False, elem_id="forward-x0")
-                xt_img = gr.Image(init_xt, label="x_t", interactive=False, elem_id="forward-xt")
-                eps_img = gr.Image(jpeg(_pixels(init, 0.0)), label="noise ε (clipped to ±1)",
-                                   interactive=False)
+        with gr.Column(scale=2, elem_classes=["dl-output"]):
+            t = gr.Slider(0, T - 1, value=500, step=1, label="timestep t: how much noise (drag me)",
+                          elem_id="forward-t", elem_classes=["dl-run"])
+            with gr.Row(elem_classes=["dl-panels"]):
+                img = dict(interactive=False, height=240, min_width=150, buttons=["fullscreen"])
+                x0_img = gr.Image(jpeg(_pixels(init, 1.0)), label="x0: the picture", elem_id="forward-x0", **img)
+                xt_img = gr.Image(init_xt, label="x_t: picture + noise", elem_id="forward-xt",
+                                  elem_classes=["dl-big"], **img)
+                eps_img = gr.Image(jpeg(_pixels(init, 0.0)), label="ε: the noise", elem_id="forward-eps",
+                                   elem_classes=["dl-optional"], **img)
             info = gr.Markdown(init_md, elem_id="forward-formula")
-    strip_gallery = gr.Gallery(strip(init, "linear"), label="x_t at evenly spaced t (same ε)", columns=STRIP_LEN,
-                               height=220, allow_preview=True)
-    with gr.Accordion("t single steps vs one jump: the same distribution", open=False):
+    strip_gallery = gr.Gallery(strip(init, "linear"), label="x_t at evenly spaced t (same noise ε)",
+                               columns=STRIP_LEN, allow_preview=True, object_fit="contain",
+                               elem_id="forward-strip", elem_classes=["dl-gallery"])
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
+    with gr.Accordion("Experiment: t small steps or one jump, the same noise?", open=False):
         gr.Markdown(
-            "Runs the chain x0 → x1 → … → x_t of single steps q(x_t | x_{t−1}) (DDPM eq. 2) and the "
-            "jump q(x_t | x0) (DDPM eq. 4) many times on a small copy of the image, at the current t."
+            "Runs the chain x0 → x1 → … → x_t of single steps (DDPM eq. 2) and the jump straight to x_t (DDPM eq. 4) "
+            "many times on a small copy of the picture, at the current t, and compares them pixel by pixel."
         )
         with gr.Row():
             draws = gr.Slider(2, 64, value=16, step=1, label="draws per method")
             run = gr.Button("Compare", variant="primary")
-        cmp_gallery = gr.Gallery(label="per-pixel mean and std over the draws", columns=5, height=200)
+        cmp_gallery = gr.Gallery(label="per-pixel mean and std over the draws", columns=5, object_fit="contain",
+                                 elem_id="forward-compare", elem_classes=["dl-gallery", "dl-pixelated"])
         cmp_plot = gr.Plot(label="histograms")
         cmp_md = gr.Markdown()
 

@@ -43,7 +43,7 @@ def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed)
     for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
                             num_inference_steps=n, sampler=sampler, generator=gen):
         if rec.is_last:
-            yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {int(seed)}. "
+            yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {validation.seed(seed)}. "
                                             "Same seed + same settings = the same image.")
         else:
             yield image_file(rec.pred_x0_rgb[0], SHOW_PX, fmt='jpeg'), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"
@@ -76,7 +76,7 @@ def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed
     common = float(2.5 * G.rms(d.eps_cond).mean())  # ε_u, ε_c, combined on one scale; the difference on its own
     nm = d.norms
     gallery = [
-        (image_file(d.x_t[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), f"x_t (VP input), t = {d.t}"),
+        (image_file(d.x_t[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), f"x_t: the noisy image, t = {d.t}"),
         (image_file(G.eps_to_image(d.eps_uncond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_u  ‖·‖ = {nm['eps_uncond']['l2']:.2f}"),
         (image_file(G.eps_to_image(d.eps_cond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_c  ‖·‖ = {nm['eps_cond']['l2']:.2f}"),
         (image_file(G.eps_to_image(d.difference)[0], SHOW_PX, fmt='jpeg'), f"ε_c − ε_u (own scale)  ‖·‖ = {nm['difference']['l2']:.2f}"),
@@ -173,28 +173,49 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
 # ------------------------------------------------------------------ layout
 
 
+MATHS = """
+**Two predictions per step.** At every step the model predicts the noise ε in the noisy image x_t twice: once
+with your prompt (ε_c, *conditional*) and once with an empty prompt, or the negative prompt (ε_u,
+*unconditional*); both run as one batch. Classifier-free guidance (Ho & Salimans 2022, eq. 6) combines them:
+
+$$\\hat\\varepsilon = \\varepsilon_u + w\\,(\\varepsilon_c - \\varepsilon_u)$$
+
+w = 0 ignores the prompt, w = 1 is the plain conditional model, w > 1 pushes further along the direction the
+prompt adds: pictures follow the prompt more closely and vary less from seed to seed. The sampler then uses ε̂
+as usual; x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t is the clean picture it implies (ᾱ_t: the share of the picture left
+at step t).
+
+**Loss guidance** (colour, CLIP): at every step, score x̂0 with a loss L, take its gradient with respect to x_t
+and move x_t a little downhill before the step, x_t ← x_t − s·g(ᾱ_t)·∇L (classifier guidance with a loss in
+place of a classifier; s is the scale, g a per-step factor).
+"""
+
+
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     names = conditional_names(runtime)
     gr.Markdown(
-        "**Classifier-free guidance** runs the UNet twice per step, with the prompt (ε_c) and with the "
-        "empty or *negative* prompt (ε_u), batched together, and extrapolates: "
-        "ε = ε_u + w·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6). w = 0 ignores the prompt, w = 1 is the plain "
-        "conditional model, w > 1 pushes further along the direction the prompt adds."
-    )
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            model = gr.Dropdown(names, value=names[0], label="diffusion model")
-            prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="guidance-prompt")
-            negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
+        "The prompt tells the model what to draw, and the guidance scale **w** says how hard to listen. Type a "
+        "prompt and press **Generate**, then try w = 0, 1 and 15 with the same seed and compare.",
+        elem_classes=["dl-intro"])
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="guidance-prompt", max_lines=2)
             scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w", elem_id="guidance-w")
-            with gr.Row():
-                steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps")
-                sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
-            seed = seed_input("seed")
-            run = gr.Button("Generate", variant="primary", elem_id="guidance-run")
-        with gr.Column(scale=1):
-            image = gr.Image(label="sample", interactive=False, elem_id="guidance-image", height=300)
+            with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
+                seed = seed_input("seed", min_width=120)
+                run = gr.Button("Generate", variant="primary", elem_id="guidance-run", elem_classes=["dl-run"],
+                                size="lg", min_width=120)
+            with gr.Accordion("Advanced", open=False, elem_id="guidance-advanced"):
+                model = gr.Dropdown(names, value=names[0], label="diffusion model")
+                negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
+                with gr.Row():
+                    steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps", elem_id="guidance-steps")
+                    sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
+        with gr.Column(scale=1, elem_classes=["dl-output"]):
+            image = gr.Image(label="sample (the model's guess x̂0 while it runs)", interactive=False,
+                             elem_id="guidance-image", height=300, elem_classes=["dl-pixelated", "dl-big"],
+                             buttons=["fullscreen"])
             info = gr.Markdown()
     # Examples run on click and are cached server-side after their first use (same seed, same image),
     # so a click during a talk answers at once the second time.
@@ -205,45 +226,51 @@ def create(runtime) -> dict:
                 [model, prompt, negative, scale, steps, sampler, seed], [image, info],
                 fn=user_errors(functools.partial(generate, runtime)), cache_examples=True, cache_mode="lazy",
                 label="examples (click to run; cached after the first run)", elem_id="guidance-examples")
+    gal = dict(object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated"])
     with gr.Accordion("Same seed, different scales", open=True):
         with gr.Row():
             grid_btn = gr.Button("Run the grid (w = 0, 1, 3, 7.5, 15)", elem_id="guidance-grid-run")
-        grid = gr.Gallery(label="same seed and steps; only w changes", columns=5, height=240, elem_id="guidance-grid")
+        grid = gr.Gallery(label="same seed and steps; only w changes", columns=5, elem_id="guidance-grid", **gal)
     with gr.Accordion("Inside one step: ε_u, ε_c, their difference, the combination", open=False):
         with gr.Row():
-            step = gr.Slider(1, MAX_STEPS, value=10, step=1, label="step (1 = first, noisiest)")
+            step = gr.Slider(1, 30, value=10, step=1, label="step (1 = first, noisiest)", elem_id="guidance-step")
             dec_btn = gr.Button("Decompose", elem_id="guidance-decompose-run")
-        dec_gallery = gr.Gallery(label="decomposition", columns=6, height=220, elem_id="guidance-decomposition")
+        dec_gallery = gr.Gallery(label="decomposition", columns=6, elem_id="guidance-decomposition", **gal)
         dec_md = gr.Markdown()
     with gr.Accordion("Fidelity vs diversity: adherence and diversity against w", open=False):
         gr.Markdown("A few samples per scale (the same seeds at every scale) are scored by the bundled tiny CLIP: "
-                    "its cosine score with the prompt, whether its zero-shot classifier reads the prompt's shape and "
-                    "colour off the image, and how different the samples are from each other.")
+                    "how well it thinks each picture matches the prompt, whether it reads the prompt's shape and "
+                    "colour off the picture, and how different the samples are from each other.")
         with gr.Row():
             samples = gr.Slider(2, 8, value=4, step=1, label="samples per scale")
             trade_btn = gr.Button("Measure (8 scales)", elem_id="guidance-tradeoff-run")
         trade_plot = gr.Plot(label="adherence and diversity vs w", elem_id="guidance-tradeoff")
         trade_md = gr.Markdown()
-    gr.Markdown("## Colour guidance\nAt every step, predict x̂0, score it with a loss (here: mean |x̂0 − colour|), "
-                "take the gradient with respect to x_t and nudge x_t downhill before the scheduler steps "
-                "(the HF diffusion-models-class recipe; classifier guidance with a loss instead of a classifier).")
+    gr.Markdown("## Colour guidance\nSteer a picture towards a colour without any prompt words: at every step the "
+                "model's guess x̂0 is compared with the colour and the noisy image is nudged to bring them closer.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             colour = gr.ColorPicker("#00c8ff", label="target colour")
-            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=LG.COLOUR_SCALE_DEFAULT, step=1, label="colour loss scale s")
-            scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
-                                  label="gradient × per step (ᾱ of timestep t)")
+            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=LG.COLOUR_SCALE_DEFAULT, step=1,
+                                   label="how hard to steer (colour loss scale s)")
+            with gr.Accordion("Advanced", open=False):
+                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
+                                      label="gradient × per step (ᾱ of timestep t)")
             col_btn = gr.Button("Run with and without", variant="primary", elem_id="guidance-colour-run")
         with gr.Column(scale=2):
-            col_gallery = gr.Gallery(label="same seed: without | with", columns=2, height=300,
-                                     elem_id="guidance-colour")
+            col_gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="guidance-colour", **gal)
             col_plot = gr.Plot(label="loss per step")
             col_md = gr.Markdown()
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
 
     bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
     base = [model, prompt, negative]
     run.click(bind(generate), base + [scale, steps, sampler, seed], [image, info], api_name="guidance_generate")
     grid_btn.click(bind(scale_grid), base + [steps, sampler, seed], grid, api_name="guidance_grid")
+    # the decomposition's step can only be one of the run's steps
+    steps.change(lambda n, k: gr.Slider(maximum=int(n), value=min(int(k), int(n))), [steps, step], step,
+                 api_visibility="private", show_progress="hidden", queue=False)
     dec_btn.click(bind(decompose), base + [scale, steps, sampler, seed, step], [dec_gallery, dec_md],
                   api_name="guidance_decompose")
     trade_btn.click(bind(tradeoff), base + [steps, sampler, seed, samples], [trade_plot, trade_md],

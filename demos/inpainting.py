@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from demos import player
 from demos.common import image_file, png, sample_paths, user_errors
 from demos.components import SafeImageEditor, seed_input
 from pipelines import sketch
@@ -144,18 +145,37 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
     mpath = mask_png(mask)
     head = " ".join(notes)
     gen = validation.generator(seed)
+    frames = []  # (composite, x_t, text) per UNet call: file paths already written, so a replay costs nothing
     for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
                                sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
                                jump_length=j, resamples=r):
         phase = f", {st.phase} of this stretch" if st.phase else ""
+        xt = image_file(st.x_t_rgb[0], fmt="jpeg") if st.x_t_rgb is not None else None
         if st.image is not None:
             md = (f"**Done**: {st.total} UNet calls ({n} {sampler} steps, {r} resample pass(es), jump length {j}); "
-                  f"mask {prep.coverage:.0%}; seed {int(seed)}. Outside the mask the pixels are the input's. {head}")
-            yield image_file(st.image[0]), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
+                  f"mask {prep.coverage:.0%}; seed {validation.seed(seed)}. Outside the mask the pixels are the input's. {head}")
+            frames.append((image_file(st.image[0]), xt, md))
+            yield (*frames[-1][:2], mpath, md, {"frames": frames})
         else:
             md = (f"UNet call {st.index + 1}/{st.total}: step {st.position}/{n} (t = {st.t}){phase}. "
                   f"Showing the predicted x̂0 inside the mask. {head}")
-            yield image_file(st.composite[0], fmt='jpeg'), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
+            frames.append((image_file(st.composite[0], fmt="jpeg"), xt, md))
+            yield (*frames[-1][:2], mpath, md, gr.skip())
+
+
+def _count(traj) -> int:
+    return len(traj["frames"]) if traj else 0
+
+
+def show_call(traj, k: int):
+    """Recorded UNet call ``k`` (1-based) -> (result, x_t, info). No model call."""
+    return traj["frames"][k - 1]
+
+
+def scrub(traj, k):
+    if not traj:
+        raise ValueError("Inpaint first: there is no recorded run in this session yet.")
+    return show_call(traj, min(validation.integer("UNet call", k, 1, 10**6), _count(traj)))
 
 
 def _sketch_tensor(value) -> torch.Tensor:
@@ -185,7 +205,7 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
             t0 = rec.t
         if rec.image is not None:
             md = (f"**Done**: strength {s:g} → the drawing was noised to t = {t0} (step {first + 1}/{n}) and "
-                  f"denoised for {n - first} steps; seed {int(seed)}. "
+                  f"denoised for {n - first} steps; seed {validation.seed(seed)}. "
                   f"The model works at {model.image_size[0]} px (shown upscaled).")
             yield image_file(rec.image[0], work, fmt='jpeg'), md
         else:
@@ -211,6 +231,26 @@ def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
 # ------------------------------------------------------------------ layout
 
 
+MATHS = f"""
+**Noise, then put back what you keep.** A diffusion model denoises from pure noise step by step. Inpainting
+(RePaint, Lugmayr et al. 2022) runs the same loop, but after every step the region you did *not* paint is
+replaced by your picture noised to the same level t:
+
+x_t ← m·x_t + (1 − m)·(√ᾱ_t·x_orig + √(1−ᾱ_t)·ε)
+
+with m = 1 on the painted region and 0 elsewhere (ᾱ_t: the share of the picture left at step t; ε: Gaussian
+noise). So the model always sees a consistent picture and fills the hole to match its surroundings.
+
+**Resampling.** Every *jump length* steps the sample is re-noised back up and that stretch is denoised again,
+*resamples* passes in all: new content gets several chances to blend with what is kept, at the cost of more
+model calls. The bundled toy model knows only coloured shapes and works at 32×32 px: the picture and mask are
+downsized for it and the result is upscaled back to {WORK_PX} px and pasted in outside the mask.
+
+**Sketch to image** (SDEdit, Meng et al. 2022) noises your drawing to the level the strength picks and
+denoises from there: low strength keeps the drawing, strength 1 ignores it.
+"""
+
+
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
@@ -222,50 +262,56 @@ def create(runtime) -> dict:
     bind = lambda fn: user_errors(functools.partial(fn, runtime))  # noqa: E731
 
     gr.Markdown(
-        "**Paint over what should change**, say what should be there, and watch the model fill it in while the "
-        "rest stays put. At every step the kept region of x_t is replaced by the input noised to the same t, "
-        "x_t ← m·x_t + (1−m)·q(x_orig, t) with m = 1 on the painted region (RePaint, Lugmayr et al. 2022). "
-        "The bundled toy model knows only coloured shapes and works at **32×32 px**: the image and mask are "
-        f"downsized for it and the result is upscaled back to {WORK_PX} px and pasted in outside the mask."
-    )
-    with gr.Row():
-        with gr.Column(scale=3):
+        "Paint over the part of the picture that should change, say what should be there, and press **Inpaint**: "
+        "the model fills in the painted region while the rest stays put. Not sure where to start? Press "
+        "**Example**.", elem_classes=["dl-intro"])
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=3, elem_classes=["dl-controls"]):
             editor = SafeImageEditor(
                 value=editor_value(toy_paths[0]), type="numpy", image_mode="RGBA", sources=("upload", "clipboard"),
                 brush=gr.Brush(default_size=24, colors=[BRUSH], default_color=BRUSH, color_mode="fixed"),
                 eraser=gr.Eraser(default_size=24), layers=False, transforms=(), canvas_size=(WORK_PX, WORK_PX),
-                label="canvas: paint the region to replace (brush size in the brush menu; eraser to undo paint)",
-                elem_id="inpaint-editor", height=420)
+                label="paint the region to replace (eraser to undo paint)", elem_id="inpaint-editor", height=330)
+            mask_info = gr.Markdown("Paint over the region to replace.", elem_id="inpaint-mask-info")
+            with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
+                prompt = gr.Textbox("a yellow star on a navy background", label="what goes in the painted region",
+                                    max_lines=1, scale=3, elem_id="inpaint-prompt")
+                run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run", elem_classes=["dl-run"],
+                                size="lg", scale=1, min_width=110)
             example_btn = gr.Button("Example: mask the red circle, ask for a yellow star, inpaint", size="sm",
-                                    elem_id="inpaint-example")
-            gallery = gr.Gallery(value=samples, label="…or click a sample (toy-world scenes first)", columns=9,
-                                 height=100, allow_preview=False, elem_id="inpaint-samples")
-        with gr.Column(scale=2):
-            with gr.Row():
-                mask_img = gr.Image(label="mask (white = replace)", interactive=False, elem_id="inpaint-mask",
-                                    height=200)
-                xt_img = gr.Image(label="x_t the UNet sees", interactive=False, elem_id="inpaint-xt", height=200)
-            result = gr.Image(label="result (streams: x̂0 inside the mask, the input outside)", interactive=False,
-                              elem_id="inpaint-result", height=260, format="png")
+                                    elem_id="inpaint-example", elem_classes=["dl-autorun"])  # run=1 presses it
+            with gr.Accordion("Advanced", open=False, elem_id="inpaint-advanced"):
+                model = gr.Dropdown(names, value=names[0], label="diffusion model")
+                negative = gr.Textbox("", label="negative prompt")
+                with gr.Row():
+                    steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps", elem_id="inpaint-steps")
+                    sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
+                with gr.Row():
+                    scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w")
+                    seed = seed_input("seed")
+                gr.Markdown(RESAMPLING_HELP)
+                with gr.Row():
+                    resamples = gr.Slider(1, 10, value=3, step=1, label="resamples r (1 = off)")
+                    jump = gr.Slider(1, 20, value=5, step=1, label="jump length j (steps)")
+            gallery = gr.Gallery(value=samples, label="…or pick another picture (toy-world scenes first)", columns=9,
+                                 height=90, allow_preview=False, elem_id="inpaint-samples")
+        with gr.Column(scale=2, elem_classes=["dl-output"]):
+            result = gr.Image(label="result: the model's guess inside the mask, your picture outside",
+                              interactive=False, elem_id="inpaint-result", height=300, format="png",
+                              elem_classes=["dl-big"], buttons=["fullscreen"])
             info = gr.Markdown(elem_id="inpaint-info")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=260):
-            model = gr.Dropdown(names, value=names[0], label="diffusion model")
-            prompt = gr.Textbox("a yellow star on a navy background", label="prompt (what goes in the mask)")
-            negative = gr.Textbox("", label="negative prompt")
-        with gr.Column(scale=1, min_width=260):
-            with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps", elem_id="inpaint-steps")
-                sampler = gr.Dropdown(list(SAMPLERS), value="DDIM", label="sampler")
-            with gr.Row():
-                scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
-                seed = seed_input("seed")
-        with gr.Column(scale=1, min_width=260):
-            gr.Markdown(RESAMPLING_HELP)
-            with gr.Row():
-                resamples = gr.Slider(1, 10, value=3, step=1, label="resamples r (1 = off)")
-                jump = gr.Slider(1, 20, value=5, step=1, label="jump length j (steps)")
-            run = gr.Button("Inpaint", variant="primary", elem_id="inpaint-run")
+            traj = gr.State(None, time_to_live=3600)
+            # any call count until the first run sets the range, so an API client may play or scrub at once
+            call = gr.Slider(1, MAX_STEPS * ip.MAX_RESAMPLES, value=1, step=1, interactive=False, visible=False,
+                             label="UNet call: scrub or play the recorded run", elem_id="inpaint-scrub")
+            play = player.controls("inpaint")
+            with gr.Row(elem_classes=["dl-panels"]):
+                mask_img = gr.Image(label="mask (white = replace)", interactive=False, elem_id="inpaint-mask",
+                                    height=170, min_width=120)
+                xt_img = gr.Image(label="x_t: the noisy image the model sees", interactive=False,
+                                  elem_id="inpaint-xt", height=170, min_width=120, elem_classes=["dl-pixelated"])
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
 
     gr.Markdown("### Sketch to image (SDEdit)\nDraw with a few colours (or on an existing image), pick a strength and "
                 "a prompt. The drawing is noised to the step the strength picks and denoised from there: low "
@@ -293,8 +339,8 @@ def create(runtime) -> dict:
                 strip_run = gr.Button("Strip across strengths", elem_id="sketch-strip-run")
             sk_result = gr.Image(label="result", interactive=False, elem_id="sketch-result", height=260)
             sk_info = gr.Markdown()
-    strip = gr.Gallery(label="same drawing, prompt and seed; only the strength changes", columns=8, height=220,
-                       elem_id="sketch-strip")
+    strip = gr.Gallery(label="same drawing, prompt and seed; only the strength changes", columns=8,
+                       object_fit="contain", elem_id="sketch-strip", elem_classes=["dl-gallery", "dl-pixelated"])
 
     def pick(evt: gr.SelectData) -> dict:
         return editor_value(samples[int(evt.index)])  # the server picks the path; the client sends an index
@@ -306,15 +352,26 @@ def create(runtime) -> dict:
         return editor_value(png(pil))
 
     gallery.select(pick, None, editor, api_name="inpaint_pick_sample", api_visibility="private")
-    editor.change(user_errors(preview_mask), editor, [mask_img, info], api_name="inpaint_mask",
-                  trigger_mode="always_last", show_progress="hidden")
-    run.click(bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
-              [result, xt_img, mask_img, info], api_name="inpaint")
+    # a brush stroke fires .input (the first one fires no .change); a picked sample fires .change
+    gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, mask_info],
+          api_name="inpaint_mask", trigger_mode="always_last", show_progress="hidden")
+    inpaint_in = [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump]
+    inpaint_out = [result, xt_img, mask_img, info, traj]
+
+    def scrubber(tr):
+        n = _count(tr)
+        return gr.Slider(maximum=max(n, 2), value=n, interactive=n > 1, visible=True)  # shown once there is a run
+
+    run.click(bind(run_inpaint), inpaint_in, inpaint_out, api_name="inpaint").success(
+        scrubber, traj, call, api_visibility="private", show_progress="hidden")
     example_value = editor_value(toy_paths[0], png(centre_disc_layer()))
     example_btn.click(lambda: (example_value, "a yellow star on a navy background"), None, [editor, prompt],
                       api_name="inpaint_example", api_visibility="private").then(
-        bind(run_inpaint), [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump],
-        [result, xt_img, mask_img, info], api_visibility="private")
+        bind(run_inpaint), inpaint_in, inpaint_out, api_visibility="private").success(
+        scrubber, traj, call, api_visibility="private", show_progress="hidden")
+    call.input(player.errors(scrub), [traj, call], [result, xt_img, info], api_name="inpaint_scrub",
+               show_progress="hidden", trigger_mode="always_last", concurrency_limit=None)
+    player.wire(play, "inpaint", show_call, _count, traj, call, [result, xt_img, info])
     blank_btn.click(lambda: editor_value(blank), None, sketch, api_name="sketch_blank", api_visibility="private")
     blob_btn.click(lambda: editor_value(blob), None, sketch, api_name="sketch_example", api_visibility="private")
     from_btn.click(user_errors(from_inpaint), editor, sketch, api_name="sketch_from_inpaint",

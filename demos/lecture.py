@@ -4,12 +4,13 @@ URL format (one bookmark per slide)::
 
     /?tab=guidance&prompt=a+red+circle&scale=7.5&seed=42&present=1
 
-* ``tab`` selects the tab: its id (``forward_noising``, ``schedules``, ``denoising_viewer``, ``inside_model``,
-  ``guidance``, ``clip_guidance``, ``inpainting``, ``train_your_own``) or a short alias (``forward``,
-  ``viewer``, ``clip``, ``inpaint``, ``inside``, ``train``).
+* ``tab`` selects the tab: its id (``start_here``, ``forward_noising``, ``schedules``, ``denoising_viewer``,
+  ``inside_model``, ``guidance``, ``clip_guidance``, ``inpainting``, ``train_your_own``) or a short alias
+  (``start``, ``forward``, ``viewer``, ``inside``, ``clip``, ``inpaint``, ``train``).
 * Bare keys (``prompt``, ``scale``, ...) set the controls of the selected tab; ``<tab>.<key>``
   sets a control of any tab. The keys of each tab are the names its ``create()`` returns.
-* ``present=1`` turns on presentation mode (large fonts, high contrast).
+* ``present=1`` turns on presentation mode (large fonts, high contrast, big images).
+* ``run=1`` presses the tab's run button once the preset is applied (the result shows without a click).
 * Bad values are never applied: they are listed in a warning and the control keeps its default
   (numbers must be finite and within the control's range, choices must be one of its choices,
   prompts obey :func:`pipelines.validation.prompt`).
@@ -23,34 +24,19 @@ from urllib.parse import urlencode
 
 import gradio as gr
 
+from demos.style import CSS
 from pipelines import validation
 
-ALIASES = {"forward": "forward_noising", "viewer": "denoising_viewer", "denoise": "denoising_viewer",
-           "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance", "inside": "inside_model",
-           "train": "train_your_own"}
+ALIASES = {"start": "start_here", "tour": "start_here", "forward": "forward_noising", "viewer": "denoising_viewer",
+           "denoise": "denoising_viewer", "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance",
+           "inside": "inside_model", "train": "train_your_own"}
 PRESENT_KEYS = ("present", "presentation")
+RUN_KEY = "run"
+RUN_CLASS = "dl-run"  # elem_classes of the button that run=1 presses (one per tab)...
+AUTORUN_CLASS = "dl-autorun"  # ...unless the tab has one of these (a preset a URL cannot carry, e.g. a mask)
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
-CSS = """
-.dl-pixelated img { image-rendering: pixelated; object-fit: contain !important; width: 100%; height: 100%; }
-body.dl-presentation {
-  --body-text-size: 22px; --text-xs: 16px; --text-sm: 18px; --text-md: 22px; --text-lg: 26px; --text-xl: 32px;
-  --text-xxl: 40px; --input-text-size: 22px; --block-label-text-size: 19px; --block-info-text-size: 18px;
-  --block-title-text-size: 22px; --button-large-text-size: 24px; --button-small-text-size: 20px;
-  --section-header-text-size: 22px; --checkbox-label-text-size: 20px;
-  --body-text-color: #000; --body-text-color-subdued: #111; --block-label-text-color: #000;
-  --block-title-text-color: #000; --input-placeholder-color: #333;
-  --background-fill-primary: #fff; --background-fill-secondary: #f2f2f2; --block-background-fill: #fff;
-  --border-color-primary: #000; --block-border-color: #000; --block-border-width: 2px; --input-border-color: #000;
-  --color-accent: #0033cc; --slider-color: #0033cc;
-  --button-primary-background-fill: #0033cc; --button-primary-text-color: #fff;
-}
-body.dl-presentation, body.dl-presentation .gradio-container { background: #fff !important; color: #000 !important; }
-body.dl-presentation .prose, body.dl-presentation .prose * { font-size: 22px; color: #000; }
-body.dl-presentation .prose h1 { font-size: 40px; }
-body.dl-presentation button[role=tab] { font-size: 22px; font-weight: 700; color: #000; }
-"""
 
 # Injects CSS once per page and applies ?present=1 before the first paint of the controls.
 ON_LOAD_JS = """() => {
@@ -63,6 +49,17 @@ ON_LOAD_JS = """() => {
   if (['1', 'true', 'yes', 'on'].includes(p)) document.body.classList.add('dl-presentation');
 }"""
 TOGGLE_JS = "(on) => { document.body.classList.toggle('dl-presentation', !!on); }"
+# run=1: after the preset is applied, press the selected tab's run button (as a user would).
+RUN_JS = """() => {
+  const q = new URLSearchParams(window.location.search);
+  if (!['1', 'true', 'yes', 'on'].includes((q.get('run') ?? '').toLowerCase())) return;
+  const press = (tries) => {  // the visible one: the selected tab's
+    const visible = (c) => [...document.querySelectorAll('button.' + c)].find(e => e.offsetParent !== null);
+    const b = visible('%s') || visible('%s');
+    if (b) b.click(); else if (tries > 0) setTimeout(() => press(tries - 1), 250);
+  };
+  setTimeout(() => press(40), 300);
+}"""
 LINK_JS = """(q) => {
   if (!q) return q;
   const u = window.location.origin + window.location.pathname + q;
@@ -138,7 +135,7 @@ def restore_updates(query: dict[str, str], registry: dict[str, dict]) -> tuple[s
     problems = []
     if query.get("tab") and tab is None:
         problems.append(f"unknown tab {query['tab']!r}; tabs: {', '.join(registry)}")
-    known = {"tab", *PRESENT_KEYS, "__theme", "view"}
+    known = {"tab", *PRESENT_KEYS, RUN_KEY, "__theme", "view"}
     values = []
     for tid, params in registry.items():
         for key, comp in params.items():
@@ -191,14 +188,15 @@ def wire(demo: gr.Blocks, tabs: gr.Tabs, tab_items: dict[str, gr.Tab], registry:
 
     demo.load(None, None, None, js=ON_LOAD_JS % _js_string(CSS))
     demo.load(restore, None, [tabs, current, present, *components], api_name="lecture_restore",
-              api_visibility="private", show_progress="hidden")
+              api_visibility="private", show_progress="hidden").then(
+        None, None, None, js=RUN_JS % (AUTORUN_CLASS, RUN_CLASS))
     present.change(None, present, None, js=TOGGLE_JS)
     for tid, item in tab_items.items():
         item.select(lambda t=tid: t, None, current, api_name=f"lecture_tab_{tid}", api_visibility="private",
                     show_progress="hidden")
 
     def make_link(tab, *values):
-        return link_query(tab, registry, list(values))
+        return gr.Textbox(link_query(tab, registry, list(values)), visible=True)  # hidden until first asked
 
     link_btn.click(make_link, [current, *components], link_box, api_name="lecture_link",
                    api_visibility="private").then(None, link_box, link_box, js=LINK_JS)

@@ -21,6 +21,7 @@ TITLE = "Schedules"
 GRID_PX = 160
 LEAK_THRESHOLD = 0.01  # sqrt(ᾱ_T) above this is flagged as signal leaking through at t = T
 DEFAULT = ["linear", "scaled_linear", "cosine", "sigmoid", "quadratic"]
+COLOURS = {name: f"C{i}" for i, name in enumerate(schedules.SCHEDULE_NAMES)}  # a line keeps its colour
 
 # (field of ScheduleCurves, y label, log scale)
 PANELS = [
@@ -52,14 +53,11 @@ def schedules_plot(names, T, beta_start, beta_end, custom_range, zero_snr) -> Fi
         t = np.arange(spec.num_train_timesteps)
         for ax, (field, label, log) in zip(axes, PANELS):
             y = getattr(c, field).double().numpy()
-            ax.plot(t, y, label=spec.name, lw=1.5)
+            ax.plot(t, y, label=spec.name, lw=1.5, color=COLOURS[spec.name])  # fixed per schedule
             ax.set(ylabel=label, xlabel="t", yscale="log" if log else "linear")
     axes[4].set_ylim(bottom=max(axes[4].get_ylim()[0], -20))  # -inf (zero SNR) would squash the axis
     axes[5].axis("off")  # the legend lives in the free panel: gradio's label badge covers the top-left
     axes[5].legend(*axes[0].get_legend_handles_labels(), loc="upper left", fontsize=9, frameon=False)
-    axes[5].text(0, 0.35, "Cosine keeps √ᾱ_t high for longer:\nits log-SNR falls almost linearly,\n"
-                 "so fewer steps are wasted on\nnearly-pure noise or nearly-clean images.",
-                 fontsize=10, va="center")
     return fig
 
 
@@ -97,40 +95,60 @@ def update_all(file, names, T, beta_start, beta_end, custom_range, zero_snr, t_f
             schedules_table(names, T, beta_start, beta_end, custom_range, zero_snr))
 
 
+MATHS = """
+**Symbols.** β_t ("beta") is the variance of the noise added at step t; ᾱ_t ("alpha-bar") = (1−β_1)·…·(1−β_t)
+is the share of the picture's power left at step t, so x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε. √ᾱ_t scales the picture,
+√(1−ᾱ_t) the noise, and SNR = ᾱ_t/(1−ᾱ_t) is their power ratio (log-SNR: its natural log).
+
+**The schedules.** *linear*: β grows linearly (DDPM: 0.0001 … 0.02). *scaled_linear*: √β grows linearly
+(Stable Diffusion: 0.00085 … 0.012). *quadratic*: the same formula with DDPM's range. *sigmoid*: β follows
+an S-curve. *cosine* (Nichol & Dhariwal 2021) is defined through ᾱ_t directly, so the β range does not
+apply to it. Cosine keeps √ᾱ_t high for longer: its log-SNR falls almost linearly, so fewer steps are
+spent on nearly-pure noise or nearly-clean images.
+
+**Why the end matters.** img2img with *strength 1* starts from x_T = √ᾱ_T·x0 + √(1−ᾱ_T)·ε. If √ᾱ_T is not
+≈ 0 (≈ 0.068 for Stable Diffusion's scaled_linear) the input's coarse colours leak into the result, and a
+model trained this way never learns to start from pure noise (it cannot make very dark or very bright
+images). The zero-terminal-SNR rescale (Lin et al. 2024) sets ᾱ_T = 0.
+"""
+
+
 def create(runtime=None) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
-    gr.Markdown("Lay several β schedules over each other. The β range applies to all but cosine "
-                "(which is defined through ᾱ directly); *quadratic* is the same formula as diffusers' "
-                "*scaled_linear*, only with DDPM's customary range instead of Stable Diffusion's.")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=280):
-            names = gr.CheckboxGroup(list(schedules.SCHEDULE_NAMES), value=DEFAULT, label="schedules")
-            T = gr.Slider(10, 4000, value=1000, step=10, label="T (num_train_timesteps)")
-            custom = gr.Checkbox(False, label="use my β range for all (else each schedule's customary one)")
-            with gr.Row():
-                b0 = SafeNumber(1e-4, label="β_start", minimum=1e-8, maximum=0.999)
-                b1 = SafeNumber(0.02, label="β_end", minimum=1e-8, maximum=0.999)
-            zero = gr.Checkbox(False, label="rescale to zero terminal SNR (Lin et al. 2024)")
-            file = gr.File(label="image for the grid (default: a sample)", file_types=["image"],
-                           type="filepath", height=90)
-            t_frac = gr.Slider(0, 1, value=0.5, step=0.01, label="grid at t = fraction × (T−1)")
-            seed = seed_input("noise seed")
-        with gr.Column(scale=3):
+    gr.Markdown("A noise schedule decides how fast the picture drowns in noise as t goes from 0 to T. Tick a few "
+                "schedules and compare the curves, the same picture under each, and how much of the picture is "
+                "still left at the very end (it should be none).", elem_classes=["dl-intro"])
+    with gr.Row(elem_classes=["dl-main"]):
+        with gr.Column(scale=1, min_width=260, elem_classes=["dl-controls"]):
+            names = gr.CheckboxGroup(list(schedules.SCHEDULE_NAMES), value=DEFAULT, label="schedules",
+                                     elem_id="schedules-names", elem_classes=["dl-run"])
+            zero = gr.Checkbox(False, label="rescale to zero signal at the end (zero terminal SNR)")
+            t_frac = gr.Slider(0, 1, value=0.5, step=0.01, label="pictures at t = fraction × (T−1)")
+            with gr.Accordion("Advanced", open=False):
+                T = gr.Slider(10, 4000, value=1000, step=10, label="T: number of noise levels")
+                custom = gr.Checkbox(False, label="use my β range for all (else each schedule's own)")
+                with gr.Row():
+                    b0 = SafeNumber(1e-4, label="β_start", minimum=1e-8, maximum=0.999, interactive=False)
+                    b1 = SafeNumber(0.02, label="β_end", minimum=1e-8, maximum=0.999, interactive=False)
+                file = gr.File(label="picture for the grid (default: a sample)", file_types=["image"],
+                               type="filepath", height=70)
+                seed = seed_input("noise seed")
+        with gr.Column(scale=3, elem_classes=["dl-output"]):
             # value=callable + inputs: gradio computes it on each page load (nothing at build time).
             fig = gr.Plot(user_errors(schedules_plot), inputs=[names, T, b0, b1, custom, zero],
-                          label="schedules over t", elem_id="schedules-plot")
+                          label="the schedules over t", elem_id="schedules-plot")
     grid_out = gr.Gallery(user_errors(schedules_grid), inputs=[file, names, T, b0, b1, custom, zero, t_frac, seed],
-                          label="same image, same ε, same t", columns=5, height=240, elem_id="schedules-grid")
+                          label="the same picture, noise and t under each schedule", columns=len(DEFAULT),
+                          object_fit="contain", elem_id="schedules-grid", elem_classes=["dl-gallery"])
     table = gr.Dataframe(user_errors(schedules_table), inputs=[names, T, b0, b1, custom, zero],
                          headers=["schedule", "β range", "√ᾱ_T (signal left at t=T)", "SNR_T (dB)", "verdict"],
                          label="signal left at the last timestep", interactive=False, elem_id="schedules-table")
-    gr.Markdown(
-        "**Why it matters:** img2img with *strength 1* starts from x_T = √ᾱ_T·x0 + √(1−ᾱ_T)·ε. If √ᾱ_T is "
-        "not ≈ 0 (e.g. ~0.068 for Stable Diffusion's scaled_linear), the input image's low frequencies leak "
-        "into the result, and a model trained this way never learns to start from pure noise (it cannot "
-        "make very dark or very bright images). The zero-terminal-SNR rescale fixes ᾱ_T = 0."
-    )
+    with gr.Accordion("The maths", open=False):
+        gr.Markdown(MATHS)
     inputs = [file, names, T, b0, b1, custom, zero, t_frac, seed]
+    # β_start/β_end do something only with the box ticked: editable only then
+    custom.change(lambda on: (gr.Number(interactive=on), gr.Number(interactive=on)), custom, [b0, b1],
+                  api_visibility="private", show_progress="hidden", queue=False)
     gr.on([names.change, T.release, b0.submit, b0.blur, b1.submit, b1.blur, custom.change, zero.change,
            file.change, t_frac.release, seed.submit, seed.blur], user_errors(update_all), inputs, [fig, grid_out, table],
           api_name="schedules_update")

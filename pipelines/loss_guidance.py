@@ -302,17 +302,20 @@ def color_guidance(color, scale: float, *, scaling: str = "none", apply: str = "
 
 
 def guided_vs_unguided(model, prompt: str, make_hook: Callable[[float], LossGuidance], scale: float, *,
-                       generator_fn: Callable[[], torch.Generator], sampler: str = "DDIM", **sample_kwargs):
+                       generator_fn: Callable[[], torch.Generator], sampler: str = "DDIM",
+                       on_base_step: Callable | None = None, **sample_kwargs):
     """The same seed twice: unguided (``make_hook(0)``, which only measures the loss), then guided at ``scale``.
 
     Yields ``(base, ref_hook, record, hook)`` for every step of the guided run; ``base`` is the unguided
     run's last :class:`StepRecord` (its ``image``), ``ref_hook`` its loss history. ``generator_fn`` makes a
-    fresh generator per run so both start from the same noise.
+    fresh generator per run so both start from the same noise. ``on_base_step(record)``, if given, sees
+    every step of the unguided run (e.g. to replay both runs side by side).
     """
     ref = make_hook(0.0)
     base = None
     for base in sample_steps(model, prompt, sampler=sampler, generator=generator_fn(), cond_fn=ref, **sample_kwargs):
-        pass
+        if on_base_step is not None:
+            on_base_step(base)
     hook = make_hook(scale)
     for rec in sample_steps(model, prompt, sampler=sampler, generator=generator_fn(), cond_fn=hook, **sample_kwargs):
         yield base, ref, rec, hook

@@ -107,12 +107,13 @@ def test_inpainting_paint_mask_with_the_mouse_and_inpaint(page):
     page.wait_for_timeout(1000)  # let the sample background load onto the canvas
     _paint_strokes(page, "inpaint-editor", [(0.42, 0.45, 0.58, 0.45), (0.42, 0.52, 0.58, 0.52)])
     page.wait_for_selector("#inpaint-mask img", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#inpaint-info').innerText.includes('Mask covers')")
+    page.wait_for_function("() => document.querySelector('#inpaint-mask-info').innerText.includes('Mask covers')")
     mask = _fetch_image(page, "inpaint-mask")[..., 0] > 127
     assert 0.005 < mask.mean() < 0.5, mask.mean()  # the strokes, not nothing and not everything
     h, w = mask.shape
     assert mask[int(0.4 * h):int(0.6 * h), int(0.35 * w):int(0.65 * w)].any()  # where we painted
     assert not mask[: h // 5].any() and not mask[-h // 5:].any()
+    page.locator("#inpaint-advanced .label-wrap").click()  # steps live in the Advanced accordion
     steps = page.locator("#inpaint-steps input[type=number]")
     steps.fill("10")  # default resampling (r = 3, j = 5) on 10 steps: 20 UNet calls, cheap on a busy CPU
     steps.press("Enter")

@@ -92,6 +92,7 @@ def test_preset_url_restores_the_tab_and_its_controls(browser, app_url):
             "b.textContent.trim() === 'Guidance playground' && b.getAttribute('aria-selected') === 'true')")
         page.wait_for_function("() => document.querySelector('#guidance-w input[type=number]')?.value === '7.5'")
         tab = page.locator("#tab-guidance")
+        page.locator("#guidance-advanced .label-wrap").click()  # the sampler lives in the Advanced accordion
         assert tab.get_by_label("prompt", exact=True).input_value() == PROMPT
         assert tab.get_by_label("seed", exact=True).input_value() == "42"
         assert page.locator("#guidance-w input[type=number]").input_value() == "7.5"
@@ -130,7 +131,8 @@ def test_bad_preset_warns_and_keeps_defaults(browser, app_url):
             "b.textContent.trim() === 'Inpainting' && b.getAttribute('aria-selected') === 'true')")
         page.wait_for_selector(".toast-body")
         assert "finite" in page.locator(".toast-body").first.inner_text()
-        assert page.locator("#tab-inpainting").get_by_label("seed", exact=True).first.input_value() == "7"
+        page.locator("#inpaint-advanced .label-wrap").click()  # the seed lives in the Advanced accordion
+        assert page.locator("#inpaint-advanced").get_by_label("seed", exact=True).input_value() == "7"
     finally:
         context.close()
 

@@ -46,13 +46,14 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     assert all(len(o) == 4 for o in outs)  # streamed messages carry the panels only (no skipped components)
     # chained on the run's success in the UI: the scrubber and filmstrip, from this session's trajectory
     slider, strip = client.predict(api_name="/viewer_filmstrip")
-    assert slider["maximum"] == 11 and slider["value"] == 11 and slider["interactive"]
-    assert len(strip) == 11 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
+    assert slider["minimum"] == 1 and slider["maximum"] == 12 and slider["value"] == 12 and slider["interactive"]
+    assert len(strip) == 8 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
+    assert strip[0]["caption"].startswith("step 1 ")  # the same 1-based step numbers as the text and scrubber
     assert all("done" not in o[3] for o in outs[:-1])  # intermediate frames carry step info only
-    # scrub: step 1 is noisier than the last; the last equals the streamed last frame
-    xt1, x01, _, info1 = client.predict(0, api_name="/viewer_scrub")
+    # scrub (1-based, as the text): step 1 is noisier than the last; the last equals the streamed last frame
+    xt1, x01, _, info1 = client.predict(1, api_name="/viewer_scrub")
     assert "step 1 / 12" in info1
-    xt_last, x0_last, _, info_last = client.predict(11, api_name="/viewer_scrub")
+    xt_last, x0_last, _, info_last = client.predict(12, api_name="/viewer_scrub")
     assert "step 12 / 12" in info_last
     assert np.array_equal(_img(x0_last), _img(x0)) and np.array_equal(_img(xt_last), _img(xt))
     assert not np.array_equal(_img(xt1), _img(xt_last))
@@ -63,7 +64,7 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
 
 def test_scrub_before_any_run_is_a_clear_error(client):
     with pytest.raises(AppError, match="Run the sampler first"):
-        client.predict(0, api_name="/viewer_scrub")
+        client.predict(1, api_name="/viewer_scrub")
     with pytest.raises(AppError, match="Run the sampler first"):
         client.predict(api_name="/viewer_filmstrip")
 
@@ -180,7 +181,7 @@ def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     def one(k):
         c, seed = clients[k], seeds[k]
         outs = c.submit(*_run_args(seed=seed, steps=5), api_name="/viewer_run").result(timeout=600)
-        _, x0, _, info = c.predict(4, api_name="/viewer_scrub")
+        _, x0, _, info = c.predict(5, api_name="/viewer_scrub")
         return _img(outs[1]), _img(x0), info
 
     with ThreadPoolExecutor(8) as pool:
