@@ -22,7 +22,8 @@ from epsilon- to v-prediction (steps 1-7000 epsilon, then a v-prediction fine-tu
 Resumable: ``--out/unet`` holds the EMA weights (what the app loads), ``--out/resume``
 the raw weights in bf16 and the step counter (small enough to commit). Optimizer state
 is kept out of the repo, in ``runs/`` (when it is missing a resume restarts the
-optimizer with a short warm-up). Runs under ``accelerate``.
+optimizer with a short warm-up; a state saved at another step, e.g. another run's, is not used).
+Runs under ``accelerate``.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     opt_path = RUNS / f"{args.out.name}-optimizer.pt"  # toy-sd-optimizer.pt for the bundled model
     warm_from = 0
-    if start and opt_path.exists():
-        opt.load_state_dict(torch.load(opt_path, weights_only=True))
+    saved = torch.load(opt_path, weights_only=True) if start and opt_path.exists() else None
+    if isinstance(saved, dict) and saved.get("step") == start:  # only the state saved with these weights
+        opt.load_state_dict(saved["optimizer"])
     elif start:
         warm_from = start  # fresh optimizer: warm up again
 
@@ -197,7 +199,7 @@ def save(unet, ema: EMAModel, opt, out: Path, step: int, wall: float, log: list[
         for row in log:
             fh.write(json.dumps(row) + "\n")
     RUNS.mkdir(exist_ok=True)
-    torch.save(opt.state_dict(), RUNS / f"{out.name}-optimizer.pt")
+    torch.save({"step": step, "optimizer": opt.state_dict()}, RUNS / f"{out.name}-optimizer.pt")
 
 
 if __name__ == "__main__":
