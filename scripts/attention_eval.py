@@ -62,7 +62,6 @@ def latents_for(model, seeds):
 
 
 def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: int = 0, dump=None) -> dict:
-    import torch
 
     from pipelines import attention as A
     from pipelines.toyworld.render_judge import locate_by_rendering

@@ -41,6 +41,11 @@ def text_token_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     The same computation as ``CLIP.encode_text`` up to ``ln_final``, before pooling and
     projection, i.e. what Stable Diffusion takes from its CLIP text encoder.
     """
+    return token_features(model, tokens)
+
+
+def token_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """:func:`text_token_features` with gradients (for training the text tower)."""
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)  # [B, L, width]
     x = x + model.positional_embedding[: tokens.shape[1]].to(cast_dtype)

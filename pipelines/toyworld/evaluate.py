@@ -17,6 +17,13 @@ Prints:
    (``render_judge``: no learnt parts, exact on rendered images, so no held-out blind spot), which
    also reads the background: the fraction whose background matches the prompt;
 3. the wall time of one 50-step DDIM sample with classifier-free guidance.
+
+    python -m pipelines.toyworld.evaluate --phrasings [--scales 3] [--clip-dir DIR] [--model-dir DIR]
+
+prints instead prompt adherence by phrasing (``captions.py``), judged by rendering (shape, colour and,
+where the prompt names it, background): the old template on seen and on held-out (colour, shape) pairs,
+the training phrasings, and each held-out phrasing, on seen and held-out pairs; and tiny-CLIP's
+zero-shot accuracy when its 160 labels are written in each phrasing.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.models import TOY_CLIP_DIR, ModelRegistry, load_toy_diffusion
+from pipelines.models import TOY_CLIP_DIR, TOY_SD_DIR, ModelRegistry, load_toy_clip, load_toy_diffusion
+from pipelines.toyworld.captions import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, Caption, caption_from_template
 from pipelines.toyworld.render_judge import classify_by_rendering
 from pipelines.toyworld.world import (BACKGROUNDS, COLORS, HELD_OUT, SHAPES, Scene, all_captions,
                                       make_batch, parse_caption, render_batch, sample_scene)
@@ -130,6 +138,83 @@ def diversity(clip, model, prompt: str, scale: float, k: int = 8, seed: int = 7)
     return float((1 - sim[~torch.eye(k, dtype=torch.bool)]).mean())
 
 
+def phrased_prompts(templates: list[str], n: int, rng: random.Random, held_out: bool) -> list[tuple[Caption, Scene]]:
+    """``n`` prompts per template (medium size, so no size word), seen or held-out (colour, shape) pairs,
+    backgrounds at random; "old" is the first models' full template (``Scene.caption``)."""
+    pairs = sorted(HELD_OUT) if held_out else [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
+    out = []
+    for name in templates:
+        for i in range(n):
+            color, shape = pairs[i % len(pairs)] if held_out else rng.choice(pairs)
+            scene = Scene(shape, color, rng.choice(list(BACKGROUNDS)), "medium", 0.5, 0.5, 0.3)
+            if name == "old":
+                cap = Caption(scene.caption(with_size=False), "old", shape, color, scene.background, None)
+            else:
+                cap = caption_from_template(name, scene, rng)
+            out.append((cap, scene))
+    return out
+
+
+def judged(pred: list[dict[str, str | None]], caps: list[Caption], scenes: list[Scene]) -> list[bool]:
+    """Shape and colour as the prompt, and the background too where the prompt names it."""
+    return [p["shape"] == s.shape and p["color"] == s.color and (c.background is None or p["background"] == s.background)
+            for p, c, s in zip(pred, caps, scenes)]
+
+
+def by_template(hits: list[bool], caps: list[Caption]) -> dict[str, tuple[int, int]]:
+    tally: dict[str, list[int]] = {}
+    for hit, c in zip(hits, caps):
+        t = tally.setdefault(c.template, [0, 0])
+        t[0] += hit
+        t[1] += 1
+    return {k: (a, n) for k, (a, n) in tally.items()}
+
+
+@torch.no_grad()
+def clip_zero_shot_phrased(clip, template: str, n: int = 300, seed: int = 123_456) -> float:
+    """tiny-CLIP's zero-shot accuracy (shape, colour and background all right) with its 160 labels
+    written in ``template`` (fixed choices: lower case, no full stop, "gray")."""
+    x, scenes = make_batch(n, seed=seed, allow_held_out=True)
+    rng = random.Random(0)
+    labels = []
+    for shape in SHAPES:
+        for color in COLORS:
+            for bg in BACKGROUNDS:
+                scene = Scene(shape, color, bg, "medium", 0.5, 0.5, 0.3)
+                text = scene.caption(with_size=False) if template == "old" else caption_from_template(
+                    template, scene, rng, capitalise=False, full_stop=False).text.replace("grey", "gray")
+                labels.append((text, scene))
+    best = (clip.encode_image(x) @ clip.encode_text([t for t, _ in labels]).T).argmax(dim=1)
+    return _mean([labels[i][1] == dataclasses.replace(s, size="medium", cx=0.5, cy=0.5, r=0.3)
+                  for i, s in zip(best.tolist(), scenes)])
+
+
+def phrasing_report(clip, model, scales: tuple[float, ...], n: int, n_held: int) -> None:
+    """Adherence by phrasing, judged by rendering (see the module docstring)."""
+    held_names = sorted(HELD_OUT_TEMPLATES)
+    bg_names = sorted(k for k, v in TRAIN_TEMPLATES.items() if "{bg}" in v)
+    zs = {t: clip_zero_shot_phrased(clip, t) for t in ["old", *bg_names, *held_names]}
+    print("tiny-CLIP zero-shot (shape+colour+background, 300 images, 160 labels) by phrasing: "
+          + ", ".join(f"{k} {v:.0%}" for k, v in zs.items()), flush=True)
+    rng = random.Random(0)
+    sets = {
+        "old template, seen pairs": phrased_prompts(["old"], n, rng, False),
+        "old template, held-out pairs": phrased_prompts(["old"], n_held, rng, True),
+        "training phrasings, seen pairs": phrased_prompts(sorted(TRAIN_TEMPLATES), max(2, n // 8), rng, False),
+        "held-out phrasings, seen pairs": phrased_prompts(held_names, max(2, n // 4), rng, False),
+        "held-out phrasings, held-out pairs": phrased_prompts(held_names, max(3, n_held // 4), rng, True),
+    }
+    for scale in scales:
+        print(f"\nw = {scale}: DDIM 50 steps; match = shape, colour and (where named) background as the prompt, "
+              "by rendering")
+        for k, (label, items) in enumerate(sets.items()):
+            caps, scenes = [c for c, _ in items], [s for _, s in items]
+            x = generate(model, [c.text for c in caps], scale, seed=10 + k)
+            hits = judged(classify_by_rendering(x), caps, scenes)
+            detail = ", ".join(f"{t} {a}/{m}" for t, (a, m) in sorted(by_template(hits, caps).items()))
+            print(f"  {label:<36} {_mean(hits):>6.1%}  ({sum(hits)}/{len(hits)})   {detail}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -138,14 +223,30 @@ def main(argv: list[str] | None = None) -> None:
                     help="held-out prompts per scale (default n // 4: 20; each is then 5 points of the figure)")
     ap.add_argument("--model-dir", type=Path, default=None,
                     help="a toy-sd folder (unet/, scheduler/) other than the bundled one, e.g. a training run's")
+    ap.add_argument("--clip-dir", type=Path, default=None,
+                    help="a toy-clip folder other than the bundled one (the judge and toy-sd's text encoder)")
+    ap.add_argument("--phrasings", action="store_true",
+                    help="adherence by phrasing (captions.py: old template, training and held-out phrasings)")
+    ap.add_argument("--scales", type=float, nargs="+", default=None,
+                    help="guidance scales (default: 0 1 3 5 7.5 10; with --phrasings: 3)")
     args = ap.parse_args(argv)
     n = args.n or (24 if args.quick else 80)
     registry = ModelRegistry("cpu")
-    clip = registry.clip()
-    if args.model_dir is None:
+    clip_dir = args.clip_dir or TOY_CLIP_DIR
+    if args.clip_dir is None:
+        clip = registry.clip()
+    else:
+        clip = load_toy_clip(clip_dir / "open_clip_model.safetensors", clip_dir / "toy-clip.json", torch.device("cpu"))
+    if args.model_dir is None and args.clip_dir is None:
         model = registry.diffusion()
     else:
-        model = load_toy_diffusion(args.model_dir, TOY_CLIP_DIR, torch.device("cpu"), name=str(args.model_dir))
+        folder = args.model_dir or TOY_SD_DIR
+        model = load_toy_diffusion(folder, clip_dir, torch.device("cpu"), name=str(folder))
+    if args.phrasings:
+        t0 = time.time()
+        phrasing_report(clip, model, tuple(args.scales or (3.0,)), n, args.held_out or max(6, n // 4))
+        print(f"\n({time.time() - t0:.0f}s, {torch.get_num_threads()} threads)")
+        return
 
     t0 = time.time()
     zs = clip_zero_shot(clip, n=300 if args.quick else 1000)
@@ -164,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
           "bg: background as the prompt (by rendering, all prompts)")
     print(f"{'scale':>6} {'match':>7} {'held-out':>9} | {'match':>7} {'held-out':>9} {'bg':>7} {'diversity':>10}")
     seen_scenes, held_scenes = [s for _, s in seen], [s for _, s in held]
-    for scale in SCALES:
+    for scale in args.scales or SCALES:
         x_seen = generate(model, [p for p, _ in seen], scale, seed=1)
         x_held = generate(model, [p for p, _ in held], scale, seed=2)
         a = adherence(clip, x_seen, seen_scenes)

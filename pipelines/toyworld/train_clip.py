@@ -1,6 +1,9 @@
 """Contrastive training of the bundled tiny CLIP on the toy world.
 
     python -m pipelines.toyworld.train_clip --steps 800 --out assets/models/toy-clip
+    # captions as people write them (captions.py), text tower only, old-template features kept:
+    python -m pipelines.toyworld.train_clip --captions natural --freeze-vision --preserve 1.0 \
+        --init assets/models/toy-clip --out runs/toy-clip-natural --steps 400 --lr 3e-4
 
 Captions in a batch repeat and partial captions ("a red star") match many images, so the
 plain CLIP loss (one positive per row) would punish true matches. We use the
@@ -29,8 +32,9 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from pipelines.models.tinyclip import CONFIG_PATH, register, normalize_for_clip
-from pipelines.toyworld.world import Scene, make_batch, parse_caption, training_caption
+from pipelines.toyworld.captions import Caption, captions_for
+from pipelines.models.tinyclip import CONFIG_PATH, normalize_for_clip, register, text_token_features, token_features
+from pipelines.toyworld.world import COLORS, SHAPES, Scene, make_batch, parse_caption
 
 
 def compatible(scenes: list[Scene], captions: list[str]) -> torch.Tensor:
@@ -45,6 +49,23 @@ def compatible(scenes: list[Scene], captions: list[str]) -> torch.Tensor:
             # Size words are optional: a caption without one names no size.
             ok = ok and (sizes[j] == "medium" or sizes[j] == s.size)
             out[i, j] = ok
+    return out
+
+
+def compatible_captions(scenes: list[Scene], captions: list[Caption]) -> torch.Tensor:
+    """``[B_img, B_txt]`` bool from the attributes each generated caption names (no parsing)."""
+    return torch.tensor([[c.matches(s) for c in captions] for s in scenes], dtype=torch.bool)
+
+
+def template_captions() -> list[str]:
+    """Every caption the old template can write (with and without size and background): 600."""
+    out = []
+    for shape in SHAPES:
+        for color in COLORS:
+            for size in ("small", "medium", "large"):
+                for bg in (None, "black", "white", "gray", "navy"):
+                    s = Scene(shape, color, bg or "black", size, 0.5, 0.5, 0.3)
+                    out.append(s.caption(with_size=True, with_background=bg is not None))
     return out
 
 
@@ -67,6 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--noise-aug", type=float, default=0.0,
                     help="add Gaussian noise of std U(0, this) (in [-1, 1] units) to half the images, "
                          "so the CLIP judges slightly grainy generated samples by their shape")
+    ap.add_argument("--freeze-vision", action="store_true",
+                    help="train the text tower only (the image features stay as they are)")
+    ap.add_argument("--captions", choices=("template", "natural"), default="template",
+                    help="'natural': captions as people write them (captions.py; held-out phrasings never used)")
+    ap.add_argument("--preserve", type=float, default=0.0,
+                    help="weight of an MSE that keeps the per-token text features of the old template's "
+                         "captions at the --init (or starting) model's, so toy-sd, which reads them, still can")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="toy-clip folder whose weights start a new run (ignored when --out resumes)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only: weight init reproducibility
@@ -82,9 +112,24 @@ def main(argv: list[str] | None = None) -> None:
         prev = json.loads(state_path.read_text())
         start, base_wall = prev["step"], prev.get("wall_seconds", 0.0)
         accelerator.print(f"resuming from step {start}")
+    elif args.init is not None:
+        model.load_state_dict(load_file(args.init / "open_clip_model.safetensors"))
+        accelerator.print(f"starting from the weights in {args.init}")
+    ref_feats = ref_tokens = None
+    if args.preserve > 0:  # the features to keep come from --init (or these weights, on a fresh run)
+        ref_model, _, _ = open_clip.create_model_and_transforms(name)
+        src = args.init / "open_clip_model.safetensors" if args.init is not None else None
+        ref_model.load_state_dict(load_file(src) if src is not None else model.state_dict())
+        ref_tokens = tokenizer(template_captions())  # [600, L]
+        ref_feats = text_token_features(ref_model.eval(), ref_tokens)  # [600, L, width]
+        del ref_model
     if args.freeze_text:
         for n, p in model.named_parameters():
             if not n.startswith("visual.") and n != "logit_scale":
+                p.requires_grad_(False)
+    if args.freeze_vision:
+        for n, p in model.named_parameters():
+            if n.startswith("visual."):
                 p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
 
@@ -104,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="toy-clip"):
         x, scenes = make_batch(args.batch, seed=10_000_000 + step * 7919 + args.seed)
         rng = random.Random(step)
-        captions = sorted({training_caption(s, rng) for s in scenes})
-        pos = compatible(scenes, captions).to(accelerator.device)
+        caps = list({c.text: c for c in captions_for(scenes, rng, args.captions)}.values())
+        captions = [c.text for c in caps]
+        pos = compatible_captions(scenes, caps).to(accelerator.device)
         # Light augmentation: small random translations keep shapes' identity.
         shift = rng.randint(-2, 2), rng.randint(-2, 2)
         x = torch.roll(x, shifts=shift, dims=(2, 3))
@@ -117,15 +163,23 @@ def main(argv: list[str] | None = None) -> None:
         img = normalize_for_clip(x.to(accelerator.device), image_size)
         tok = tokenizer(captions).to(accelerator.device)
         unwrapped = accelerator.unwrap_model(model)
-        f = F.normalize(unwrapped.encode_image(img), dim=-1)  # [B, D]
+        with torch.set_grad_enabled(not args.freeze_vision):
+            f = F.normalize(unwrapped.encode_image(img), dim=-1)  # [B, D]
         g = F.normalize(unwrapped.encode_text(tok), dim=-1)  # [U, D]
         logits = unwrapped.logit_scale.exp().clamp(max=100) * f @ g.T  # [B, U]
         loss = 0.5 * (multi_positive_nce(logits, pos) + multi_positive_nce(logits.T, pos.T))
+        row = {}
+        if ref_feats is not None:
+            idx = torch.randperm(len(ref_tokens), generator=torch.Generator().manual_seed(step))[:64]
+            feats = token_features(unwrapped, ref_tokens[idx].to(accelerator.device))
+            keep = (feats - ref_feats[idx].to(feats.device)).pow(2).mean()
+            row["keep"] = round(keep.item(), 6)
+            loss = loss + args.preserve * keep
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         opt.step()
         sched.step()
-        log.append({"step": step + 1, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
+        log.append({"step": step + 1, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0], **row})
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             save(accelerator.unwrap_model(model), args.out, step + 1, log, base_wall + time.time() - t0)
             log = []
@@ -134,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def save(model: torch.nn.Module, out: Path, step: int, log: list[dict], seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / CONFIG_PATH.name).exists():  # the folder loads on its own (load_toy_clip)
+        (out / CONFIG_PATH.name).write_text(CONFIG_PATH.read_text())
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
               out / "open_clip_model.safetensors")
     (out / "train_state.json").write_text(json.dumps({"step": step, "wall_seconds": round(seconds, 1)}))

@@ -1,6 +1,9 @@
 """Train the bundled text-conditional UNet (toy-sd) on the toy world.
 
     python -m pipelines.toyworld.train_unet --steps 6000 --out assets/models/toy-sd
+    # captions as people write them, read through a fine-tuned toy-clip text tower:
+    python -m pipelines.toyworld.train_unet --captions natural --clip runs/toy-clip-natural \
+        --init assets/models/toy-sd --out runs/toy-sd-natural --steps 1000 --lr 2e-4 --warmup 50
 
 Recipe (DDPM training, Ho et al. 2020, Algorithm 1, with these refinements):
 - the model's ``prediction_type`` (``toy_scheduler_config``: v-prediction on the cosine schedule
@@ -19,7 +22,8 @@ from epsilon- to v-prediction (steps 1-7000 epsilon, then a v-prediction fine-tu
 Resumable: ``--out/unet`` holds the EMA weights (what the app loads), ``--out/resume``
 the raw weights in bf16 and the step counter (small enough to commit). Optimizer state
 is kept out of the repo, in ``runs/`` (when it is missing a resume restarts the
-optimizer with a short warm-up). Runs under ``accelerate``.
+optimizer with a short warm-up; a state saved at another step, e.g. another run's, is not used).
+Runs under ``accelerate``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from tqdm.auto import tqdm
 from pipelines.models import TOY_CLIP_DIR, load_toy_clip
 from pipelines.models.tinyclip import text_token_features
 from pipelines.toyworld.unet_config import toy_scheduler_config, toy_unet_config
-from pipelines.toyworld.world import make_batch, training_caption
+from pipelines.toyworld.captions import captions_for
+from pipelines.toyworld.world import make_batch
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
     ap.add_argument("--init", type=Path, default=None,
                     help="toy-sd folder whose EMA weights start a new run (ignored when --out resumes)")
+    ap.add_argument("--captions", choices=("template", "natural"), default="template",
+                    help="'natural': captions as people write them (captions.py; held-out phrasings never used)")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only: init reproducibility
@@ -91,10 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         ema.optimization_step = start
     unet = unet.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
-    opt_path = RUNS / "toy-sd-optimizer.pt"
+    opt_path = RUNS / f"{args.out.name}-optimizer.pt"  # toy-sd-optimizer.pt for the bundled model
     warm_from = 0
-    if start and opt_path.exists():
-        opt.load_state_dict(torch.load(opt_path, weights_only=True))
+    saved = torch.load(opt_path, weights_only=True) if start and opt_path.exists() else None
+    if isinstance(saved, dict) and saved.get("step") == start:  # only the state saved with these weights
+        opt.load_state_dict(saved["optimizer"])
     elif start:
         warm_from = start  # fresh optimizer: warm up again
 
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     for step in bar:
         x0, scenes = make_batch(args.batch, seed=20_000_000 + step * 104729 + args.seed)
         rng = random.Random(step)
-        caps = ["" if rng.random() < args.drop else training_caption(s, rng) for s in scenes]
+        caps = ["" if rng.random() < args.drop else captions_for([s], rng, args.captions)[0].text for s in scenes]
         x0 = x0.to(device, memory_format=torch.channels_last)
         cond = features(caps)
         g = torch.Generator().manual_seed(step)
@@ -190,7 +198,7 @@ def save(unet, ema: EMAModel, opt, out: Path, step: int, wall: float, log: list[
         for row in log:
             fh.write(json.dumps(row) + "\n")
     RUNS.mkdir(exist_ok=True)
-    torch.save(opt.state_dict(), RUNS / "toy-sd-optimizer.pt")
+    torch.save({"step": step, "optimizer": opt.state_dict()}, RUNS / f"{out.name}-optimizer.pt")
 
 
 if __name__ == "__main__":
