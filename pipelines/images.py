@@ -16,6 +16,12 @@ Policy (every rule raises ``ValueError`` with a message meant for the user):
   (ICC profiles are ignored); 16/32-bit integer ("I;16*", "I") and float ("F") grayscale are
   rescaled to 8 bits (÷257 when values exceed 255, otherwise taken as 8-bit values).
   Animated images use their first frame.
+* **Decode bounds.** Pixels are decoded at (about) the size the app uses: with ``min_side``,
+  :func:`load_image` asks JPEG for a reduced decode (``draft``, DCT scaling) and reduces any other
+  format by an integer factor (``Image.reduce``, box filter) *right after* decoding, before any mode
+  conversion or rotation copies it, keeping the short side at least ``min_side``. At most
+  :data:`DECODE_SLOTS` full-size decodes run at once (one decode of a 40-megapixel RGBA image
+  holds 160 MB), so concurrent uploads cannot multiply the peak.
 * **Working size.** :func:`to_working_size` **centre-crops to a square** and resizes (bicubic)
   to ``size x size``; smaller images are upscaled.
 """
@@ -23,6 +29,7 @@ Policy (every rule raises ``ValueError`` with a message meant for the user):
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -34,6 +41,9 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 MAX_ASPECT = 10.0
 WHITE = (255, 255, 255)
+DECODE_SLOTS = 2  # full-size decodes at once, process-wide (a bound on the decode peak, not per-user state)
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK", "YCbCr"}
 
 
 def _check_size(width: int, height: int) -> None:
@@ -51,8 +61,9 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _open_path(path: str | os.PathLike) -> Image.Image:
-    """Open and decode a file, checking the header's size before decoding the pixels."""
+def _open_path(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Open and decode a file, checking the header's size before decoding the pixels; with
+    ``min_side``, decode reduced (short side still >= ``min_side``; see the module docstring)."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"No image file at {p.name!r}.")
@@ -69,11 +80,47 @@ def _open_path(path: str | os.PathLike) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"The file {p.name!r} is not a readable image ({type(e).__name__}).") from None
     _check_size(*im.size)  # before decoding any pixel
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    source_size = im.size
     try:
-        im.load()
+        with _decode_slots:
+            if min_side and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                im.draft(im.mode, (min_side, min_side))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
+            im.load()
+            im = _reduce(im, min_side)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"The image {p.name!r} is corrupt or truncated ({e}).") from None
+    im.info["source_size"] = source_size  # width, height of the file, for messages
     return im
+
+
+def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
+    """Box-reduce a decoded image by the largest integer factor keeping its short side >= ``min_side``.
+
+    Done in horizontal strips, so no second full-size copy is ever made (``Image.reduce`` premultiplies
+    alpha into a full copy, and palette or 16-bit images need a conversion first: both happen per strip).
+    Orientation is not applied yet; the short side is the same either way. Up to factor - 1 edge pixels
+    are dropped (the result is centre-cropped later anyway)."""
+    if not min_side:
+        return im
+    factor = min(im.size) // int(min_side)
+    if factor < 2:
+        return im
+    mode = im.mode
+    if mode not in _REDUCIBLE:  # palette, 1-bit, 16-bit: converted strip by strip below
+        mode = ("RGBA" if mode == "PA" or "transparency" in im.info else "RGB") if mode in ("P", "PA") else \
+               "L" if mode == "1" else "I"
+    w, h = (im.width // factor) * factor, (im.height // factor) * factor
+    out = Image.new(mode, (w // factor, h // factor))
+    rows = factor * max(1, 4_000_000 // (w * 4 * factor))  # strips of about 4 MB
+    for y in range(0, h, rows):
+        piece = im.crop((0, y, w, min(h, y + rows)))
+        if piece.mode != mode:
+            piece = piece.convert(mode)
+        out.paste(piece.reduce(factor), (0, y // factor))
+    out.info.update(im.info)  # exif (orientation) and transparency keys for the conversions that follow
+    return out
 
 
 def check_upload(source: str | os.PathLike | bytes) -> tuple[int, int]:
@@ -89,10 +136,7 @@ def check_upload(source: str | os.PathLike | bytes) -> tuple[int, int]:
             f.write(bytes(source))
             f.flush()
             return check_upload(f.name)
-    im = _open_path(source)
-    if getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
-    return im.size
+    return _open_path(source, min_side=MIN_SIDE).info["source_size"]
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -129,12 +173,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Image:
+def load_image(source: Image.Image | np.ndarray | str | os.PathLike, min_side: int | None = None) -> Image.Image:
     """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
 
     Args:
         source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]) or a
             server-chosen file path.
+        min_side: decode files reduced, keeping the short side at least this many pixels (the
+            size the caller will use); ``None`` decodes at full size.
 
     Returns:
         A decoded ``PIL.Image`` in mode "RGB".
@@ -147,7 +193,7 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Im
         _check_size(*source.size)
         im = source
     elif isinstance(source, (str, os.PathLike)):
-        im = _open_path(source)
+        im = _open_path(source, min_side)
     else:
         raise ValueError(f"Unsupported image input of type {type(source).__name__}.")
     if getattr(im, "n_frames", 1) > 1:
@@ -156,6 +202,8 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Im
         im = ImageOps.exif_transpose(im)
     except Exception as e:  # a malformed EXIF block must not hide the image
         raise ValueError(f"The image's EXIF orientation data is malformed ({e}).") from None
+    if im.size != im.info.get("source_size", im.size):
+        return to_rgb(im)  # reduced from a file already checked at full size
     _check_size(*im.size)  # size after rotation, same limits
     return to_rgb(im)
 
@@ -179,5 +227,6 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def load_working_tensor(source, size: int = 256) -> torch.Tensor:
-    """load_image -> to_working_size -> ``[1, 3, size, size]`` float32 in [-1, 1]."""
-    return pil_to_tensor(to_working_size(load_image(source), size))
+    """load_image (decoded reduced, short side >= ``size``) -> to_working_size -> ``[1, 3, size, size]``
+    float32 in [-1, 1]."""
+    return pil_to_tensor(to_working_size(load_image(source, min_side=size), size))
