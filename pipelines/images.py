@@ -28,7 +28,9 @@ Policy (every rule raises ``ValueError`` with a message meant for the user):
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -61,22 +63,27 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _open_path(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+def _open_path(path: str | os.PathLike | io.BytesIO, min_side: int | None = None) -> Image.Image:
     """Open and decode a file, checking the header's size before decoding the pixels; with
     ``min_side``, decode reduced (short side still >= ``min_side``; see the module docstring)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"No image file at {p.name!r}.")
-    if p.stat().st_size == 0:
-        raise ValueError("The uploaded file is empty (0 bytes).")
+    if isinstance(path, io.BytesIO):
+        p = Path("upload")  # the name in messages
+    else:
+        p = path = Path(path)
+        if not p.is_file():
+            raise ValueError(f"No image file at {p.name!r}.")
+        if p.stat().st_size == 0:
+            raise ValueError("The uploaded file is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(p)  # lazy: reads the header only
+            im = Image.open(path)  # lazy: reads the header only
     except Image.DecompressionBombError as e:
-        # PIL refuses > 2x its own limit already in open(); give our message instead.
-        raise ValueError(f"Image is too large to decode safely ({e}); the limit is "
-                         f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
+        # PIL refuses > 2x its own limit already in open(); give our message, with our one limit.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" {int(found.group(1)) / 1e6:.0f} megapixels;" if found else ""
+        raise ValueError(f"Image is too large:{size} the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
+                         f"Please upload a smaller image.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"The file {p.name!r} is not a readable image ({type(e).__name__}).") from None
     _check_size(*im.size)  # before decoding any pixel
@@ -126,17 +133,30 @@ def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
 def check_upload(source: str | os.PathLike | bytes) -> tuple[int, int]:
     """Validate an uploaded file (a server-chosen path, or raw bytes) *before* anything else
     decodes it: the same rules as :func:`load_image` (size from the header first, then a bounded
-    decode to catch truncation). Returns ``(width, height)``; raises ValueError."""
+    decode to catch truncation). Returns ``(width, height)`` of the file; raises ValueError."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        import tempfile
-
         if len(source) == 0:
             raise ValueError("The uploaded file is empty (0 bytes).")
-        with tempfile.NamedTemporaryFile(suffix=".img") as f:
-            f.write(bytes(source))
-            f.flush()
-            return check_upload(f.name)
+        source = io.BytesIO(bytes(source))
     return _open_path(source, min_side=MIN_SIDE).info["source_size"]
+
+
+def check_header(data: bytes) -> tuple[int, int]:
+    """Cheap check of a file's bytes without decoding any pixel: a readable image header whose size
+    obeys the limits. Returns ``(width, height)``; raises ValueError. (Truncation is found when the
+    image is decoded, by :func:`load_image`.)"""
+    if not data:
+        raise ValueError("The uploaded file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ValueError(f"Image is too large: the limit is {MAX_PIXELS / 1e6:.0f} megapixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"The upload is not a readable image ({type(e).__name__}).") from None
+    _check_size(*im.size)
+    return im.size
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -173,18 +193,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_image(source: Image.Image | np.ndarray | str | os.PathLike, min_side: int | None = None) -> Image.Image:
-    """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
-
-    Args:
-        source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]) or a
-            server-chosen file path.
-        min_side: decode files reduced, keeping the short side at least this many pixels (the
-            size the caller will use); ``None`` decodes at full size.
-
-    Returns:
-        A decoded ``PIL.Image`` in mode "RGB".
-    """
+def _decode(source, min_side: int | None) -> Image.Image:
+    """Any accepted source -> a validated, EXIF-rotated PIL image in its own mode (see load_image)."""
     if source is None:
         raise ValueError("No image given: upload one or pick a sample.")
     if isinstance(source, np.ndarray):
@@ -194,6 +204,10 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike, min_side: i
         im = source
     elif isinstance(source, (str, os.PathLike)):
         im = _open_path(source, min_side)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError("The uploaded file is empty (0 bytes).")
+        im = _open_path(io.BytesIO(bytes(source)), min_side)
     else:
         raise ValueError(f"Unsupported image input of type {type(source).__name__}.")
     if getattr(im, "n_frames", 1) > 1:
@@ -202,10 +216,34 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike, min_side: i
         im = ImageOps.exif_transpose(im)
     except Exception as e:  # a malformed EXIF block must not hide the image
         raise ValueError(f"The image's EXIF orientation data is malformed ({e}).") from None
-    if im.size != im.info.get("source_size", im.size):
-        return to_rgb(im)  # reduced from a file already checked at full size
-    _check_size(*im.size)  # size after rotation, same limits
-    return to_rgb(im)
+    if "source_size" not in im.info:
+        _check_size(*im.size)  # a PIL image or array given directly (files were checked from the header)
+    return im
+
+
+def load_image(source: Image.Image | np.ndarray | str | os.PathLike | bytes, min_side: int | None = None
+               ) -> Image.Image:
+    """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
+
+    Args:
+        source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]), a
+            server-chosen file path, or the bytes of a file.
+        min_side: decode files reduced, keeping the short side at least this many pixels (the
+            size the caller will use); ``None`` decodes at full size.
+
+    Returns:
+        A decoded ``PIL.Image`` in mode "RGB".
+    """
+    return to_rgb(_decode(source, min_side))
+
+
+def load_rgba(source, min_side: int | None = None) -> Image.Image:
+    """Like :func:`load_image` but keeps transparency: mode "RGBA" (paint layers of an image editor).
+    Images without alpha become opaque RGBA."""
+    im = _decode(source, min_side)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        return im.convert("RGBA")
+    return to_rgb(im).convert("RGBA")
 
 
 def to_working_size(im: Image.Image, size: int = 256) -> Image.Image:
