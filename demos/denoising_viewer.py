@@ -239,8 +239,8 @@ def _race_entries(*rows) -> list[tuple[str, int]]:
     for k in range(0, len(rows), 3):
         on, sampler, steps = rows[k:k + 3]
         if on:
-            entries.append((_sampler(sampler), validation.number(f"steps of race lane {k // 3 + 1}", steps, 1, MAX_STEPS,
-                                                    integer=True)))
+            entries.append((_sampler(sampler), validation.integer(f"steps of race lane {k // 3 + 1}", steps, 1,
+                                                                  MAX_STEPS)))
     if not 2 <= len(entries) <= 4:
         raise ValueError(f"Tick 2 to 4 samplers for the race (got {len(entries)}).")
     return entries
@@ -305,7 +305,7 @@ def create(runtime) -> dict:
     model_name = gr.Dropdown(names, value=names[0], label="model", elem_id="viewer-model")
     with gr.Tabs():
         with gr.Tab("Watch it denoise"):
-            traj = gr.State(None, time_to_live=3600)
+            traj = gr.State(None, time_to_live=900)
             with gr.Row():
                 with gr.Column(scale=1, min_width=280):
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="viewer-prompt")
