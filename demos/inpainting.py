@@ -196,7 +196,8 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
 def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     """The same drawing, prompt and seed at strengths 0.3 … 1.0 -> gallery [(image, caption)]."""
     model = runtime.registry.diffusion(model_name or None)
-    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    low = min(sketch.SKETCH_STRENGTHS)  # its lowest strength must keep a step: int(n * low) >= 1
+    n = validation.integer("steps", steps, next(k for k in range(1, MAX_STEPS + 1) if int(k * low) >= 1), MAX_STEPS)
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     seed = validation.seed(seed)
     drawing = _sketch_tensor(value)

@@ -45,6 +45,7 @@ MAX_ASPECT = 10.0
 WHITE = (255, 255, 255)
 DECODE_SLOTS = 2  # full-size decodes at once, process-wide (a bound on the decode peak, not per-user state)
 _decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+TRIM_PIXELS = 8_000_000  # after decoding this many pixels (or more), hand the freed memory back to the OS
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK", "YCbCr"}
 
 
@@ -98,8 +99,22 @@ def _open_path(path: str | os.PathLike | io.BytesIO, min_side: int | None = None
             im = _reduce(im, min_side)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"The image {p.name!r} is corrupt or truncated ({e}).") from None
+    if source_size[0] * source_size[1] >= TRIM_PIXELS and im.size != source_size:
+        _trim_heap()
     im.info["source_size"] = source_size  # width, height of the file, for messages
     return im
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc's ``malloc_trim``): after a large decode is freed, glibc
+    would otherwise keep those pages in the worker thread's arena and the process's RSS stays up. A no-op
+    where glibc is absent."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
