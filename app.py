@@ -64,6 +64,7 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
         compute_thread.enable(False)
     demo.queue(max_size=queue_max_size, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
     guard.limit_queue_per_client(demo)  # one client cannot fill the queue for everyone
+    guard.check_input_kinds(demo)  # a wrong kind of value gets a message naming the parameter
     return demo
 
 

@@ -137,8 +137,7 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     strength = validation.number("strength", strength, 0.0, 1.0)
-    if len(prompt or "") > 500 or len(negative_prompt or "") > 500:
-        raise ValueError("prompts are limited to 500 characters")
+    prompt, negative_prompt = validation.prompt(prompt), validation.prompt(negative_prompt, "negative prompt")
     t_start = time.perf_counter()
     model = runtime.registry.diffusion(model_name)
     gen = validation.generator(seed)
@@ -215,7 +214,7 @@ def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     if image is None:
         raise ValueError("Pick or upload an image first.")
-    r = denoising.three_ways(model, _load_image(model, image), t, prompt=prompt or "", guidance_scale=guidance_scale,
+    r = denoising.three_ways(model, _load_image(model, image), t, prompt=validation.prompt(prompt), guidance_scale=guidance_scale,
                              stride=stride, generator=validation.generator(seed))
     p = r["psnr"]
     gallery = [
@@ -253,7 +252,7 @@ def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=
     model = runtime.registry.diffusion(model_name)
     gallery, lines = [], []
     progress(0, desc="racing")
-    for k, r in enumerate(denoising.race(model, prompt or "", entries, seed=seed, guidance_scale=guidance_scale)):
+    for k, r in enumerate(denoising.race(model, validation.prompt(prompt), entries, seed=seed, guidance_scale=guidance_scale)):
         gallery.append((image_file(r["image"], 192, compress_level=1), f"{r['sampler']}, {r['steps']} steps, {r['seconds']:.2f} s"))
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.2f} s | {1000 * r['seconds'] / r['steps']:.0f} ms |")
         progress((k + 1) / len(entries), desc=f"{r['sampler']} done")
@@ -271,7 +270,7 @@ def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, gui
         raise ValueError("Pick or upload an image first.")
     model = runtime.registry.diffusion(model_name)
     r = denoising.oracle_vs_model(model, _load_image(model, image), strength=strength, sampler=_sampler(sampler),
-                                  steps=steps, prompt=prompt or "", guidance_scale=guidance_scale, seed=seed)
+                                  steps=steps, prompt=validation.prompt(prompt), guidance_scale=guidance_scale, seed=seed)
     p, e = r["psnr"], r["max_abs_error"]
     fmt = lambda v: "∞" if math.isinf(v) else f"{v:.1f}"
     gallery = [

@@ -11,6 +11,9 @@
   - **private endpoints**: ``/gradio_api/call|run|api/<name>`` of an event marked
     ``api_visibility="private"`` answers 404. (The browser triggers events by index through the queue,
     ``/gradio_api/queue/join``; that path stays open, and every private handler is pure UI: no compute.)
+* :func:`check_input_kinds`: every input value is of the right kind before gradio preprocesses it
+  (:func:`check_kind`), so None, strings, lists and objects in the wrong place get a message naming the
+  parameter, and 1.5 steps are refused on every endpoint alike.
 * :func:`limit_queue_per_client`: at most ``DL_MAX_JOBS_PER_SESSION`` (6) waiting or running events per
   browser session and ``DL_MAX_JOBS_PER_IP`` (16) per client address, so one client cannot fill the
   queue (``QUEUE_MAX_SIZE`` places) for everyone; beyond it the join is refused at once (HTTP 503) with
@@ -127,3 +130,82 @@ def limit_queue_per_client(demo, per_session: int | None = None, per_ip: int | N
         return await push(body, request, username)
 
     queue.push = guarded_push
+
+
+def _short(value) -> str:
+    r = repr(value)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _choices(block) -> list:
+    return [c[1] if isinstance(c, (tuple, list)) else c for c in (block.choices or [])]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_file(v) -> bool:
+    return v is None or (isinstance(v, dict) and ("path" in v or "url" in v))
+
+
+def check_kind(block, value) -> None:
+    """One client value for one input component: the right kind, or gr.Error naming the parameter.
+
+    Numbers (sliders, number boxes) must be JSON numbers, and whole numbers where the control steps by
+    whole numbers (1.5 steps are refused everywhere, never truncated); ``None`` passes to the handler,
+    which refuses it or documents a default (a seed of None is 0). Choices must be one of the control's
+    choices (``None`` too is refused), check boxes true/false, text boxes text, files FileData objects
+    (upload first: ``/gradio_api/upload``). Ranges are checked by the component and the handler."""
+    import gradio as gr
+
+    name = getattr(block, "label", None) or type(block).__name__.lower()
+    if isinstance(block, (gr.Slider, gr.Number)):
+        if value is None:
+            return
+        if not _is_number(value):
+            raise gr.Error(f"{name} must be a number, got {_short(value)}")
+        whole = (isinstance(block, gr.Slider) and float(block.step or 1).is_integer()
+                 and float(block.minimum or 0).is_integer()) or getattr(block, "precision", None) == 0
+        if whole and value == value and abs(value) != float("inf") and not float(value).is_integer():
+            raise gr.Error(f"{name} must be a whole number, got {value:g}")
+    elif isinstance(block, gr.Checkbox):
+        if not isinstance(value, bool):
+            raise gr.Error(f"{name} must be true or false, got {_short(value)}")
+    elif isinstance(block, gr.CheckboxGroup) or (isinstance(block, gr.Dropdown) and block.multiselect):
+        options = _choices(block)
+        if not isinstance(value, list) or any(v not in options for v in value):
+            raise gr.Error(f"{name} must be a list of choices from {options}, got {_short(value)}")
+    elif isinstance(block, (gr.Dropdown, gr.Radio)):
+        options = _choices(block)
+        if not getattr(block, "allow_custom_value", False) and value not in options:
+            raise gr.Error(f"{name} must be one of {options}, got {_short(value)}")
+    elif isinstance(block, (gr.Textbox, gr.ColorPicker)):
+        if value is not None and not isinstance(value, str):
+            raise gr.Error(f"{name} must be text, got {type(value).__name__} {_short(value)}")
+    elif isinstance(block, gr.ImageEditor):
+        ok = value is None or (isinstance(value, dict) and _is_file(value.get("background"))
+                               and _is_file(value.get("composite")) and isinstance(value.get("layers", []), list)
+                               and all(_is_file(x) for x in value.get("layers", [])))
+        if not ok:
+            raise gr.Error(f"{name} must be an editor value {{'background': file, 'layers': [file, ...], "
+                           f"'composite': file}} of uploaded files, got {_short(value)}")
+    elif isinstance(block, (gr.File, gr.Image)):
+        if not _is_file(value):
+            raise gr.Error(f"{name} must be an uploaded file (a FileData object from /gradio_api/upload), "
+                           f"got {_short(value)}")
+
+
+def check_input_kinds(demo) -> None:
+    """Every event's inputs go through :func:`check_kind` before gradio preprocesses them, so a wrong kind
+    of value gets a message naming the parameter instead of gradio's generic error."""
+    preprocess = demo.preprocess_data
+
+    async def checked(block_fn, inputs, state, explicit_call=False):
+        props = getattr(block_fn, "component_prop_inputs", ()) or ()
+        for i, block in enumerate(block_fn.inputs):
+            if i < len(inputs) and not getattr(block, "stateful", False) and i not in props:
+                check_kind(block, inputs[i])
+        return await preprocess(block_fn, inputs, state, explicit_call)
+
+    demo.preprocess_data = checked

@@ -144,7 +144,7 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
     mpath = mask_png(mask)
     head = " ".join(notes)
     gen = validation.generator(seed)
-    for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
+    for st in ip.inpaint_steps(model, prep.image, prep.mask, validation.prompt(prompt), negative_prompt=validation.prompt(negative, "negative prompt"),
                                sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
                                jump_length=j, resamples=r):
         phase = f", {st.phase} of this stretch" if st.phase else ""
@@ -179,7 +179,7 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
     drawing = _sketch_tensor(value)
     work = work_size(model)
     gen = validation.generator(seed)
-    for rec in sketch.sketch_steps(model, drawing, str(prompt or ""), strength=s, num_inference_steps=n,
+    for rec in sketch.sketch_steps(model, drawing, validation.prompt(prompt), strength=s, num_inference_steps=n,
                                guidance_scale=w, generator=gen):
         if rec.index == 0:
             t0 = rec.t
@@ -203,7 +203,7 @@ def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     drawing = _sketch_tensor(value)
     work = work_size(model)
     out = [(image_file(drawing[0], fmt='jpeg'), "your drawing")]
-    for s, img in sketch.sketch_strip(model, drawing, str(prompt or ""), seed=seed, num_inference_steps=n,
+    for s, img in sketch.sketch_strip(model, drawing, validation.prompt(prompt), seed=seed, num_inference_steps=n,
                                   guidance_scale=w):
         out.append((image_file(img[0], work, fmt='jpeg'), f"strength {s:g} (from step {sketch.start_step(s, n) + 1}/{n})"))
     return out

@@ -1,0 +1,47 @@
+"""Wrong kinds of values in every parameter of every endpoint: None, a string, a list, an object.
+
+Each must get a *clear* answer: either success (a documented default, e.g. ``None`` prompt = empty prompt,
+``None`` seed = 0) or an error whose message names the parameter, never gradio's generic "upstream app
+raised an exception" (which is what an uncaught AttributeError or pydantic error gives). Raw HTTP, so any
+JSON value can be sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.test_hostile import _numeric_calls, files, raw_call  # noqa: F401 - fixture re-used
+
+pytestmark = pytest.mark.api
+
+WRONG = {"none": None, "string": "abc", "list": [1, 2], "object": {"a": 1}}
+APIS = ["forward_load", "forward_mix", "forward_compare", "schedules_update", "viewer_run", "three_ways",
+        "sampler_race", "oracle", "guidance_generate", "guidance_decompose", "guidance_tradeoff", "guidance_colour",
+        "clip_guidance_run", "inpaint", "sketch", "sketch_strip"]
+
+
+def _error_message(text: str) -> str | None:
+    """The message of an SSE error answer ("" for gradio's generic one), None when it succeeded."""
+    if "event: complete" in text:
+        return None
+    m = re.search(r"event: error\ndata: (.*)", text)
+    assert m, text[-300:]
+    data = json.loads(m.group(1))
+    return data if isinstance(data, str) else ""
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_wrong_kinds_get_clear_messages(app_url, files, api):  # noqa: F811
+    data, _ = _numeric_calls(app_url, files)[api]
+    generic = []
+    for i in range(len(data)):
+        for label, value in WRONG.items():
+            bad = list(data)
+            bad[i] = value
+            msg = _error_message(raw_call(app_url, api, bad))
+            if msg == "" or (msg is not None and len(msg) < 10):
+                generic.append(f"{api}[{i}]={label}: {msg!r}")
+    assert not generic, "generic errors:\n" + "\n".join(generic)
