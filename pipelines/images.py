@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipelines.serving import heap
+
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 MAX_ASPECT = 10.0
@@ -100,21 +102,9 @@ def _open_path(path: str | os.PathLike | io.BytesIO, min_side: int | None = None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"The image {p.name!r} is corrupt or truncated ({e}).") from None
     if source_size[0] * source_size[1] >= TRIM_PIXELS and im.size != source_size:
-        _trim_heap()
+        heap.trim()  # the full-size pixels are freed: give them back now (serving/heap.py)
     im.info["source_size"] = source_size  # width, height of the file, for messages
     return im
-
-
-def _trim_heap() -> None:
-    """Return freed heap memory to the OS (glibc's ``malloc_trim``): after a large decode is freed, glibc
-    would otherwise keep those pages in the worker thread's arena and the process's RSS stays up. A no-op
-    where glibc is absent."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
