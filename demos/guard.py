@@ -153,16 +153,16 @@ def check_kind(block, value) -> None:
     """One client value for one input component: the right kind, or gr.Error naming the parameter.
 
     Numbers (sliders, number boxes) must be JSON numbers, and whole numbers where the control steps by
-    whole numbers (1.5 steps are refused everywhere, never truncated); ``None`` passes to the handler,
-    which refuses it or documents a default (a seed of None is 0). Choices must be one of the control's
+    whole numbers (1.5 steps are refused everywhere, never truncated); ``None`` is refused for a slider
+    and passed on for a number box, whose handler refuses it or documents a default (a seed of None is 0). Choices must be one of the control's
     choices (``None`` too is refused), check boxes true/false, text boxes text, files FileData objects
     (upload first: ``/gradio_api/upload``). Ranges are checked by the component and the handler."""
     import gradio as gr
 
     name = getattr(block, "label", None) or type(block).__name__.lower()
     if isinstance(block, (gr.Slider, gr.Number)):
-        if value is None:
-            return
+        if value is None and isinstance(block, gr.Number):
+            return  # a number box may be empty: the handler refuses it or documents a default (seed: 0)
         if not _is_number(value):
             raise gr.Error(f"{name} must be a number, got {_short(value)}")
         whole = (isinstance(block, gr.Slider) and float(block.step or 1).is_integer()

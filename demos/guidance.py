@@ -43,7 +43,7 @@ def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed)
     for rec in sample_steps(model, validation.prompt(prompt), negative_prompt=validation.prompt(negative, "negative prompt"), guidance_scale=w,
                             num_inference_steps=n, sampler=sampler, generator=gen):
         if rec.is_last:
-            yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {int(seed)}. "
+            yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {validation.seed(seed)}. "
                                             "Same seed + same settings = the same image.")
         else:
             yield image_file(rec.pred_x0_rgb[0], SHOW_PX, fmt='jpeg'), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"

@@ -150,7 +150,7 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
         phase = f", {st.phase} of this stretch" if st.phase else ""
         if st.image is not None:
             md = (f"**Done**: {st.total} UNet calls ({n} {sampler} steps, {r} resample pass(es), jump length {j}); "
-                  f"mask {prep.coverage:.0%}; seed {int(seed)}. Outside the mask the pixels are the input's. {head}")
+                  f"mask {prep.coverage:.0%}; seed {validation.seed(seed)}. Outside the mask the pixels are the input's. {head}")
             yield image_file(st.image[0]), image_file(st.x_t_rgb[0], fmt='jpeg') if st.x_t_rgb is not None else None, mpath, md
         else:
             md = (f"UNet call {st.index + 1}/{st.total}: step {st.position}/{n} (t = {st.t}){phase}. "
@@ -185,7 +185,7 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
             t0 = rec.t
         if rec.image is not None:
             md = (f"**Done**: strength {s:g} → the drawing was noised to t = {t0} (step {first + 1}/{n}) and "
-                  f"denoised for {n - first} steps; seed {int(seed)}. "
+                  f"denoised for {n - first} steps; seed {validation.seed(seed)}. "
                   f"The model works at {model.image_size[0]} px (shown upscaled).")
             yield image_file(rec.image[0], work, fmt='jpeg'), md
         else:

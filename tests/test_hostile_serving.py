@@ -24,7 +24,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.images_helpers import small_file_png
-from tests.test_hostile import real_png_bomb
+from tests.test_hostile import raw_call, real_png_bomb, uploaded
 
 pytestmark = pytest.mark.api
 
@@ -81,14 +81,15 @@ def _editor(bg=None, layer=None, composite=None) -> dict:
 
 
 def test_many_fresh_sessions_keep_memory_bounded(app_url):
+    """Each ``/gradio_api/call`` is a fresh session (its own gr.State), as a script opening new sessions."""
     from demos.common import sample_paths
 
-    img = handle_file(sample_paths()[0])
-    Client(app_url, verbose=False).predict(img, 0, 512, "linear", 10, api_name="/forward_load")  # warm-up
+    img = uploaded(app_url, sample_paths()[0])
+    assert "event: complete" in raw_call(app_url, "forward_load", [img, 0, 512, "linear", 10])  # warm-up
     start = _settle()
     for i in range(SESSIONS):
-        Client(app_url, verbose=False, download_files=False).predict(img, i, 512, "linear", 10,
-                                                                     api_name="/forward_load")
+        text = raw_call(app_url, "forward_load", [img, i, 512, "linear", 10])
+        assert "event: complete" in text, text[-300:]
     growth = _settle() - start
     assert growth <= SESSIONS_RSS_BOUND, f"{SESSIONS} sessions grew RSS by {growth / MB:.0f} MB"
 
