@@ -49,3 +49,31 @@ def test_wrong_kinds_get_clear_messages(app_url, files, api):  # noqa: F811
             elif msg is not None:
                 print(f"{api}[{i}]={label}: {msg}")  # for review with -s
     assert not generic, "generic errors:\n" + "\n".join(generic)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**33, 2**63 - 1, -1])
+def test_seeds_outside_the_range_are_refused_with_it(app_url, seed):
+    data = ["toy-sd (bundled, 32 px)", "a red circle", "", 5.0, 2, "DDIM", seed]
+    msg = _error_message(raw_call(app_url, "guidance_generate", data))
+    assert msg and "4294967295" in msg and "seed" in msg, msg
+
+
+@pytest.mark.parametrize("api,data,i", [
+    ("forward_mix", ["linear", 10], 1),
+    ("guidance_generate", ["toy-sd (bundled, 32 px)", "a red circle", "", 5.0, 2, "DDIM", 0], 4),
+    ("sketch_strip", None, 4),
+])
+def test_fractional_counts_are_refused_everywhere(app_url, files, api, data, i):  # noqa: F811
+    if data is None:
+        data = list(_numeric_calls(app_url, files)[api][0])
+    data = list(data)
+    data[i] = 2.5
+    msg = _error_message(raw_call(app_url, api, data))
+    assert msg and "whole number" in msg, msg
+
+
+def test_sketch_strip_with_too_few_steps_names_the_steps(app_url, files):  # noqa: F811
+    data = list(_numeric_calls(app_url, files)["sketch_strip"][0])
+    data[4] = 3
+    msg = _error_message(raw_call(app_url, "sketch_strip", data))
+    assert msg and msg.startswith("steps must be between 4") and "strength" not in msg, msg
