@@ -26,6 +26,8 @@ import json
 import os
 import re
 
+from pipelines import validation
+
 MAX_REQUEST_BYTES = 21 * 2**20
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -165,6 +167,10 @@ def check_kind(block, value) -> None:
             return  # a number box may be empty: the handler refuses it or documents a default (seed: 0)
         if not _is_number(value):
             raise gr.Error(f"{name} must be a number, got {_short(value)}")
+        try:  # finite and in the control's range, with the parameter's name (gradio's own message has none)
+            validation.number(name, value, getattr(block, "minimum", None), getattr(block, "maximum", None))
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
         whole = (isinstance(block, gr.Slider) and float(block.step or 1).is_integer()
                  and float(block.minimum or 0).is_integer()) or getattr(block, "precision", None) == 0
         if whole and value == value and abs(value) != float("inf") and not float(value).is_integer():
