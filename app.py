@@ -13,8 +13,8 @@ import os
 
 import gradio as gr
 
-from demos import lecture
-from pipelines.serving import compute_thread
+from demos import guard, lecture
+from pipelines.serving import compute_thread, heap
 from pipelines.runtime import Runtime
 
 TAB_MODULES = [
@@ -28,8 +28,9 @@ TAB_MODULES = [
     "demos.inpainting",
     "demos.train_your_own",
 ]
-MAX_FILE_SIZE = "20mb"
+MAX_FILE_SIZE = "20mb"  # per file; and at most guard.MAX_REQUEST_BYTES (21 MB) per request, all files together
 QUEUE_MAX_SIZE = 32
+MAX_SESSIONS = 300  # live sessions whose gr.State gradio keeps (the oldest go first); see README "Hardening"
 
 
 def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Blocks:
@@ -67,7 +68,19 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
     if runtime.device.type != "cpu":
         compute_thread.enable(False)
     demo.queue(max_size=queue_max_size, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
+    guard.limit_queue_per_client(demo)  # one client cannot fill the queue for everyone
+    guard.check_input_kinds(demo)  # a wrong kind of value gets a message naming the parameter
+    heap.start()  # freed memory goes back to the OS (pipelines/serving/heap.py)
     return demo
+
+
+def launch_kwargs(demo: gr.Blocks) -> dict:
+    """What every launch of the app passes (main and the tests): upload size, session cap, and the
+    hardening middleware (security headers, request-size bound, private endpoints refused)."""
+    from starlette.middleware import Middleware
+
+    return {"max_file_size": MAX_FILE_SIZE, "state_session_capacity": MAX_SESSIONS,
+            "app_kwargs": {"middleware": [Middleware(guard.GuardMiddleware, private=guard.private_api_names(demo))]}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,8 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         compute_thread.enable(False)
     demo = build_app(Runtime.create(args.device, args.model))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=MAX_FILE_SIZE)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(demo))
 
 
 if __name__ == "__main__":

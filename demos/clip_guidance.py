@@ -62,18 +62,18 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     cuts = validation.integer("cutouts", n_cutouts, 1, 32)
     w = validation.number("CFG scale", cfg_scale, 0.0, MAX_CFG)
     n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
-    if not str(prompt).strip():
+    if not validation.prompt(prompt).strip():
         raise ValueError("Type a prompt for CLIP to steer towards.")
     if base_mode not in BASE_MODES:
         raise ValueError(f"base model mode must be one of {BASE_MODES}")
     conditional = base_mode == BASE_MODES[1]
     if conditional and not model.conditional:
         raise ValueError(f"{model_name} is unconditional; choose 'unconditional' as the base mode")
-    base_text = (str(base_prompt).strip() or str(prompt)) if conditional else ""
+    base_text = (validation.prompt(base_prompt, "base prompt").strip() or validation.prompt(prompt)) if conditional else ""
     w = w if conditional else 1.0  # unconditional: one pass with the empty prompt (= ε_u)
 
     def make_hook(guide_scale):
-        return LG.clip_guidance(clip, str(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
+        return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0)
 
     base = guided = ref = hook = None
@@ -98,8 +98,8 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
                    loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
                    heatmap_figure(hook.history, n), f"step {guided.index + 1}/{n}…")
     gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without CLIP guidance")]
-    f0 = float(LG.final_clip_loss(clip, base.image, str(prompt))[0])
-    f1 = float(LG.final_clip_loss(clip, guided.image, str(prompt))[0])
+    f0 = float(LG.final_clip_loss(clip, base.image, validation.prompt(prompt))[0])
+    f1 = float(LG.final_clip_loss(clip, guided.image, validation.prompt(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     md = (f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {cuts} cutouts; scale {s:g}; "
           f"per-step factor {LG.SCALINGS[scaling]} with ᾱ of the timestep t.\n\n"
@@ -192,7 +192,7 @@ def create(runtime) -> dict:
             gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
             md = gr.Markdown(elem_id="clip-info")
-            traj = gr.State(None, time_to_live=3600)
+            traj = gr.State(None, time_to_live=900)
             # any step count until the first run sets the range, so an API client may play or scrub at once
             step = gr.Slider(1, MAX_STEPS, value=1, step=1, label="step: scrub or play both runs side by side",
                              interactive=False, visible=False, elem_id="clip-scrub")

@@ -248,7 +248,7 @@ def create(runtime) -> dict:
     gr.Markdown(INTRO, elem_classes=["dl-intro"])
     with gr.Tabs():
         with gr.Tab("Watch it denoise"):
-            traj = gr.State(None, time_to_live=3600)
+            traj = gr.State(None, time_to_live=900)
             with gr.Row(elem_classes=["dl-main"]):
                 with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="viewer-prompt")

@@ -1,11 +1,14 @@
 """Tab "Forward noising": drag t and watch x_t = sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε dissolve an image.
 
 UI only: the maths is :mod:`pipelines.diffusion.forward`, :mod:`pipelines.diffusion.schedules`, :mod:`pipelines.images`.
-Per-user state (x0 and ε at the working size) lives in a ``gr.State``, so dragging the slider
-recomputes only the mix. Run alone for a quick look: ``python -m demos.forward_noising``.
+Per-user state is compact: x0 as uint8 at the working size and the noise seed (≤ 0.8 MB at 512 px, kept
+for STATE_TTL seconds); ε is re-derived from the seed through a small process-wide cache shared by every
+session (same seed and size, same ε), so dragging the slider recomputes only the mix. Run alone for a quick look: ``python -m demos.forward_noising``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import gradio as gr
 import numpy as np
@@ -24,9 +27,11 @@ T = 1000  # num_train_timesteps on this tab (the Schedules tab varies it)
 STRIP_LEN = 8
 COMPARE_PX = 48  # side of the image used for the steps-vs-jump experiment (the chain is t+1 draws)
 SIZES = [128, 256, 512]
+STATE_TTL = 900  # s a session's x0 is kept after its last update (gradio also drops it when the tab closes)
 
 
 def _alphas_cumprod(schedule: str) -> torch.Tensor:
+    schedule = validation.choice("β schedule", schedule, schedules.SCHEDULE_NAMES)
     return schedules.alphas_cumprod(schedules.make_betas(schedule, num_train_timesteps=T))
 
 
@@ -34,21 +39,47 @@ def _check_t(t) -> int:
     return validation.integer("t", t, 0, T - 1)
 
 
-def _state(x0: torch.Tensor, noise: torch.Tensor) -> dict:
-    """Per-user cache: x0 and ε pre-scaled for display ([H, W, 3]) and a small x0 for the comparison."""
-    small = F.interpolate(x0, size=(COMPARE_PX, COMPARE_PX), mode="area")
-    return {"x0_d": forward.display_basis(x0), "noise_d": forward.display_basis(noise), "x0_small": small}
+def _state(x0: torch.Tensor, seed) -> dict:
+    """Per-user state: x0 ``[1, 3, S, S]`` in [-1, 1] as uint8 ``[S, S, 3]`` (lossless: it came from 8-bit
+    pixels) and the noise seed. Everything else is re-derived per call."""
+    return {"x0": images.tensor_to_uint8(x0[0]), "seed": validation.seed(seed)}
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_d(seed: int, size: int) -> torch.Tensor:
+    """display_basis of ε ~ N(0, I) ``[1, 3, size, size]`` drawn from ``seed`` (never mutated: shared)."""
+    noise = torch.randn((1, 3, size, size), generator=validation.generator(seed))
+    return forward.display_basis(noise)
+
+
+def _x0_d(state: dict) -> torch.Tensor:
+    """display_basis of x0 from the uint8 pixels: 127.5 * (p / 127.5 - 1) = p - 127.5, ``[S, S, 3]``."""
+    return torch.from_numpy(state["x0"]).float().sub_(127.5)
+
+
+def _x0_small(state: dict) -> torch.Tensor:
+    """x0 at COMPARE_PX for the steps-vs-jump comparison, ``[1, 3, 48, 48]`` in [-1, 1]."""
+    x0 = torch.from_numpy(state["x0"]).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+    return F.interpolate(x0, size=(COMPARE_PX, COMPARE_PX), mode="area")
+
+
+def _check_state(state) -> dict:
+    if not isinstance(state, dict) or not isinstance(state.get("x0"), np.ndarray):
+        raise ValueError("Load an image first.")
+    return state
 
 
 def _pixels(state: dict, alpha_bar: float) -> np.ndarray:
     """uint8 [H, W, 3] of x_t = sqrt(ᾱ) x0 + sqrt(1-ᾱ) ε (ᾱ = 1: x0, ᾱ = 0: ε), clipped to [-1, 1]."""
-    return forward.q_sample_uint8(state["x0_d"], state["noise_d"], alpha_bar)
+    if alpha_bar >= 1.0:
+        return state["x0"]
+    noise_d = _noise_d(state["seed"], state["x0"].shape[0])
+    return forward.q_sample_uint8(_x0_d(state), noise_d, alpha_bar)
 
 
 def initial_state(size: int = 256, seed: int = 0) -> dict:
-    """x0 (first sample image) and ε for a fresh session."""
-    x0 = images.load_working_tensor(sample_paths()[0], size)
-    return _state(x0, torch.randn(x0.shape, generator=validation.generator(seed)))
+    """x0 (first sample image) and the seed of ε for a fresh session."""
+    return _state(images.load_working_tensor(sample_paths()[0], size), seed)
 
 
 def formula_markdown(t: int, alpha_bar: float) -> str:
@@ -81,8 +112,7 @@ experiment below checks that the chain and the jump give the same distribution. 
 
 def mix(state: dict, schedule: str, t: int) -> tuple[str, str]:
     """Slider update: x_t from the cached x0 and ε -> (path of the x_t JPEG, formula markdown)."""
-    if not state:
-        raise ValueError("Load an image first.")
+    state = _check_state(state)
     t = _check_t(t)
     alpha_bar = float(_alphas_cumprod(schedule)[t])
     return jpeg(_pixels(state, alpha_bar)), formula_markdown(t, alpha_bar)
@@ -90,8 +120,7 @@ def mix(state: dict, schedule: str, t: int) -> tuple[str, str]:
 
 def strip(state: dict, schedule: str) -> list[tuple[str, str]]:
     """x_t at STRIP_LEN evenly spaced t, all with the same ε: a gallery of (image, caption)."""
-    if not state:
-        raise ValueError("Load an image first.")
+    state = _check_state(state)
     ac = _alphas_cumprod(schedule)
     ts = torch.linspace(0, T - 1, STRIP_LEN).round().long().tolist()
     return [(jpeg(_pixels(state, float(ac[t]))), f"t={t} · √ᾱ={float(ac[t]) ** 0.5:.2f}") for t in ts]
@@ -105,8 +134,7 @@ def load(file, seed, size, schedule: str, t: int):
     if size not in SIZES:
         raise ValueError(f"working size must be one of {SIZES}, got {size}")
     x0 = images.load_working_tensor(file, size)  # [1, 3, size, size] in [-1, 1]
-    noise = torch.randn(x0.shape, generator=validation.generator(seed))  # ε ~ N(0, I)
-    state = _state(x0, noise)
+    state = _state(x0, seed)  # ε ~ N(0, I) from the seed, see _noise_d
     x_t, md = mix(state, schedule, t)
     return (state, jpeg(_pixels(state, 1.0)), jpeg(_pixels(state, 0.0)), x_t, md,
             strip(state, schedule))
@@ -114,13 +142,12 @@ def load(file, seed, size, schedule: str, t: int):
 
 def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Progress()):
     """t+1 single steps q(x_t|x_{t-1}) vs one jump q(x_t|x0): per-pixel mean/std and histograms."""
-    if not state:
-        raise ValueError("Load an image first.")
+    state = _check_state(state)
     t, draws = _check_t(t), validation.integer("draws", draws, 2, 64)
     betas = schedules.make_betas(schedule, num_train_timesteps=T)
     progress(0, desc="running the chain of single steps")
     r = forward.steps_vs_jump(
-        state["x0_small"], t, betas, draws, validation.generator(seed),
+        _x0_small(state), t, betas, draws, validation.generator(seed),
         callback=lambda s, _x: progress((s + 1) / (t + 1)) if s % 50 == 0 else None,
     )
     sd = float(r["expected_std"])
@@ -165,7 +192,7 @@ def create(runtime=None) -> dict:
         "A diffusion model learns to undo noise, so first we add it. **Drag t**: at t = 0 you see the picture x0, "
         "at t = 999 only the random noise ε, and in between a mix of the two (the same ε all along).",
         elem_classes=["dl-intro"])
-    state = gr.State(init, time_to_live=3600)
+    state = gr.State(init, time_to_live=STATE_TTL)
     with gr.Row(elem_classes=["dl-main"]):
         with gr.Column(scale=1, min_width=260, elem_classes=["dl-controls"]):
             gallery = gr.Gallery(value=samples, label="pick a picture", columns=4, height=100,

@@ -40,7 +40,7 @@ def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed)
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     gen = validation.generator(seed)
-    for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
+    for rec in sample_steps(model, validation.prompt(prompt), negative_prompt=validation.prompt(negative, "negative prompt"), guidance_scale=w,
                             num_inference_steps=n, sampler=sampler, generator=gen):
         if rec.is_last:
             yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {validation.seed(seed)}. "
@@ -57,7 +57,7 @@ def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed):
     for w in G.CFG_GRID_SCALES:
         gen = validation.generator(s)  # same initial noise for every scale
         rec = None
-        for rec in sample_steps(model, str(prompt), negative_prompt=str(negative or ""), guidance_scale=w,
+        for rec in sample_steps(model, validation.prompt(prompt), negative_prompt=validation.prompt(negative, "negative prompt"), guidance_scale=w,
                                 num_inference_steps=n, sampler=sampler, generator=gen, preview="none"):
             pass
         label = {0.0: "w = 0 (unconditional)", 1.0: "w = 1 (conditional, no guidance)"}.get(w, f"w = {w:g}")
@@ -71,7 +71,7 @@ def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     k = validation.integer("step", step, 1, n) - 1
-    d = G.cfg_decomposition(model, str(prompt), step_index=k, guidance_scale=w, negative_prompt=str(negative or ""),
+    d = G.cfg_decomposition(model, validation.prompt(prompt), step_index=k, guidance_scale=w, negative_prompt=validation.prompt(negative, "negative prompt"),
                             num_inference_steps=n, sampler=sampler, generator=validation.generator(seed))
     common = float(2.5 * G.rms(d.eps_cond).mean())  # ε_u, ε_c, combined on one scale; the difference on its own
     nm = d.norms
@@ -103,8 +103,8 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
     clip = runtime.registry.clip()
     scales = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
     progress(0, desc="sampling the first scale")
-    rows = G.adherence_diversity(model, clip, [str(prompt)], scales, samples=k, seed=validation.seed(seed),
-                                 negative_prompt=str(negative or ""), num_inference_steps=n, sampler=sampler,
+    rows = G.adherence_diversity(model, clip, [validation.prompt(prompt)], scales, samples=k, seed=validation.seed(seed),
+                                 negative_prompt=validation.prompt(negative, "negative prompt"), num_inference_steps=n, sampler=sampler,
                                  callback=lambda d, t: progress(d / t, desc=f"scale {d}/{t}"))
     ws = [r["scale"] for r in rows]
     fig = Figure(figsize=(8, 3.4), layout="constrained")
@@ -147,7 +147,7 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
 
     base = guided = ref = hook = None
     for base, ref, guided, hook in LG.guided_vs_unguided(
-            model, str(prompt), lambda scale: LG.color_guidance(rgb, scale, scaling=scaling), s,
+            model, validation.prompt(prompt), lambda scale: LG.color_guidance(rgb, scale, scaling=scaling), s,
             guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd)):
         if guided.is_last or guided.index % PLOT_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]

@@ -146,7 +146,7 @@ def run_inpaint(runtime, model_name, value, prompt, negative, scale, steps, samp
     head = " ".join(notes)
     gen = validation.generator(seed)
     frames = []  # (composite, x_t, text) per UNet call: file paths already written, so a replay costs nothing
-    for st in ip.inpaint_steps(model, prep.image, prep.mask, str(prompt or ""), negative_prompt=str(negative or ""),
+    for st in ip.inpaint_steps(model, prep.image, prep.mask, validation.prompt(prompt), negative_prompt=validation.prompt(negative, "negative prompt"),
                                sampler=sampler, num_inference_steps=n, guidance_scale=w, generator=gen,
                                jump_length=j, resamples=r):
         phase = f", {st.phase} of this stretch" if st.phase else ""
@@ -199,7 +199,7 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
     drawing = _sketch_tensor(value)
     work = work_size(model)
     gen = validation.generator(seed)
-    for rec in sketch.sketch_steps(model, drawing, str(prompt or ""), strength=s, num_inference_steps=n,
+    for rec in sketch.sketch_steps(model, drawing, validation.prompt(prompt), strength=s, num_inference_steps=n,
                                guidance_scale=w, generator=gen):
         if rec.index == 0:
             t0 = rec.t
@@ -216,13 +216,14 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
 def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     """The same drawing, prompt and seed at strengths 0.3 … 1.0 -> gallery [(image, caption)]."""
     model = runtime.registry.diffusion(model_name or None)
-    n = validation.integer("steps", steps, 1, MAX_STEPS)
+    low = min(sketch.SKETCH_STRENGTHS)  # its lowest strength must keep a step: int(n * low) >= 1
+    n = validation.integer("steps", steps, next(k for k in range(1, MAX_STEPS + 1) if int(k * low) >= 1), MAX_STEPS)
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     seed = validation.seed(seed)
     drawing = _sketch_tensor(value)
     work = work_size(model)
     out = [(image_file(drawing[0], fmt='jpeg'), "your drawing")]
-    for s, img in sketch.sketch_strip(model, drawing, str(prompt or ""), seed=seed, num_inference_steps=n,
+    for s, img in sketch.sketch_strip(model, drawing, validation.prompt(prompt), seed=seed, num_inference_steps=n,
                                   guidance_scale=w):
         out.append((image_file(img[0], work, fmt='jpeg'), f"strength {s:g} (from step {sketch.start_step(s, n) + 1}/{n})"))
     return out
@@ -300,7 +301,7 @@ def create(runtime) -> dict:
                               interactive=False, elem_id="inpaint-result", height=300, format="png",
                               elem_classes=["dl-big"], buttons=["fullscreen"])
             info = gr.Markdown(elem_id="inpaint-info")
-            traj = gr.State(None, time_to_live=3600)
+            traj = gr.State(None, time_to_live=900)
             # any call count until the first run sets the range, so an API client may play or scrub at once
             call = gr.Slider(1, MAX_STEPS * ip.MAX_RESAMPLES, value=1, step=1, interactive=False, visible=False,
                              label="UNet call: scrub or play the recorded run", elem_id="inpaint-scrub")

@@ -248,7 +248,7 @@ def create(runtime) -> dict:
             sim_plot = gr.Plot(label="two prompts", elem_id="inside-similarity")
         feat_md = gr.Markdown()
     with gr.Accordion("3. Cross-attention maps, step by step", open=True):
-        run_state = gr.State(None, time_to_live=3600)
+        run_state = gr.State(None, time_to_live=900)
         with gr.Row():
             steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")

@@ -144,7 +144,7 @@ def create(runtime) -> dict:
     gr.Markdown("This is how a text-to-image model such as Stable Diffusion works, shown live on a tiny model that "
                 "draws coloured shapes. Type what you want, press **Make a picture**, and follow it box by box "
                 "(1 to 4); the buttons under them open the tabs that explain each part.", elem_classes=["dl-intro"])
-    traj = gr.State(None, time_to_live=3600)
+    traj = gr.State(None, time_to_live=900)
     with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
         prompt = gr.Textbox(DEFAULT_PROMPT, label="your words (the toy model knows shapes, colours and backgrounds)",
                             max_lines=1, scale=4, elem_id="start-prompt")

@@ -87,7 +87,7 @@ def cfg_decomposition(model, prompt: str, *, step_index: int, guidance_scale: fl
     if eps_u is None:  # w == 1: no CFG in the loop; the step used ε_c
         sched = model.make_scheduler(sample_kwargs.get("sampler", "DDIM"))
         ptype = model.prediction_type(sched)
-        neg = model.encode_prompt([negative_prompt or ""] * rec.x_t.shape[0])
+        neg = model.encode_prompt([validation.prompt(negative_prompt, "negative prompt")] * rec.x_t.shape[0])
         eps_u = _eps_from_unet(model, rec.model_input, rec.t, neg, rec.alpha_bar, ptype)
         eps_c = rec.pred_eps
     diff = eps_c - eps_u

@@ -16,13 +16,22 @@ Policy (every rule raises ``ValueError`` with a message meant for the user):
   (ICC profiles are ignored); 16/32-bit integer ("I;16*", "I") and float ("F") grayscale are
   rescaled to 8 bits (÷257 when values exceed 255, otherwise taken as 8-bit values).
   Animated images use their first frame.
+* **Decode bounds.** Pixels are decoded at (about) the size the app uses: with ``min_side``,
+  :func:`load_image` asks JPEG for a reduced decode (``draft``, DCT scaling) and reduces any other
+  format by an integer factor (``Image.reduce``, box filter) *right after* decoding, before any mode
+  conversion or rotation copies it, keeping the short side at least ``min_side``. At most
+  :data:`DECODE_SLOTS` full-size decodes run at once (one decode of a 40-megapixel RGBA image
+  holds 160 MB), so concurrent uploads cannot multiply the peak.
 * **Working size.** :func:`to_working_size` **centre-crops to a square** and resizes (bicubic)
   to ``size x size``; smaller images are upscaled.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import threading
 import warnings
 from pathlib import Path
 
@@ -30,10 +39,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipelines.serving import heap
+
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 MAX_ASPECT = 10.0
 WHITE = (255, 255, 255)
+DECODE_SLOTS = 2  # full-size decodes at once, process-wide (a bound on the decode peak, not per-user state)
+_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+TRIM_PIXELS = 8_000_000  # after decoding this many pixels (or more), hand the freed memory back to the OS
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBa", "La", "I", "F", "CMYK", "YCbCr"}
 
 
 def _check_size(width: int, height: int) -> None:
@@ -51,47 +66,101 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _open_path(path: str | os.PathLike) -> Image.Image:
-    """Open and decode a file, checking the header's size before decoding the pixels."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"No image file at {p.name!r}.")
-    if p.stat().st_size == 0:
-        raise ValueError("The uploaded file is empty (0 bytes).")
+def _open_path(path: str | os.PathLike | io.BytesIO, min_side: int | None = None) -> Image.Image:
+    """Open and decode a file, checking the header's size before decoding the pixels; with
+    ``min_side``, decode reduced (short side still >= ``min_side``; see the module docstring)."""
+    if isinstance(path, io.BytesIO):
+        p = Path("upload")  # the name in messages
+    else:
+        p = path = Path(path)
+        if not p.is_file():
+            raise ValueError(f"No image file at {p.name!r}.")
+        if p.stat().st_size == 0:
+            raise ValueError("The uploaded file is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(p)  # lazy: reads the header only
+            im = Image.open(path)  # lazy: reads the header only
     except Image.DecompressionBombError as e:
-        # PIL refuses > 2x its own limit already in open(); give our message instead.
-        raise ValueError(f"Image is too large to decode safely ({e}); the limit is "
-                         f"{MAX_PIXELS / 1e6:.0f} megapixels.") from None
+        # PIL refuses > 2x its own limit already in open(); give our message, with our one limit.
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" {int(found.group(1)) / 1e6:.0f} megapixels;" if found else ""
+        raise ValueError(f"Image is too large:{size} the limit is {MAX_PIXELS / 1e6:.0f} megapixels. "
+                         f"Please upload a smaller image.") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"The file {p.name!r} is not a readable image ({type(e).__name__}).") from None
     _check_size(*im.size)  # before decoding any pixel
+    if getattr(im, "n_frames", 1) > 1:
+        im.seek(0)
+    source_size = im.size
     try:
-        im.load()
+        with _decode_slots:
+            if min_side and im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                im.draft(im.mode, (min_side, min_side))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
+            im.load()
+            im = _reduce(im, min_side)
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ValueError(f"The image {p.name!r} is corrupt or truncated ({e}).") from None
+    if source_size[0] * source_size[1] >= TRIM_PIXELS and im.size != source_size:
+        heap.trim()  # the full-size pixels are freed: give them back now (serving/heap.py)
+    im.info["source_size"] = source_size  # width, height of the file, for messages
     return im
+
+
+def _reduce(im: Image.Image, min_side: int | None) -> Image.Image:
+    """Box-reduce a decoded image by the largest integer factor keeping its short side >= ``min_side``.
+
+    Done in horizontal strips, so no second full-size copy is ever made (``Image.reduce`` premultiplies
+    alpha into a full copy, and palette or 16-bit images need a conversion first: both happen per strip).
+    Orientation is not applied yet; the short side is the same either way. Up to factor - 1 edge pixels
+    are dropped (the result is centre-cropped later anyway)."""
+    if not min_side:
+        return im
+    factor = min(im.size) // int(min_side)
+    if factor < 2:
+        return im
+    mode = im.mode
+    if mode not in _REDUCIBLE:  # palette, 1-bit, 16-bit: converted strip by strip below
+        mode = ("RGBA" if mode == "PA" or "transparency" in im.info else "RGB") if mode in ("P", "PA") else \
+               "L" if mode == "1" else "I"
+    w, h = (im.width // factor) * factor, (im.height // factor) * factor
+    out = Image.new(mode, (w // factor, h // factor))
+    rows = factor * max(1, 4_000_000 // (w * 4 * factor))  # strips of about 4 MB
+    for y in range(0, h, rows):
+        piece = im.crop((0, y, w, min(h, y + rows)))
+        if piece.mode != mode:
+            piece = piece.convert(mode)
+        out.paste(piece.reduce(factor), (0, y // factor))
+    out.info.update(im.info)  # exif (orientation) and transparency keys for the conversions that follow
+    return out
 
 
 def check_upload(source: str | os.PathLike | bytes) -> tuple[int, int]:
     """Validate an uploaded file (a server-chosen path, or raw bytes) *before* anything else
     decodes it: the same rules as :func:`load_image` (size from the header first, then a bounded
-    decode to catch truncation). Returns ``(width, height)``; raises ValueError."""
+    decode to catch truncation). Returns ``(width, height)`` of the file; raises ValueError."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        import tempfile
-
         if len(source) == 0:
             raise ValueError("The uploaded file is empty (0 bytes).")
-        with tempfile.NamedTemporaryFile(suffix=".img") as f:
-            f.write(bytes(source))
-            f.flush()
-            return check_upload(f.name)
-    im = _open_path(source)
-    if getattr(im, "n_frames", 1) > 1:
-        im.seek(0)
+        source = io.BytesIO(bytes(source))
+    return _open_path(source, min_side=MIN_SIDE).info["source_size"]
+
+
+def check_header(data: bytes) -> tuple[int, int]:
+    """Cheap check of a file's bytes without decoding any pixel: a readable image header whose size
+    obeys the limits. Returns ``(width, height)``; raises ValueError. (Truncation is found when the
+    image is decoded, by :func:`load_image`.)"""
+    if not data:
+        raise ValueError("The uploaded file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ValueError(f"Image is too large: the limit is {MAX_PIXELS / 1e6:.0f} megapixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"The upload is not a readable image ({type(e).__name__}).") from None
+    _check_size(*im.size)
     return im.size
 
 
@@ -129,16 +198,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Image:
-    """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
-
-    Args:
-        source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]) or a
-            server-chosen file path.
-
-    Returns:
-        A decoded ``PIL.Image`` in mode "RGB".
-    """
+def _decode(source, min_side: int | None) -> Image.Image:
+    """Any accepted source -> a validated, EXIF-rotated PIL image in its own mode (see load_image)."""
     if source is None:
         raise ValueError("No image given: upload one or pick a sample.")
     if isinstance(source, np.ndarray):
@@ -147,7 +208,11 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Im
         _check_size(*source.size)
         im = source
     elif isinstance(source, (str, os.PathLike)):
-        im = _open_path(source)
+        im = _open_path(source, min_side)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ValueError("The uploaded file is empty (0 bytes).")
+        im = _open_path(io.BytesIO(bytes(source)), min_side)
     else:
         raise ValueError(f"Unsupported image input of type {type(source).__name__}.")
     if getattr(im, "n_frames", 1) > 1:
@@ -156,8 +221,34 @@ def load_image(source: Image.Image | np.ndarray | str | os.PathLike) -> Image.Im
         im = ImageOps.exif_transpose(im)
     except Exception as e:  # a malformed EXIF block must not hide the image
         raise ValueError(f"The image's EXIF orientation data is malformed ({e}).") from None
-    _check_size(*im.size)  # size after rotation, same limits
-    return to_rgb(im)
+    if "source_size" not in im.info:
+        _check_size(*im.size)  # a PIL image or array given directly (files were checked from the header)
+    return im
+
+
+def load_image(source: Image.Image | np.ndarray | str | os.PathLike | bytes, min_side: int | None = None
+               ) -> Image.Image:
+    """Validate and convert an image to 8-bit RGB (EXIF-rotated). Raises ValueError.
+
+    Args:
+        source: a PIL image, a numpy array (HxW[xC], uint8/uint16 or float in [0, 1]), a
+            server-chosen file path, or the bytes of a file.
+        min_side: decode files reduced, keeping the short side at least this many pixels (the
+            size the caller will use); ``None`` decodes at full size.
+
+    Returns:
+        A decoded ``PIL.Image`` in mode "RGB".
+    """
+    return to_rgb(_decode(source, min_side))
+
+
+def load_rgba(source, min_side: int | None = None) -> Image.Image:
+    """Like :func:`load_image` but keeps transparency: mode "RGBA" (paint layers of an image editor).
+    Images without alpha become opaque RGBA."""
+    im = _decode(source, min_side)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        return im.convert("RGBA")
+    return to_rgb(im).convert("RGBA")
 
 
 def to_working_size(im: Image.Image, size: int = 256) -> Image.Image:
@@ -179,5 +270,6 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def load_working_tensor(source, size: int = 256) -> torch.Tensor:
-    """load_image -> to_working_size -> ``[1, 3, size, size]`` float32 in [-1, 1]."""
-    return pil_to_tensor(to_working_size(load_image(source), size))
+    """load_image (decoded reduced, short side >= ``size``) -> to_working_size -> ``[1, 3, size, size]``
+    float32 in [-1, 1]."""
+    return pil_to_tensor(to_working_size(load_image(source, min_side=size), size))

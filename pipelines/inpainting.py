@@ -53,6 +53,7 @@ import torch
 from pipelines import validation
 from pipelines.diffusion import forward, loop, maths
 from pipelines.diffusion.previews import to_rgb
+from pipelines.serving import compute_thread
 from pipelines.masks import pool_mask, prepare, resize
 
 MAX_RESAMPLES = 20
@@ -190,6 +191,7 @@ def _inpainting_denoiser(model, m, masked_latents, pe, ne, w: float, pred_type: 
     unet = model.unet
 
     def denoiser(x_in, t, alpha_bar):
+        compute_thread.checkpoint()  # other requests' turn first, as in DiffusionModel.predict
         do_cfg = ne is not None and w != 1.0
         emb = torch.cat([ne, pe]) if do_cfg else pe
         k = 2 if do_cfg else 1

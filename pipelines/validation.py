@@ -41,10 +41,17 @@ def number(name: str, value, lo: float | None = None, hi: float | None = None) -
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        lo_s = "-∞" if lo is None else f"{lo:g}"
-        hi_s = "∞" if hi is None else f"{hi:g}"
-        raise ValueError(f"{name} must be between {lo_s} and {hi_s}, got {v:g}")
+        lo_s = "-∞" if lo is None else _fmt(lo)
+        hi_s = "∞" if hi is None else _fmt(hi)
+        raise ValueError(f"{name} must be between {lo_s} and {hi_s}, got {_fmt(value if isinstance(value, int) else v)}")
     return v
+
+
+def _fmt(x) -> str:
+    """Whole numbers in full (a seed's bound is 4294967295, not 4.29497e+09), others as %g."""
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e16):
+        return str(int(x))
+    return f"{x:g}"
 
 
 def integer(name: str, value, lo: int | None = None, hi: int | None = None) -> int:

@@ -36,7 +36,7 @@ def app_url():
 
     demo = app.build_app(Runtime.create("cpu"))
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                max_file_size=app.MAX_FILE_SIZE, quiet=True, share=False)
+                quiet=True, share=False, **app.launch_kwargs(demo))
     yield demo.local_url
     demo.close()
 

@@ -25,6 +25,23 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def small_file_png(path: Path, width: int = 8000, height: int = 5000, color_type: int = 6) -> Path:
+    """A valid 8-bit PNG of ``width x height`` zero pixels (transparent black for RGBA) that is tiny on disk
+    (~0.1 % of its decoded size). ``color_type``: 0 gray, 2 RGB, 6 RGBA (4 bytes per pixel decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+    comp, row, idat = zlib.compressobj(9), b"\0" * (width * channels + 1), []  # filter byte + pixels per row
+    for _ in range(height):
+        idat.append(comp.compress(row))
+    idat.append(comp.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat))
+                     + chunk(b"IEND", b""))
+    return path
+
+
 def make_files(d: Path) -> dict[str, Path]:
     """name -> path of each awkward upload."""
     d.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipelines.serving import compute_thread
+
 
 def _at(values: torch.Tensor, t: int | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] shaped to broadcast over ``like`` ([B, 1, 1, 1]); t is an int or ``[B]``."""
@@ -120,6 +122,8 @@ def q_sample_by_steps(
         raise ValueError(f"timestep out of range: need 0 <= t < {betas.shape[0]}, got {t}")
     x = x0
     for s in range(int(t) + 1):
+        if s % 50 == 0:
+            compute_thread.checkpoint()  # a long chain lets other requests run (serving/compute_thread.py)
         x, _ = q_step(x, s, betas, generator)
         if callback is not None:
             callback(s, x)

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from pipelines.serving import compute_thread
+
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
@@ -187,7 +189,9 @@ class DiffusionModel:
         return scheduler.config.get("prediction_type", "epsilon")
 
     def predict(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
-        """One denoiser pass: input ``[B, C, h, w]``, timestep, text features ``[B, L, D]`` -> output."""
+        """One denoiser pass: input ``[B, C, h, w]``, timestep, text features ``[B, L, D]`` -> output.
+        Other requests get their turn first (:func:`pipelines.serving.compute_thread.checkpoint`)."""
+        compute_thread.checkpoint()
         if emb is None:
             return self.unet(x_in, t, return_dict=False)[0]
         return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]

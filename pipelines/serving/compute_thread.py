@@ -1,16 +1,31 @@
-"""One thread runs every request's torch work on CPU, with its own thread count.
+"""One thread runs every request's torch work on CPU, round robin between requests, step by step.
 
-Why: a web server calls handlers from a pool of worker threads. PyTorch's CPU wheels use GNU OpenMP;
-every thread that runs a parallel op gets its own pool, and once the pools hold more threads than there
-are cores, libgomp puts its workers to sleep after every op (small ops became 4-6x slower on 2 cores);
-a team spanning every core also stalls whenever one of its threads is preempted by the web server.
-So handlers hand their body to :func:`call` / :func:`iterate`, which run it on one long-lived thread
-with :func:`default_threads` (all cores but one), and the main thread gives up its own pool with
+Why one thread: a web server calls handlers from a pool of worker threads. PyTorch's CPU wheels use GNU
+OpenMP; every thread that runs a parallel op gets its own pool, and once the pools hold more threads than
+there are cores, libgomp puts its workers to sleep after every op (small ops became 4-6x slower on 2
+cores); a team spanning every core also stalls whenever one of its threads is preempted by the web server.
+So handlers hand their body to :func:`call` / :func:`iterate`, which run it on one long-lived thread with
+:func:`default_threads` (all cores but one), and the main thread gives up its own pool with
 :func:`keep_this_thread_serial`. Figures: ``docs/measurements.md`` and ``scripts/benchmark.py --only viewer``.
+
+Why round robin: one long request (eight samples of 100 steps) must not hold that thread for minutes while
+a 0.1 s slider update waits. Each request runs in its own greenlet (a coroutine with its own stack, on the
+compute thread), and long work calls :func:`checkpoint` between steps (``DiffusionModel.predict`` does, once
+per UNet call): when other requests are waiting, the request steps aside and the scheduler resumes the next
+one, first come first served, so every request advances one step per turn. No code has to be rewritten as
+a generator for this; the grad mode (thread-local in torch) is saved and restored around each switch.
+
+Limits: a request may use at most :func:`max_request_seconds` of compute: the process's CPU seconds while
+it had its turns (not time it waited, and not inflated when other programs load the machine; a stream's
+items share one budget). Past it, its next checkpoint raises :class:`ComputeLimitExceeded` (a ValueError,
+so the user sees the message).
 
 Generators are advanced one item ahead of the consumer (:func:`iterate`), so a streaming run and another
 user's quick request interleave step by step. Calls made from the compute thread itself run inline. The
 request's ``contextvars`` travel with each call. The thread starts on first use, not at import.
+
+For the lecture-room scheduler (step-level batching): a checkpoint is the place where a request is between
+two UNet calls; a batching scheduler can park requests there and run their next calls together.
 
 A process resource (like the model cache), not per-user state. :func:`enable` (``False``) runs handlers in
 the caller's thread instead (GPU serving).
@@ -18,13 +33,23 @@ the caller's thread instead (GPU serving).
 
 from __future__ import annotations
 
+import collections
 import contextvars
+import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future
 from typing import Any, Callable, Iterator
 
+import greenlet
 import torch
+
+DEFAULT_MAX_REQUEST_SECONDS = 300.0
+
+
+class ComputeLimitExceeded(ValueError):
+    """A request used more compute time than :func:`max_request_seconds` allows."""
 
 
 def default_threads() -> int:
@@ -36,8 +61,36 @@ def default_threads() -> int:
     return max(1, torch.get_num_threads() - 1)
 
 
-_state: dict[str, Any] = {"enabled": True, "thread": None, "executor": None}
+def max_request_seconds() -> float:
+    """CPU seconds one request may use: ``DL_MAX_REQUEST_SECONDS``, else 300 (the heaviest request inside
+    the UI's ranges, the guidance trade-off at 8 x 100 steps, needs about a third of that on 2 cores)."""
+    env = os.environ.get("DL_MAX_REQUEST_SECONDS", "").strip()
+    return float(env) if env else DEFAULT_MAX_REQUEST_SECONDS
+
+
+class _Budget:
+    """Compute seconds used by one request (the items of a stream share one)."""
+
+    def __init__(self) -> None:
+        self.used = 0.0
+        self.cap = max_request_seconds()
+
+
+class _Job:
+    __slots__ = ("fn", "ctx", "future", "budget", "glet", "t_in")
+
+    def __init__(self, fn: Callable[[], Any], ctx: contextvars.Context, budget: _Budget) -> None:
+        self.fn, self.ctx, self.budget = fn, ctx, budget
+        self.future: Future = Future()
+        self.glet: greenlet.greenlet | None = None
+        self.t_in = 0.0
+
+
+_state: dict[str, Any] = {"enabled": True, "thread": None, "hub": None, "current": None}
 _start_lock = threading.Lock()
+_cond = threading.Condition()
+_incoming: collections.deque[_Job] = collections.deque()  # submitted, not yet seen by the scheduler
+_ready: collections.deque[_Job] = collections.deque()  # started or not, waiting for their turn
 _DONE = object()
 
 
@@ -54,14 +107,47 @@ def _start(threads: int) -> None:
     torch.zeros(1 << 17).add_(1.0)  # above ATen's grain size (32768): a parallel region, the pool starts
 
 
-def _executor() -> ThreadPoolExecutor:
-    """The compute thread's executor, started on first use."""
+def _run_job(job: _Job) -> None:
+    """A job's greenlet body: run it in its context, hand the result or the error to its future."""
+    torch.set_grad_enabled(True)  # a fresh request starts in torch's default mode, whatever ran before
+    try:
+        result = job.ctx.run(job.fn)
+    except BaseException as e:  # noqa: BLE001 - delivered to the waiting caller
+        job.future.set_exception(e)
+    else:
+        job.future.set_result(result)
+
+
+def _scheduler(threads: int, started: threading.Event) -> None:
+    """The compute thread: run jobs round robin, each until it finishes or steps aside at a checkpoint."""
+    _start(threads)
+    hub = _state["hub"] = greenlet.getcurrent()
+    started.set()
+    while True:
+        with _cond:
+            while not _incoming and not _ready:
+                _cond.wait()
+            _ready.extend(_incoming)
+            _incoming.clear()
+        job = _ready.popleft()
+        if job.glet is None:
+            job.glet = greenlet.greenlet(functools.partial(_run_job, job), parent=hub)
+        _state["current"] = job
+        job.t_in = time.process_time()
+        job.glet.switch()
+        job.budget.used += time.process_time() - job.t_in
+        _state["current"] = None
+        if not job.glet.dead:
+            _ready.append(job)  # its next turn comes after everyone waiting now
+
+
+def _ensure_started() -> None:
     with _start_lock:
-        if _state["executor"] is None:
-            ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dl-compute")
-            ex.submit(_start, default_threads()).result()
-            _state["executor"] = ex
-        return _state["executor"]
+        if _state["hub"] is None:
+            started = threading.Event()
+            threading.Thread(target=_scheduler, args=(default_threads(), started), name="dl-compute-0",
+                             daemon=True).start()
+            started.wait()
 
 
 def keep_this_thread_serial() -> None:
@@ -69,7 +155,7 @@ def keep_this_thread_serial() -> None:
 
     Call it on the main thread of a server before it touches torch (``app.main`` does). The compute
     thread is started first, so it keeps its own count."""
-    _executor()
+    _ensure_started()
     if threading.current_thread() is not _state["thread"]:
         torch.set_num_threads(1)
 
@@ -78,12 +164,46 @@ def _inline() -> bool:
     return not _state["enabled"] or threading.current_thread() is _state["thread"]
 
 
+def _submit(fn: Callable[[], Any], ctx: contextvars.Context, budget: _Budget) -> Future:
+    _ensure_started()
+    job = _Job(fn, ctx, budget)
+    with _cond:
+        _incoming.append(job)
+        _cond.notify()
+    return job.future
+
+
+def checkpoint() -> None:
+    """Between two steps of long work: let the other waiting requests run one step each, then continue.
+
+    Raises :class:`ComputeLimitExceeded` once this request has used more than its compute budget.
+    A no-op outside a scheduled request (inline mode, other threads, tests)."""
+    job = _state["current"]
+    if job is None or threading.current_thread() is not _state["thread"] or greenlet.getcurrent() is not job.glet:
+        return
+    used = job.budget.used + time.process_time() - job.t_in
+    if used > job.budget.cap:
+        raise ComputeLimitExceeded(
+            f"This request used more than {job.budget.cap:.0f} s of compute and was stopped so that others get "
+            f"their turn; try fewer steps or samples.")
+    if not (_incoming or _ready):
+        return
+    grad = torch.is_grad_enabled()
+    _state["hub"].switch()
+    torch.set_grad_enabled(grad)
+
+
+def waiting() -> int:
+    """Requests waiting for a turn on the compute thread (for logs and tests)."""
+    return len(_incoming) + len(_ready)
+
+
 def call(fn: Callable[..., Any], *args, **kwargs) -> Any:
     """``fn(*args, **kwargs)`` on the compute thread (in a copy of the caller's context)."""
     if _inline():
         return fn(*args, **kwargs)
     ctx = contextvars.copy_context()
-    return _executor().submit(ctx.run, fn, *args, **kwargs).result()
+    return _submit(functools.partial(fn, *args, **kwargs), ctx, _Budget()).result()
 
 
 def _next(gen: Iterator) -> Any:
@@ -99,14 +219,15 @@ def iterate(gen: Iterator) -> Iterator:
     The next item is submitted *before* this one is handed over, so the model keeps working while gradio
     sends (items are still computed one at a time, in order). So a generator must not change an object it
     has already yielded. Closing this iterator waits for the item in flight, drops it, and closes ``gen``
-    on the compute thread."""
+    on the compute thread. All items share one compute budget."""
     if _inline():
         yield from gen
         return
     ctx = contextvars.copy_context()  # one context for the whole stream, entered once per item
+    budget = _Budget()
 
     def submit():
-        return _executor().submit(ctx.run, _next, gen)
+        return _submit(functools.partial(_next, gen), ctx, budget)
 
     pending = submit()
     try:
@@ -120,4 +241,4 @@ def iterate(gen: Iterator) -> Iterator:
     finally:
         if pending is not None:  # the consumer stopped early: let the item in flight finish, drop it
             pending.exception()
-        _executor().submit(ctx.run, gen.close).result()
+        _submit(gen.close, ctx, budget).result()
