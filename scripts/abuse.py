@@ -22,7 +22,6 @@ Training jobs may share the machine: the load average is printed with each table
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -8,7 +8,7 @@ the sampling loop the way the denoising viewer does (a fresh CPU generator per r
 drawn from it) and prints, per case, whether the final float image is *bit-identical* to the
 stored one (sha256 of its float32 bytes), the largest float difference, and the largest uint8
 difference from the stored PNG. Run it before and after a refactor: "bit-identical" on every
-row means the refactor changed no arithmetic; the unit test ``tests/test_golden.py`` only
+row means the refactor changed no arithmetic; the unit test ``tests/unit/test_golden.py`` only
 demands equality within 1/255 (float results may differ in the last bits across CPUs).
 """
 

@@ -24,32 +24,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MUTANTS: dict[str, tuple[str, str, str, list[str]]] = {
     "repaint_noop": ("pipelines/inpainting.py", "return m * ctx.x_t + (1.0 - m) * known", "return ctx.x_t",
-                     ["tests/test_repaint_statistics.py"]),
+                     ["tests/unit/test_repaint_statistics.py"]),
     "known_not_noised": ("pipelines/inpainting.py", "known = ctx.add_noise(x0)", "known = x0",
-                         ["tests/test_repaint_statistics.py"]),
+                         ["tests/unit/test_repaint_statistics.py"]),
     "eps_guidance_factor_dropped": (
         "pipelines/diffusion/loop.py", "eps = eps + sigma * g.grad.detach() / c_in",
-        "eps = eps + g.grad.detach()", ["tests/test_guidance_maths.py"]),
+        "eps = eps + g.grad.detach()", ["tests/unit/test_guidance_maths.py"]),
     "eps_guidance_c_in_dropped": (
         "pipelines/diffusion/loop.py", "eps = eps + sigma * g.grad.detach() / c_in",
-        "eps = eps + sigma * g.grad.detach()", ["tests/test_guidance_maths.py"]),
+        "eps = eps + sigma * g.grad.detach()", ["tests/unit/test_guidance_maths.py"]),
     "inpaint_cfg_embeddings_swapped": ("pipelines/inpainting.py", "emb = torch.cat([ne, pe]) if do_cfg else pe",
-                                       "emb = torch.cat([pe, ne]) if do_cfg else pe", ["tests/test_inpainting_cfg.py"]),
+                                       "emb = torch.cat([pe, ne]) if do_cfg else pe", ["tests/unit/test_inpainting_cfg.py"]),
     "inpaint_cfg_halves_swapped": ("pipelines/inpainting.py", "            out_u, out_c = out.chunk(2)",
-                                   "            out_c, out_u = out.chunk(2)", ["tests/test_inpainting_cfg.py"]),
+                                   "            out_c, out_u = out.chunk(2)", ["tests/unit/test_inpainting_cfg.py"]),
     "inpaint_cfg_w_minus_1": ("pipelines/inpainting.py", "            out = maths.cfg_combine(out_u, out_c, w)",
-                              "            out = maths.cfg_combine(out_u, out_c, w - 1)", ["tests/test_inpainting_cfg.py"]),
+                              "            out = maths.cfg_combine(out_u, out_c, w - 1)", ["tests/unit/test_inpainting_cfg.py"]),
     "blur_without_sqrt_alpha_bar": ("pipelines/denoising.py", "x = x_t / math.sqrt(alpha_bar)", "x = x_t",
-                                    ["tests/test_denoising.py"]),
+                                    ["tests/unit/test_denoising.py"]),
     "renoise_sigma_space_removed": ("pipelines/inpainting.py", "sigma_space = maths.is_sigma_space(scheduler)\n"
                                     "    c_from", "sigma_space = False\n    c_from",
-                                    ["tests/test_repaint_statistics.py"]),
+                                    ["tests/unit/test_repaint_statistics.py"]),
     "prompt_cap_4000": ("pipelines/validation.py", "MAX_PROMPT_CHARS = 1000", "MAX_PROMPT_CHARS = 4000",
-                        ["tests/test_validation.py"]),
+                        ["tests/unit/test_validation.py"]),
     "control_chars_kept": ("pipelines/validation.py", 'return _CONTROL.sub(" ", value)', "return value",
-                           ["tests/test_validation.py"]),
+                           ["tests/unit/test_validation.py"]),
     "pixel_cap_60mp": ("pipelines/images.py", "MAX_PIXELS = 40_000_000", "MAX_PIXELS = 60_000_000",
-                       ["tests/test_images.py"]),
+                       ["tests/unit/test_images.py"]),
 }
 
 

@@ -5,7 +5,7 @@
 Launches the app on a free port (bundled models, CPU) and saves, per tab, ``<tab>-normal.png``
 (1366×768, first screen only), ``<tab>-presentation.png`` (1920×1080, ``present=1``) and
 ``<tab>-phone.png`` (390×844, the whole page) into OUT_DIR (default ``artifacts/screenshots``,
-git-ignored; CI uploads it). The browser test ``tests/test_browser_screens.py`` saves the same
+git-ignored; CI uploads it). The browser test ``tests/browser/test_browser_screens.py`` saves the same
 views after a run of each tab.
 """
 

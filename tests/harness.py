@@ -1,4 +1,4 @@
-"""Helpers for browser tests (Playwright sync API). Add your tab's steps in tests/test_browser.py."""
+"""Helpers for browser tests (Playwright sync API). Add your tab's steps in tests/browser/test_browser.py."""
 
 from __future__ import annotations
 

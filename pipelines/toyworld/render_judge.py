@@ -14,7 +14,7 @@ How (images ``[B, 3, 32, 32]`` in [-1, 1]):
    ((x - bg) . (fg - bg)) / |fg - bg|^2 clamped to [0, 1]: the alpha :func:`world.render` blended with;
 4. shape = the shape of the template (5 shapes x centres x radii over the range
    :func:`world.sample_scene` draws, rendered by :func:`world.shape_coverage`) nearest to m in L2.
-On rendered scenes it is exact on all three attributes (tests/test_toyworld.py).
+On rendered scenes it is exact on all three attributes (tests/unit/test_toyworld.py).
 """
 
 from __future__ import annotations

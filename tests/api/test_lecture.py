@@ -15,7 +15,7 @@ from PIL import Image
 
 from demos import lecture
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "toy-sd (bundled, 32 px)"
 
 

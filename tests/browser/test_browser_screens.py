@@ -22,7 +22,7 @@ from demos import lecture
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path(os.environ.get("DL_SCREENSHOTS", Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"))
+SHOTS = Path(os.environ.get("DL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"))
 TITLES = {lecture.tab_id(m): importlib.import_module(m).TITLE for m in app.TAB_MODULES}
 # tab -> (primary control, main output); cheap presets (few steps) so the runs finish on a busy CPU
 SCREENS = {
