@@ -24,7 +24,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from tests.images_helpers import small_file_png
-from tests.test_hostile import raw_call, real_png_bomb, uploaded
+from tests.api.test_hostile import raw_call, real_png_bomb, uploaded
 
 pytestmark = pytest.mark.api
 

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.test_hostile import _numeric_calls, files, raw_call  # noqa: F401 - fixture re-used
+from tests.api.test_hostile import _numeric_calls, files, raw_call  # noqa: F401 - fixture re-used
 
 pytestmark = pytest.mark.api
 

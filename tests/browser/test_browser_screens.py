@@ -240,7 +240,7 @@ def test_phone_width(browser, app_url, tid):
 
 def test_one_stroke_shows_the_mask(page):
     """The first brush stroke alone updates the mask preview (it used to need a second one)."""
-    from tests.test_browser import _paint_strokes
+    from tests.browser.test_browser import _paint_strokes
 
     page.get_by_role("tab", name="Inpainting", exact=True).click()
     page.wait_for_selector("#inpaint-editor canvas")
