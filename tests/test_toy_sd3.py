@@ -151,3 +151,41 @@ def test_render_judge_reads_64_px_scenes_exactly():
     for images in (x, (x + 0.15 * torch.randn(x.shape, generator=g)).clamp(-1, 1)):
         for p, s in zip(classify_by_rendering(images), scenes):
             assert (p["shape"], p["color"], p["background"]) == (s.shape, s.color, s.background), s
+
+
+def test_train_vae_and_train_sd3_run_and_resume(tmp_path, monkeypatch):
+    """The real training scripts, two steps at batch 2 then a resume to three: they write folders that
+    load with from_pretrained (the VAE with its measured scale and shift, the transformer in fp16 with
+    its scheduler), and the loss logs continue where they stopped."""
+    import json
+
+    from pipelines.toyworld import train_sd3, train_vae
+    from pipelines.toyworld.unet_config import build_random_toy_sd
+
+    monkeypatch.setattr(train_vae, "RUNS", tmp_path / "runs")  # keep the repo's runs/ untouched
+    monkeypatch.setattr(train_sd3, "RUNS", tmp_path / "runs")
+    vae_dir, sd3_dir, clip_dir = tmp_path / "vae", tmp_path / "sd3", tmp_path / "clip"
+    common = ["--batch", "2", "--save-minutes", "0"]
+    train_vae.main(["--steps", "2", "--out", str(vae_dir), "--stats-n", "4", *common])
+    train_vae.main(["--steps", "3", "--out", str(vae_dir), "--stats-n", "4", *common])
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    assert vae.config.scaling_factor != 1.0 and vae.config.shift_factor != 0.0  # measured, not the defaults
+    rows = [json.loads(line) for line in (vae_dir / "resume" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+    build_random_toy_sd(tmp_path / "unused", clip_dir)  # writes a random toy-clip
+    args = ["--vae", str(vae_dir), "--clip", str(clip_dir), "--out", str(sd3_dir), *common]
+    train_sd3.main(["--steps", "3", "--stop-at", "2", *args])
+    assert json.loads((sd3_dir / "resume" / "train_state.json").read_text())["step"] == 2
+    train_sd3.main(["--steps", "3", *args])
+    from safetensors.torch import load_file
+
+    stored = load_file(sd3_dir / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in stored.values()} == {torch.float16}
+    transformer = SD3Transformer2DModel.from_pretrained(sd3_dir / "transformer")
+    assert transformer.config.joint_attention_dim == 64
+    for name, p in transformer.state_dict().items():
+        torch.testing.assert_close(p, stored[name].float())
+    assert FlowMatchEulerDiscreteScheduler.from_pretrained(sd3_dir / "scheduler").config.shift == 1.0
+    rows = [json.loads(line) for line in (sd3_dir / "resume" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20000, help="total optimizer steps (sets the lr decay)")
     ap.add_argument("--stop-at", type=int, default=None, help="stop (and save) at this step; resume later")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--drop", type=float, default=0.1, help="caption dropout for CFG")
     ap.add_argument("--shift", type=float, default=1.0, help="timestep shift (scheduler config)")
@@ -140,7 +140,10 @@ def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall
     out.mkdir(parents=True, exist_ok=True)
     ema_model = SD3Transformer2DModel.from_config(model.config)
     ema.copy_to(ema_model.parameters())
-    ema_model.to(torch.float16).save_pretrained(out / "transformer")  # safetensors, fp16
+    # fp16 safetensors + config.json: the layout save_pretrained writes (from_pretrained upcasts to fp32)
+    ema_model.save_config(out / "transformer")
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema_model.state_dict().items()},
+              out / "transformer" / "diffusion_pytorch_model.safetensors")
     (out / "scheduler").mkdir(exist_ok=True)
     (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(toy_scheduler_config(args.shift), indent=2))
     (out / "resume").mkdir(exist_ok=True)

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kl", type=float, default=1e-6, help="KL weight")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--save-minutes", type=float, default=4.0)
+    ap.add_argument("--stats-n", type=int, default=500, help="scenes that measure scale and shift at a save")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=TOY_VAE_DIR)
@@ -111,20 +112,22 @@ def main(argv: list[str] | None = None) -> None:
         log.append({"step": step + 1, "loss": round(loss.item(), 5), "mse": round(parts["mse"], 6),
                     "kl": round(parts["kl"], 1)})
         if time.time() - last_save > 60 * args.save_minutes or step + 1 == args.steps:
-            save(accelerator.unwrap_model(vae), ema, opt, args.out, step + 1, wall0 + time.time() - t0, log)
+            save(accelerator.unwrap_model(vae), ema, opt, args.out, step + 1, wall0 + time.time() - t0, log,
+                 args.stats_n)
             log, last_save = [], time.time()
             accelerator.print(f"saved step {step + 1}, train psnr {psnr:.2f} dB", flush=True)
     accelerator.print(f"done: {args.steps} steps, {(wall0 + time.time() - t0) / 60:.1f} min in all")
 
 
-def save(vae: AutoencoderKL, ema: EMAModel, opt, out: Path, step: int, wall: float, log: list[dict]) -> None:
+def save(vae: AutoencoderKL, ema: EMAModel, opt, out: Path, step: int, wall: float, log: list[dict],
+         stats_n: int = 500) -> None:
     """EMA weights (with freshly measured scaling/shift) -> out; raw bf16 weights + step -> out/resume."""
     out.mkdir(parents=True, exist_ok=True)
     ema_vae = AutoencoderKL.from_config(vae.config)
     ema.copy_to(ema_vae.parameters())
     ema_vae.eval()
     ema_vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
-    ema_vae.register_to_config(**measure_latent_stats(ema_vae, n=500))
+    ema_vae.register_to_config(**measure_latent_stats(ema_vae, n=stats_n))
     ema_vae.save_pretrained(out)  # safetensors
     (out / "resume").mkdir(exist_ok=True)
     save_file({k: v.detach().to(torch.bfloat16).contiguous() for k, v in vae.state_dict().items()},
