@@ -33,10 +33,12 @@ EVAL_SEED = 9_100_000  # fresh scenes: training draws from seeds 30_000_000 + st
 STATS_SEED = 9_200_000
 
 
-def toy_vae_config(block_out_channels: tuple[int, ...] = (16, 32, 64), norm_num_groups: int = 16,
+def toy_vae_config(block_out_channels: tuple[int, ...] = (16, 32, 64), norm_num_groups: int = 4,
                    latent_channels: int = 4) -> dict:
     """AutoencoderKL config: one downsample per block after the first (3 blocks: 4x down),
-    1 resnet per encoder block, no attention in the mid block and no quant convs (as SD3's VAE)."""
+    1 resnet per encoder block, no attention in the mid block and no quant convs (as SD3's VAE).
+    GroupNorm groups of >= 4 channels: with one channel per group the decoder's last norm removes
+    each channel's mean over the image, which for flat shapes is their colour."""
     n = len(block_out_channels)
     return dict(
         in_channels=3, out_channels=3, latent_channels=latent_channels,
@@ -145,12 +147,31 @@ def reconstruction_figure(vae: AutoencoderKL, n: int = 8, seed: int = EVAL_SEED,
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
 
+def save_fp16(model, folder: Path) -> None:
+    """``model``'s config and fp16 weights in the ``save_pretrained`` layout (``from_pretrained`` upcasts)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    model.save_config(folder)
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()},
+              folder / "diffusion_pytorch_model.safetensors")
+
+
+def rounded_to_fp16(vae: AutoencoderKL) -> AutoencoderKL:
+    """A copy of ``vae`` whose weights are rounded to fp16 (and computed in fp32): what shipping fp16 gives."""
+    out = AutoencoderKL.from_config(vae.config).eval()
+    out.load_state_dict({k: v.half().float() for k, v in vae.state_dict().items()})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Evaluate toy-vae: PSNR / SSIM on fresh scenes, latent stats")
     ap.add_argument("--vae", type=Path, default=TOY_VAE_DIR)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--figure", type=Path, default=None, help="also save a reconstruction grid (PNG) here")
+    ap.add_argument("--fp16", action="store_true",
+                    help="also evaluate the weights rounded to fp16, and if no figure changes, rewrite them in fp16")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     vae = AutoencoderKL.from_pretrained(args.vae).eval()
@@ -160,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     stats = measure_latent_stats(vae, args.n)
     out["config"] = {k: vae.config[k] for k in ("scaling_factor", "shift_factor")}
     out["measured_now"] = stats
+    if args.fp16:
+        half = evaluate(rounded_to_fp16(vae), args.n)
+        out["fp16_weights"] = half
+        if all(half[k] == out[k] for k in ("psnr_db", "ssim", "psnr_db_held_out", "ssim_held_out")):
+            save_fp16(vae, args.vae)
+            out["rewritten_in_fp16"] = True
     print(json.dumps(out, indent=2))
 
 
