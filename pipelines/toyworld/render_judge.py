@@ -6,7 +6,8 @@ either, and on *rendered* green triangles it is right only ~27 % of the time: it
 measures two models' generalisation at once. This judge has no training set, so it has no
 held-out blind spot; ``evaluate`` prints both.
 
-How (images ``[B, 3, 32, 32]`` in [-1, 1]):
+How (images ``[B, 3, 32, 32]`` in [-1, 1]; larger multiples of 32, e.g. toy-sd3's 64 px, are first
+box-averaged to 32 px, which is what :func:`world.render` does to its supersampled drawing):
 1. background = the named background nearest (RGB distance) to the median of the 2-px border;
 2. colour = the named colour nearest to the median of the pixels far from the background
    (farther than half the smallest colour-to-background distance); none: no shape;
@@ -26,6 +27,7 @@ import torch
 
 from pipelines.toyworld.world import BACKGROUNDS, CENTRE_RANGE, COLORS, SHAPES, SIZE_RADIUS, shape_coverage
 
+JUDGE_SIZE = 32  # templates are rendered at this size
 _BG_NAMES, _FG_NAMES = list(BACKGROUNDS), list(COLORS)
 _BG = torch.tensor(list(BACKGROUNDS.values()), dtype=torch.float32)  # [4, 3] 0..255
 _FG = torch.tensor(list(COLORS.values()), dtype=torch.float32)  # [8, 3] 0..255
@@ -63,6 +65,8 @@ def locate_by_rendering(images: torch.Tensor) -> list[dict]:
     ``[H, W]`` in [0, 1] (None without a shape), and ``centroid`` ``(x, y)`` in pixel indices (column, row), its
     coverage-weighted mean position (None without a shape)."""
     x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5  # [B, 3, H, W] 0..255
+    if x.shape[-1] > JUDGE_SIZE and x.shape[-1] % JUDGE_SIZE == 0 and x.shape[-2] == x.shape[-1]:
+        x = torch.nn.functional.avg_pool2d(x, x.shape[-1] // JUDGE_SIZE)  # one template set, at 32 px
     b, _, h, w = x.shape
     ring = torch.ones(h, w, dtype=torch.bool)
     ring[2:-2, 2:-2] = False

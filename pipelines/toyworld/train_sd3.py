@@ -1,0 +1,162 @@
+"""Train toy-sd3 (a small SD3Transformer2DModel) with rectified flow on toy-vae latents.
+
+    OMP_NUM_THREADS=1 nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --steps 20000 \
+        --out assets/models/toy-sd3 > runs/train_sd3.log 2>&1 &
+
+Recipe (SD3, Esser et al. 2024, as diffusers' ``train_dreambooth_sd3.py`` does it):
+- fresh 64 px scenes every step (held-out pairs excluded), encoded on the fly by the frozen toy-vae
+  to normalised latents z = (E(x) - shift) * scale (a posterior sample; nothing cached on disk);
+- σ from the logit-normal density (m = 0, s = 1: the paper's rf/lognorm(0.00, 1.00)), shifted by the
+  scheduler's ``shift``; x_t = (1 - σ) z + σ ε; loss ||v̂ - (ε - z)||² (unweighted);
+- text: toy-clip token features and pooled embedding (frozen), caption replaced by "" for ``--drop``
+  of the samples so the same network gives the unconditional velocity CFG needs;
+- EMA of the weights (the shipped model), AdamW with warm-up then cosine decay.
+
+Resumable: ``--out/transformer`` holds the EMA weights in fp16 (what the app loads, and the EMA a
+resume continues from), ``--out/resume`` the raw weights in bf16 and the step counter; the optimizer
+state lives in ``runs/``. Checkpoints every ``--save-minutes``; ``--stop-at`` ends a session early
+without changing the learning-rate schedule, which ``--steps`` sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, SD3Transformer2DModel
+from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from pipelines.models import TOY_CLIP_DIR, load_toy_clip
+from pipelines.toyworld.toy_sd3 import (TOY_SD3_DIR, encode_prompts, flow_match_pair, shift_sigmas,
+                                        toy_scheduler_config, toy_transformer_config)
+from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, encode_latents
+from pipelines.toyworld.train_unet import lr_factor
+from pipelines.toyworld.world import make_batch, training_caption
+
+RUNS = Path(__file__).resolve().parents[2] / "runs"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=20000, help="total optimizer steps (sets the lr decay)")
+    ap.add_argument("--stop-at", type=int, default=None, help="stop (and save) at this step; resume later")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--drop", type=float, default=0.1, help="caption dropout for CFG")
+    ap.add_argument("--shift", type=float, default=1.0, help="timestep shift (scheduler config)")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--save-minutes", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=TOY_SD3_DIR)
+    ap.add_argument("--vae", type=Path, default=TOY_VAE_DIR)
+    ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # training script only: init reproducibility
+    accelerator = Accelerator()
+    device = accelerator.device
+    clip = load_toy_clip(args.clip / "open_clip_model.safetensors", args.clip / "toy-clip.json", device)
+    vae = AutoencoderKL.from_pretrained(args.vae).to(device).eval().requires_grad_(False)
+    model = SD3Transformer2DModel(**toy_transformer_config())
+
+    resume = args.out / "resume"
+    start, wall0 = 0, 0.0
+    if (resume / "train_state.json").exists():
+        state = json.loads((resume / "train_state.json").read_text())
+        start, wall0 = state["step"], state["wall_seconds"]
+        model.load_state_dict({k: v.float() for k, v in load_file(resume / "transformer_raw.safetensors").items()})
+        accelerator.print(f"resuming at step {start} ({wall0 / 60:.0f} min so far)")
+    ema = EMAModel(model.parameters(), decay=args.ema, use_ema_warmup=True, power=2 / 3,
+                   model_cls=SD3Transformer2DModel, model_config=model.config)
+    if start:
+        ema_model = SD3Transformer2DModel.from_pretrained(args.out / "transformer")
+        ema.shadow_params = [p.detach().float().clone() for p in ema_model.parameters()]
+        ema.optimization_step = start
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt_path = RUNS / "toy-sd3-optimizer.pt"
+    warm_from = 0
+    if start and opt_path.exists():
+        opt.load_state_dict(torch.load(opt_path, weights_only=True))
+    elif start:
+        warm_from = start  # fresh optimizer: warm up again
+    model, opt = accelerator.prepare(model, opt)
+    cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def text(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:  # [B, L, 64], [B, 128]
+        missing = sorted({c for c in captions if c not in cache})
+        if missing:
+            tok, pooled = encode_prompts(clip.model, clip.tokenizer, missing, device)
+            cache.update({c: (tok[i], pooled[i]) for i, c in enumerate(missing)})
+        return torch.stack([cache[c][0] for c in captions]), torch.stack([cache[c][1] for c in captions])
+
+    stop = min(args.stop_at or args.steps, args.steps)
+    t0 = last_save = time.time()
+    log: list[dict] = []
+    bar = tqdm(range(start, stop), initial=start, total=args.steps, desc="toy-sd3", mininterval=30)
+    for step in bar:
+        g = torch.Generator().manual_seed(step)
+        x, scenes = make_batch(args.batch, seed=40_000_000 + step * 104729 + args.seed, size=IMAGE_SIZE)
+        with torch.no_grad():
+            z0 = encode_latents(vae, x.to(device), generator=g)
+        rng = random.Random(step)
+        tokens, pooled = text(["" if rng.random() < args.drop else training_caption(s, rng) for s in scenes])
+        u = compute_density_for_timestep_sampling("logit_normal", args.batch, logit_mean=0.0, logit_std=1.0,
+                                                  generator=g)
+        sigma = shift_sigmas(u, args.shift).to(device)
+        noise = torch.randn(z0.shape, generator=g).to(device)
+        z_t, target = flow_match_pair(z0, noise, sigma)
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_factor(step, args.steps, args.warmup, warm_from)
+        pred = model(z_t, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=sigma * 1000).sample
+        loss = F.mse_loss(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.step(model.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        log.append({"step": step + 1, "loss": round(loss.item(), 5)})
+        if time.time() - last_save > 60 * args.save_minutes or step + 1 == stop:
+            save(accelerator.unwrap_model(model), ema, opt, args, step + 1, wall0 + time.time() - t0, log)
+            log, last_save = [], time.time()
+            accelerator.print(f"saved step {step + 1}", flush=True)
+    accelerator.print(f"stopped at step {stop} of {args.steps}, {(wall0 + time.time() - t0) / 60:.1f} min in all")
+
+
+def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall: float, log: list[dict]) -> None:
+    """EMA weights (fp16) -> out/transformer; scheduler config; raw bf16 weights + step -> out/resume."""
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ema_model = SD3Transformer2DModel.from_config(model.config)
+    ema.copy_to(ema_model.parameters())
+    # fp16 safetensors + config.json: the layout save_pretrained writes (from_pretrained upcasts to fp32)
+    ema_model.save_config(out / "transformer")
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in ema_model.state_dict().items()},
+              out / "transformer" / "diffusion_pytorch_model.safetensors")
+    (out / "scheduler").mkdir(exist_ok=True)
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(toy_scheduler_config(args.shift), indent=2))
+    (out / "resume").mkdir(exist_ok=True)
+    save_file({k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
+              out / "resume" / "transformer_raw.safetensors")
+    (out / "resume" / "train_state.json").write_text(json.dumps({"step": step, "wall_seconds": round(wall, 1),
+                                                                 "steps_total": args.steps}))
+    with open(out / "resume" / "loss_log.jsonl", "a") as fh:
+        for row in log:
+            fh.write(json.dumps(row) + "\n")
+    RUNS.mkdir(exist_ok=True)
+    torch.save(opt.state_dict(), RUNS / "toy-sd3-optimizer.pt")
+
+
+if __name__ == "__main__":
+    main()
