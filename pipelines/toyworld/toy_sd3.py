@@ -28,7 +28,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
 from pipelines.toyworld.render_judge import classify_by_rendering
-from pipelines.toyworld.tinyclip import text_token_features
+from pipelines.models.tinyclip import text_token_features
 from pipelines.toyworld.toy_vae import TOY_VAE_DIR, decode_latents
 from pipelines.toyworld.world import BACKGROUNDS, COLORS, HELD_OUT, SHAPES, Scene
 
