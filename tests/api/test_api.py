@@ -102,12 +102,12 @@ def test_odd_modes_are_converted(client, files, name):
 
 
 def test_bad_parameters_are_reported(client):
-    # gradio checks slider bounds before our code runs; either way the user gets a message
-    with pytest.raises(AppError, match="greater than maximum"):
+    # the input guard checks every value before gradio does: the message names the parameter and its range
+    with pytest.raises(AppError, match=r"timestep t.* must be between 0 and 999, got 5000"):
         client.predict("linear", 5000, api_name="/forward_mix")
-    with pytest.raises(AppError, match="greater than maximum"):
+    with pytest.raises(AppError, match=r"must be between \d+ and \d+, got 1000"):
         client.predict("linear", 10, 1000, 0, api_name="/forward_compare")
-    with pytest.raises(AppError, match="less than minimum"):
+    with pytest.raises(AppError, match=r"seed.* must be between 0 and 4294967295, got -5"):
         client.predict(handle_file(SAMPLE), -5, 128, "linear", 10, api_name="/forward_load")
 
 
