@@ -120,9 +120,13 @@ class SafeImageEditor(gr.ImageEditor):
             size = None if bg is None else (bg.shape[1], bg.shape[0])
             layers = [_editor_part(x, size) for x in (src.layers or []) if x is not None]
             composite = _editor_part(src.composite, size)
+            # the sizes as uploaded (header only), so the tab can say what was resized: nothing silently
+            sizes = {"background": _part_size(src.background),
+                     "layers": [_part_size(x) for x in (src.layers or []) if x is not None]}
         except ValueError as e:
             raise gr.Error(str(e)) from e
-        return {"background": bg, "layers": [x for x in layers if x is not None], "composite": composite}
+        return {"background": bg, "layers": [x for x in layers if x is not None], "composite": composite,
+                "sizes": sizes}
 
     @server
     def accept_blobs(self, data):
@@ -168,6 +172,24 @@ class SafeImageEditor(gr.ImageEditor):
                 setattr(current, kind, bytes(blob))
             self.blob_storage[token] = (time.monotonic(), current)
             _expire_blobs(self.blob_storage)
+
+
+def _part_size(part) -> tuple[int, int] | None:
+    """``(width, height)`` of one editor image from its header (no decode), or None."""
+    import io
+
+    from PIL import Image
+
+    if part is None:
+        return None
+    src = part if isinstance(part, (bytes, bytearray, memoryview)) else getattr(part, "path", None)
+    if src is None:
+        url = getattr(part, "url", None)
+        src = _data_url_bytes(url) if url and str(url).startswith("data:") else None
+    if src is None:
+        return None
+    with Image.open(io.BytesIO(bytes(src)) if not isinstance(src, str) else src) as im:
+        return im.size
 
 
 def _editor_part(part, size: tuple[int, int] | None = None):

@@ -80,11 +80,14 @@ def editor_image_and_mask(value, work: int) -> tuple[torch.Tensor, np.ndarray, l
     if not value or value.get("background") is None:
         raise ValueError("No image on the canvas: upload one or pick a sample first.")
     pil = images.load_image(value["background"])  # validates size; transparency composited on white
-    w, h = pil.size
+    sizes = value.get("sizes") or {}
+    w, h = sizes.get("background") or pil.size  # as uploaded (the editor decodes reduced)
     notes = _size_notes(w, h, work)
     layers = [a for a in (value.get("layers") or []) if a is not None]
-    if any(np.asarray(a).shape[:2] != (h, w) for a in layers):
+    layer_sizes = [tuple(s) for s in sizes.get("layers", []) if s] or [np.asarray(a).shape[1::-1] for a in layers]
+    if any(tuple(s) != (w, h) for s in layer_sizes):
         notes.append(f"The paint layer's size differs from the image's ({w}×{h} px); the mask was resized to it.")
+    w, h = pil.size
     mask = masks.mask_from_layers(layers, size=(h, w))  # [h, w] in {0, 1}
     img = images.to_working_size(pil, work)
     mask_im = ImageOps.fit(Image.fromarray((mask * 255).astype(np.uint8), "L"), (work, work),

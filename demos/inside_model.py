@@ -261,7 +261,8 @@ def create(runtime) -> dict:
                 step = gr.Slider(1, MAX_STEPS, value=1, step=1, interactive=False, label="step (scrub)",
                                  elem_id="inside-step")
                 with gr.Row():
-                    layer = gr.Dropdown([ALL_LAYERS], value=ALL_LAYERS, label="layers", elem_id="inside-layer")
+                    layer = gr.Dropdown([ALL_LAYERS], value=ALL_LAYERS, label="layers", elem_id="inside-layer",
+                                        allow_custom_value=True)  # choices arrive with a run; scrub checks them
                     mode = gr.Radio([CUMULATIVE, SINGLE], value=CUMULATIVE, label="which steps")
                 gallery = gr.Gallery(label="where each token is read", columns=9, height=300, elem_id="inside-maps")
                 cap = gr.Markdown()

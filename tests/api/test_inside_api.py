@@ -65,7 +65,7 @@ def test_reweight_and_swap(client):
     ((MODEL, PROMPT, "dragon", 0.0, False, 4, 4.0, 1), "/inside_reweight", "not in the tokens"),
     ((MODEL, PROMPT, "a cyan circle on a navy background", 0.8, 0.4, 4, 4.0, 1), "/inside_swap", "equally many"),
     ((CAT, PROMPT), "/inside_tokens", "no cross-attention"),
-    ((MODEL, PROMPT, 4, 4.0, -1, CUM), "/inside_maps", "minimum"),
+    ((MODEL, PROMPT, 4, 4.0, -1, CUM), "/inside_maps", r"seed must be between 0 and 4294967295, got -1"),
 ])
 def test_bad_input_is_a_message(client, args, api, match):
     with pytest.raises(AppError, match=match):
