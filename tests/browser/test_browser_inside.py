@@ -18,10 +18,12 @@ def test_record_then_scrub_the_maps(page):
     before = image_src(page, "inside-maps")
     drag_slider(page, "inside-step", 0.98, 0.02)  # to step 1: the maps of the first step only
     wait_for_change(page, "inside-maps", before, timeout=60)
+    after_step = image_src(page, "inside-maps")
     page.locator("#inside-layer input").click()
     page.get_by_role("option", name="mid (8×8)").click()
-    after_step = image_src(page, "inside-maps")
-    wait_for_change(page, "inside-maps", after_step, timeout=60)
+    page.wait_for_function("() => document.querySelector('#inside-layer input').value.startsWith('mid')",
+                           timeout=30_000)
+    wait_for_change(page, "inside-maps", after_step, timeout=120)
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()
     page.screenshot(path="/tmp/diffusion-lab-inside.png", full_page=True)

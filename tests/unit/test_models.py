@@ -67,8 +67,8 @@ def test_tiny_clip_scores_through_open_clip(tiny_registry):
 
 
 def test_bundled_assets_are_lean_and_load():
-    size = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
-    assert size < 40 * 2**20, f"bundled models are {size / 2**20:.1f} MB"
+    size = sum(p.stat().st_size for p in ASSETS.parent.rglob("*") if p.is_file())  # all of assets/
+    assert size < 80 * 2**20, f"bundled models are {size / 2**20:.1f} MB; all of assets/ must stay under 80 MB"
     for path in ASSETS.rglob("*"):
         assert path.suffix not in {".pt", ".pth", ".bin", ".ckpt"}, f"{path}: ship safetensors"
     reg = ModelRegistry("cpu")
