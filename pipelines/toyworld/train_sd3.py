@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL, SD3Transformer2DModel
 from diffusers.training_utils import EMAModel, compute_density_for_timestep_sampling
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from pipelines.models import TOY_CLIP_DIR, load_toy_clip
+from pipelines.toyworld.train_resume import resume_with_ema
 from pipelines.toyworld.toy_sd3 import (TOY_SD3_DIR, encode_prompts, flow_match_pair, shift_sigmas,
                                         toy_scheduler_config, toy_transformer_config)
 from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, encode_latents
@@ -71,18 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     model = SD3Transformer2DModel(**toy_transformer_config())
 
     resume = args.out / "resume"
-    start, wall0 = 0, 0.0
-    if (resume / "train_state.json").exists():
-        state = json.loads((resume / "train_state.json").read_text())
-        start, wall0 = state["step"], state["wall_seconds"]
-        model.load_state_dict({k: v.float() for k, v in load_file(resume / "transformer_raw.safetensors").items()})
-        accelerator.print(f"resuming at step {start} ({wall0 / 60:.0f} min so far)")
-    ema = EMAModel(model.parameters(), decay=args.ema, use_ema_warmup=True, power=2 / 3,
-                   model_cls=SD3Transformer2DModel, model_config=model.config)
-    if start:
-        ema_model = SD3Transformer2DModel.from_pretrained(args.out / "transformer")
-        ema.shadow_params = [p.detach().float().clone() for p in ema_model.parameters()]
-        ema.optimization_step = start
+    start, wall0, ema = resume_with_ema(model, resume, "transformer_raw.safetensors", args.out / "transformer",
+                                        args.ema, accelerator.print)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     opt_path = RUNS / "toy-sd3-optimizer.pt"
     warm_from = 0

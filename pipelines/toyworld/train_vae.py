@@ -11,7 +11,7 @@ Recipe (as diffusers' research example ``train_autoencoderkl.py``, without its G
 - fresh scenes every step (``world.make_batch``, held-out pairs excluded as for toy-sd), batch 32;
 - EMA of the weights (the shipped model), AdamW with warm-up then cosine decay, channels_last.
 
-Resumable: ``--out`` holds the EMA weights (``AutoencoderKL.from_pretrained(out)``), ``--out/resume``
+Resumable: ``--out`` holds the EMA weights (a diffusers AutoencoderKL folder), ``--out/resume``
 the raw weights in bf16 and the step counter; the optimizer state lives in ``runs/``. Checkpoints
 every ``--save-minutes`` of wall time and at the end. Runs under ``accelerate``.
 """
@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import AutoencoderKL
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from pipelines.toyworld.train_resume import resume_with_ema
 from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, measure_latent_stats, toy_vae_config
 from pipelines.toyworld.train_unet import lr_factor
 from pipelines.toyworld.world import make_batch
@@ -71,18 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     vae = AutoencoderKL(**toy_vae_config())
 
     resume = args.out / "resume"
-    start, wall0 = 0, 0.0
-    if (resume / "train_state.json").exists():
-        state = json.loads((resume / "train_state.json").read_text())
-        start, wall0 = state["step"], state["wall_seconds"]
-        vae.load_state_dict({k: v.float() for k, v in load_file(resume / "vae_raw.safetensors").items()})
-        accelerator.print(f"resuming at step {start} ({wall0 / 60:.0f} min so far)")
-    ema = EMAModel(vae.parameters(), decay=args.ema, use_ema_warmup=True, power=2 / 3,
-                   model_cls=AutoencoderKL, model_config=vae.config)
-    if start:
-        ema_vae = AutoencoderKL.from_pretrained(args.out)
-        ema.shadow_params = [p.clone().detach() for p in ema_vae.parameters()]
-        ema.optimization_step = start
+    start, wall0, ema = resume_with_ema(vae, resume, "vae_raw.safetensors", args.out, args.ema, accelerator.print)
     vae = vae.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     opt_path = RUNS / "toy-vae-optimizer.pt"
