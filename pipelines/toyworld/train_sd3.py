@@ -40,6 +40,7 @@ from pipelines.toyworld.toy_sd3 import (TOY_SD3_DIR, encode_prompts, flow_match_
                                         toy_scheduler_config, toy_transformer_config)
 from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, encode_latents
 from pipelines.toyworld.train_unet import lr_factor
+from pipelines.toyworld.captions import captions_for
 from pipelines.toyworld.world import make_batch, training_caption
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=TOY_SD3_DIR)
     ap.add_argument("--vae", type=Path, default=TOY_VAE_DIR)
     ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
+    ap.add_argument("--captions", choices=("template", "natural"), default="template",
+                    help="'natural': captions as people write them (captions.py; held-out phrasings never used)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -91,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
             cache.update({c: (tok[i], pooled[i]) for i, c in enumerate(missing)})
         return torch.stack([cache[c][0] for c in captions]), torch.stack([cache[c][1] for c in captions])
 
+    def caption(scene, rng: random.Random) -> str:
+        if args.captions == "natural":
+            return captions_for([scene], rng, "natural")[0].text
+        return training_caption(scene, rng)
+
     stop = min(args.stop_at or args.steps, args.steps)
     t0 = last_save = time.time()
     log: list[dict] = []
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             z0 = encode_latents(vae, x.to(device), generator=g)
         rng = random.Random(step)
-        tokens, pooled = text(["" if rng.random() < args.drop else training_caption(s, rng) for s in scenes])
+        tokens, pooled = text(["" if rng.random() < args.drop else caption(s, rng) for s in scenes])
         u = compute_density_for_timestep_sampling("logit_normal", args.batch, logit_mean=0.0, logit_std=1.0,
                                                   generator=g)
         sigma = shift_sigmas(u, args.shift).to(device)
