@@ -22,19 +22,36 @@ PREVIEWS = ("auto", "linear", "vae", "none")
 def latent_to_rgb_linear(latents: torch.Tensor, matrix: torch.Tensor | None = None) -> torch.Tensor:
     """Cheap preview: latents ``[B, C, h, w]`` -> approx. RGB ``[B, 3, h, w]`` in [-1, 1].
 
-    ``matrix`` ``[C, 3]`` (default: SD 1.x's for 4 channels); other channel counts without one
-    fall back to the first three channels (or a gray repeat).
+    ``matrix`` ``[C, 3]`` (default: SD 1.x's for 4 channels), or ``[C + 1, 3]`` whose last row is a
+    bias (:func:`fit_latent_rgb`); other channel counts without one fall back to the first three
+    channels (or a gray repeat).
     """
     c = latents.shape[1]
     if matrix is None and c == 4:
         matrix = SD_LATENT_RGB
     if matrix is not None:
-        rgb = torch.einsum("bchw,cr->brhw", latents, matrix.to(latents.device, latents.dtype))
+        m = matrix.to(latents.device, latents.dtype)
+        rgb = torch.einsum("bchw,cr->brhw", latents, m[:c])
+        if m.shape[0] == c + 1:
+            rgb = rgb + m[c].view(1, 3, 1, 1)
     elif c >= 3:
         rgb = latents[:, :3]
     else:
         rgb = latents[:, :1].expand(-1, 3, -1, -1)
     return rgb.clamp(-1, 1)
+
+
+def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Least-squares affine map latent -> RGB, the live-preview matrix: ``[C + 1, 3]`` (last row the bias).
+
+    ``latents`` ``[N, C, h, w]`` (model space) and the ``images`` ``[N, 3, H, W]`` in [-1, 1] they encode;
+    each image is area-averaged to the latent grid, then min ‖[z, 1] M − rgb‖² over all N·h·w cells.
+    """
+    c, (h, w) = latents.shape[1], latents.shape[-2:]
+    target = torch.nn.functional.adaptive_avg_pool2d(images.float(), (h, w))  # [N, 3, h, w]
+    a = latents.float().permute(0, 2, 3, 1).reshape(-1, c)  # [N*h*w, C]
+    a = torch.cat([a, torch.ones(a.shape[0], 1, device=a.device)], dim=1)  # [N*h*w, C + 1]
+    return torch.linalg.lstsq(a, target.to(a.device).permute(0, 2, 3, 1).reshape(-1, 3)).solution  # [C + 1, 3]
 
 
 def to_rgb(model, x: torch.Tensor, mode: str = "auto", *, pred_x0: bool = True) -> torch.Tensor | None:

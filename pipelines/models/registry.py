@@ -12,6 +12,7 @@ kind           what                                         conditioning
 ``toy``        bundled pixel-space UNet2DConditionModel     tiny-CLIP text tokens
 ``pixel``      pixel-space ``UNet2DModel`` (ddpm-cat-256)   none (unconditional)
 ``latent``     Stable Diffusion (VAE + UNet + CLIP text)    CLIP text tokens
+``sd3``        toy-sd3: toy-vae + SD3 transformer (flow)    tiny-CLIP tokens + pooled
 =============  ==========================================  =========================
 
 Hub models need a network; when it is missing, :meth:`ModelRegistry.diffusion` raises
@@ -43,6 +44,8 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "Euler": ("EulerDiscreteScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),
 }
+# kind -> loader(spec, device, toy_clip(folder)) for kinds defined elsewhere (models/__init__.py adds "sd3")
+KIND_LOADERS: dict[str, Callable] = {}
 
 
 class ModelUnavailable(ValueError):
@@ -59,6 +62,7 @@ class ModelSpec:
     description: str = ""
     clip_source: str | None = None  # for "toy": the tiny-CLIP folder (text encoder)
     hub: bool = False
+    vae_source: str | None = None  # for "sd3": the VAE folder
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class ClipSpec:
 DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("toy-sd (bundled, 32 px)", "toy", str(TOY_SD_DIR),
               "Tiny text-to-image UNet trained on the toy world; offline.", str(TOY_CLIP_DIR)),
+    ModelSpec("toy-sd3 (bundled, 64 px, latent)", "sd3", str(ASSETS / "toy-sd3"), "Tiny SD3 (MMDiT, flow "
+              "matching) on toy-vae latents; offline.", str(TOY_CLIP_DIR), vae_source=str(ASSETS / "toy-vae")),
     ModelSpec("google/ddpm-cat-256 (hub)", "pixel", "google/ddpm-cat-256",
               "Unconditional 256 px cat DDPM from the seed notebook; needs network.", hub=True),
     ModelSpec("stable-diffusion-v1-5 (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -120,7 +126,7 @@ class DiffusionModel:
     ``encode_prompt(list[str]) -> [B, L, D]`` token features for cross-attention (None for
     unconditional models). For latent models ``vae`` maps latents ``[B, 4, h, w]`` to images
     ``[B, 3, 8h, 8w]`` in [-1, 1]; model space is ``(latents - latent_shift) * latent_scale``.
-    ``latent_rgb`` ``[C, 3]`` is an optional linear latent -> RGB preview matrix.
+    ``latent_rgb`` ``[C, 3]`` (or ``[C + 1, 3]``, last row a bias) is an optional latent -> RGB preview map.
     ``tokenizer`` is the text side's tokenizer (open_clip's ``SimpleTokenizer`` or transformers'
     ``CLIPTokenizer``) and ``encode_pooled(list[str]) -> [B, D']`` the pooled text embedding, for the
     "Inside the model" views (None for unconditional models).
@@ -184,9 +190,7 @@ class DiffusionModel:
         """What the denoiser outputs under ``scheduler``: its ``prediction_type``, or ``flow`` (u = ε − x0)."""
         from pipelines.diffusion import maths
 
-        if maths.space(scheduler) == "flow":
-            return "flow"
-        return scheduler.config.get("prediction_type", "epsilon")
+        return "flow" if maths.space(scheduler) == "flow" else scheduler.config.get("prediction_type", "epsilon")
 
     def predict(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
         """One denoiser pass: input ``[B, C, h, w]``, timestep, text features ``[B, L, D]`` -> output.
@@ -235,10 +239,7 @@ def load_toy_clip(pretrained: str | Path, config_path: str | Path, device: torch
         raise ModelUnavailable(f"tiny-CLIP weights not found at {pretrained}; train them with "
                                "`python -m pipelines.toyworld.train_clip`")
     model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(pretrained))
-    model = _freeze(model, device)
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipModel(arch, model, open_clip.get_tokenizer(arch), int(size), device)
+    return _clip_model(arch, _freeze(model, device), open_clip.get_tokenizer(arch), device)
 
 
 def toy_clip_config(folder: str | Path) -> Path:
@@ -402,6 +403,8 @@ class ModelRegistry:
                     self._cache[key] = load_pixel_hub(spec.source, self.device, name)
                 elif spec.kind == "latent":
                     self._cache[key] = load_latent_hub(spec.source, self.device, name)
+                elif spec.kind in KIND_LOADERS:
+                    self._cache[key] = KIND_LOADERS[spec.kind](spec, self.device, self._toy_clip)
                 else:
                     raise ValueError(f"unknown model kind {spec.kind!r}")
             return self._cache[key]  # type: ignore[return-value]
@@ -438,7 +441,9 @@ def _load_hub_clip(spec: ClipSpec, device: torch.device) -> ClipModel:
         model, _, _ = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained)
     except Exception as err:  # noqa: BLE001
         raise _hub_error(f"{spec.arch}/{spec.pretrained}", err) from err
-    model = _freeze(model, device)
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    return ClipModel(spec.name, model, open_clip.get_tokenizer(spec.arch), int(size), device)
+    return _clip_model(spec.name, _freeze(model, device), open_clip.get_tokenizer(spec.arch), device)
+
+
+def _clip_model(name: str, model: torch.nn.Module, tokenizer, device: torch.device) -> ClipModel:
+    size = model.visual.image_size  # an int or (H, W)
+    return ClipModel(name, model, tokenizer, int(size[0] if isinstance(size, (tuple, list)) else size), device)

@@ -11,8 +11,8 @@ The pieces, as in SD3 (Esser et al. 2024, "Scaling Rectified Flow Transformers")
 - sampling: ``FlowMatchEulerDiscreteScheduler`` (config in :func:`toy_scheduler_config`) with CFG,
   then ``toy_vae.decode_latents``.
 
-:func:`sample` is a minimal sampler (the app's one sampling loop will integrate toy-sd3), and
-:func:`adherence` judges samples at 64 px with ``render_judge``::
+:func:`sample` runs the app's one sampling loop on the parts (the registry's ``toy-sd3`` is the same
+model, :mod:`pipelines.models.sd3`), and :func:`adherence` judges samples at 64 px with ``render_judge``::
 
     python -m pipelines.toyworld.toy_sd3 --model assets/models/toy-sd3 --n 4 --w 1 3 5
 """
@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
+from pipelines.diffusion import loop
+from pipelines.models.sd3 import from_parts, pack_text, toy_clip_text
 from pipelines.toyworld.render_judge import classify_by_rendering
-from pipelines.models.tinyclip import text_token_features
-from pipelines.toyworld.toy_vae import TOY_VAE_DIR, decode_latents
+from pipelines.toyworld.toy_vae import TOY_VAE_DIR
 from pipelines.toyworld.world import BACKGROUNDS, COLORS, HELD_OUT, SHAPES, Scene
 
 TOY_SD3_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / "toy-sd3"
@@ -55,13 +56,7 @@ def toy_scheduler_config(shift: float = 1.0) -> dict:
     return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": shift}
 
 
-@torch.no_grad()
-def encode_prompts(clip_model: torch.nn.Module, tokenizer, prompts: list[str],
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts -> (per-token features ``[B, L, 64]``, pooled projected embedding ``[B, 128]``), what
-    SD3 takes from its CLIP text encoders (the pooled one unnormalised, as ``text_embeds``)."""
-    tokens = tokenizer(list(prompts)).to(device)  # [B, L]
-    return text_token_features(clip_model, tokens), clip_model.encode_text(tokens)
+encode_prompts = toy_clip_text  # prompts -> (tokens [B, L, 64], pooled [B, 128]); one definition, in the registry's
 
 
 def shift_sigmas(sigma: torch.Tensor, shift: float) -> torch.Tensor:
@@ -89,27 +84,17 @@ def sample(transformer: SD3Transformer2DModel, vae: AutoencoderKL, scheduler_con
            cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
            generator: torch.Generator | None, steps: int = 28, guidance: float = 3.0,
            latents: torch.Tensor | None = None) -> torch.Tensor:
-    """Text-to-image as ``StableDiffusion3Pipeline``: z_1 ~ N(0, I), ``steps`` Euler steps of the flow
-    with CFG (v = v_u + w (v_c - v_u)), then the VAE decode. ``cond``/``uncond``: (tokens ``[B, L, 64]``,
-    pooled ``[B, 128]``) from :func:`encode_prompts`; ``latents``: z_1 ``[B, 4, 16, 16]`` instead of a draw
-    from ``generator``. Returns images ``[B, 3, 64, 64]`` clamped to [-1, 1]."""
-    tokens, pooled = cond
-    b = tokens.shape[0]
-    cfg = transformer.config
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
-    scheduler.set_timesteps(steps)
-    shape = (b, cfg.in_channels, cfg.sample_size, cfg.sample_size)
-    z = torch.randn(shape, generator=generator) if latents is None else latents
-    if z.shape != shape:
-        raise ValueError(f"latents must have shape {shape}, got {tuple(z.shape)}")
-    ctx = torch.cat([uncond[0].expand(b, -1, -1), tokens])
-    pool = torch.cat([uncond[1].expand(b, -1), pooled])
-    for t in scheduler.timesteps:
-        v = transformer(torch.cat([z, z]), encoder_hidden_states=ctx, pooled_projections=pool,
-                        timestep=t.expand(2 * b)).sample
-        v_u, v_c = v.chunk(2)
-        z = scheduler.step(v_u + guidance * (v_c - v_u), t, z).prev_sample
-    return decode_latents(vae, z).clamp(-1, 1)
+    """Text-to-image as ``StableDiffusion3Pipeline``, run by the app's one loop
+    (:func:`pipelines.diffusion.loop.sample`): z_1 ~ N(0, I), ``steps`` Euler steps of the flow with CFG
+    (v = v_u + w (v_c - v_u)), then the VAE decode. ``cond``/``uncond``: (tokens ``[B, L, 64]``, pooled
+    ``[B, 128]``) from :func:`encode_prompts`; ``latents``: z_1 ``[B, 4, 16, 16]`` instead of a draw from
+    ``generator``. Returns images ``[B, 3, 64, 64]`` clamped to [-1, 1]."""
+    model = from_parts(transformer, vae, scheduler_config, "toy-sd3", transformer.device)
+    b = cond[0].shape[0]
+    return loop.sample(model, prompt_embeds=pack_text(*cond),
+                       negative_prompt_embeds=pack_text(uncond[0].expand(b, -1, -1), uncond[1].expand(b, -1)),
+                       sampler="Euler", num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                       latents=latents)
 
 
 def eval_pairs(held_out: bool) -> list[tuple[str, str]]:
