@@ -153,3 +153,14 @@ def loss_figure(curves: dict[str, list[float]], title: str, ylabel: str, log: bo
         ax.set_yscale("log")
     ax.legend(fontsize=8)
     return fig
+
+
+def sampler_follows_model(runtime, model_dd, sampler_dd) -> None:
+    """Flow-matching models (kind ``sd3``, toy-sd3) sample with Euler on the flow ODE only: choosing one in
+    ``model_dd`` sets ``sampler_dd`` to Euler (the other samplers would be refused with a message)."""
+    def pick(name, sampler):
+        flow = bool(name) and runtime.registry.spec(name).kind == "sd3"
+        return gr.Dropdown(value="Euler") if flow and sampler != "Euler" else gr.skip()
+
+    model_dd.change(user_errors(pick), [model_dd, sampler_dd], sampler_dd, api_visibility="private",
+                    show_progress="hidden")

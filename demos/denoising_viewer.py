@@ -26,7 +26,7 @@ import torch
 
 from demos import denoising_viewer_experiments as experiments
 from demos import player
-from demos.common import image_file, snr_text, user_errors
+from demos.common import image_file, sampler_follows_model, snr_text, user_errors
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
 from pipelines import images, validation
@@ -41,6 +41,7 @@ FRAME_INTERVAL = 0.25  # s between streamed frames (the last step is always sent
 FILMSTRIP_LEN = 7  # + the final image: 8 thumbnails, ~100 px each at 1366 px
 MAX_STEPS = 200
 SAMPLER_NAMES = list(SAMPLERS)
+LATENT_KINDS = ("latent", "sd3")  # registry kinds whose x_t is a VAE latent
 DEFAULT_PROMPT = "a red circle on a navy background"
 EXAMPLES = [
     [DEFAULT_PROMPT, "DDIM", 30, 4.0, 0],
@@ -114,9 +115,18 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
 
 def _frame(model, rec, after_rgb: torch.Tensor) -> np.ndarray:
     """Step ``rec`` as uint8 ``[3 panels, h, w, 3]``: x_t after the step (``after_rgb``; the final image after
-    the last), and the x̂0 and ε̂ the model predicted in it."""
-    panels = torch.cat([after_rgb, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps)])  # [3, 3, h, w]
-    return images.tensor_to_uint8(panels)  # one conversion for the three (fewer tiny torch ops per step)
+    the last), and the x̂0 and ε̂ the model predicted in it. Latent models: ``[4, H, W, 3]`` at the image size,
+    x_t after the step decoded (the decode of the last is the final image), x̂0 decoded, ε̂ and x_t's cheap
+    linear preview (:func:`to_rgb` ``linear``), the latter two upscaled from the latent grid (nearest)."""
+    if model.vae is None:
+        panels = torch.cat([after_rgb, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps)])  # [3, 3, h, w]
+        return images.tensor_to_uint8(panels)  # one conversion for the three (fewer tiny torch ops per step)
+    def up(x):
+        return torch.nn.functional.interpolate(x.float(), size=model.image_size, mode="nearest")
+    with torch.no_grad():
+        decoded = model.decode(rec.x_prev)
+    panels = [decoded, rec.pred_x0_rgb, _eps_rgb(model, rec.pred_eps), to_rgb(model, rec.x_prev, "linear", pred_x0=False)]
+    return images.tensor_to_uint8(torch.cat([up(p) for p in panels]))  # [4, H, W, 3]
 
 
 def _info(meta: dict) -> str:
@@ -131,8 +141,20 @@ def _stream_png(arr: np.ndarray) -> str:
     return image_file(arr, min(arr.shape[1], DISPLAY_PX), compress_level=1)
 
 
-def _panels(frame: np.ndarray) -> tuple[str, str, str]:
-    return _stream_png(frame[0]), _stream_png(frame[1]), _stream_png(frame[2])
+def _panels(frame: np.ndarray) -> tuple[str, str, str, str | None]:
+    """x_t, x̂0, ε̂ and (latent models) x_t's cheap preview, as files."""
+    return (_stream_png(frame[0]), _stream_png(frame[1]), _stream_png(frame[2]),
+            _stream_png(frame[3]) if len(frame) > 3 else None)
+
+
+def is_latent(runtime, model_name) -> bool:
+    """Whether ``model_name`` denoises VAE latents (its x_t is shown decoded and as a cheap preview)."""
+    return runtime.registry.spec(model_name).kind in LATENT_KINDS
+
+
+def preview_visible(runtime, model_name):
+    """A model switch shows the cheap-preview panel for latent models only."""
+    return gr.Image(visible=is_latent(runtime, model_name))
 
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
@@ -160,11 +182,14 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         kw = dict(latents=x_T)
         first = _u8(to_rgb(model, x_T, pred_x0=False))
     skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
-    yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
+    if model.vae is not None:  # the noise decoded: what a latent x_T looks like in pixels
+        with torch.no_grad():
+            first = _u8(model.decode(kw["latents"])) if not use_image else first
+    yield (_stream_png(first), None, None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
            "running the model…", skip)
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                 sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
-                                eta=eta, generator=gen, preview="auto", **kw)
+                                eta=eta, generator=gen, preview="vae" if model.vae is not None else "auto", **kw)
     frames, meta = [], []
     last_sent, prev = -math.inf, None
     for rec in records:
@@ -206,7 +231,7 @@ def _count(traj) -> int:
 
 
 def show_step(traj, k: int):
-    """Recorded step ``k`` (1-based) -> (x_t, x̂0, ε̂, info). No model call."""
+    """Recorded step ``k`` (1-based) -> (x_t, x̂0, ε̂, x_t preview, info). No model call."""
     return (*_panels(traj["frames"][k - 1]), _info(traj["meta"][k - 1]))
 
 
@@ -283,6 +308,9 @@ def create(runtime) -> dict:
                                           elem_classes=[PIXELATED, BIG], **img)
                         eps_img = gr.Image(label="ε̂: the noise it sees", elem_id="viewer-eps",
                                            elem_classes=[PIXELATED, "dl-optional"], **img)
+                        prev_img = gr.Image(label="x_t, cheap preview: latent → RGB by one linear map, no decoder",
+                                            elem_id="viewer-preview", visible=is_latent(runtime, names[0]),
+                                            elem_classes=[PIXELATED, "dl-optional"], **img)
                     info = gr.Markdown("Press **Denoise**.", elem_id="viewer-info")
                     # The range is set after each run (finish_view); until then it admits any step count, so an
                     # API client may scrub right after /viewer_run (steps past the run's end show its last step).
@@ -301,6 +329,8 @@ def create(runtime) -> dict:
         exp_keys = experiments.build(runtime, model_name, scenes)
 
     # ---- events
+    model_name.change(bind(preview_visible), model_name, prev_img, api_visibility="private", show_progress="hidden")
+    sampler_follows_model(runtime, model_name, sampler)
     sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
         interactive=False, value=0.0), sampler, eta, api_visibility="private", show_progress="hidden")
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
@@ -309,15 +339,15 @@ def create(runtime) -> dict:
     viewer_io = dict(
         fn=user_errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
-        outputs=[xt_img, x0_img, eps_img, info, traj], show_progress="minimal")
+        outputs=[xt_img, x0_img, eps_img, prev_img, info, traj], show_progress="minimal")
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
     run.click(**viewer_io, api_name="viewer_run").success(**finish_io, api_name="viewer_filmstrip")
     # An example fills the inputs, then runs at once (streams like the button; not cached: the run *is* the demo).
     examples.load_input_event.then(**viewer_io, api_visibility="private").success(**finish_io,
                                                                                   api_visibility="private")
-    scrub_slider.input(user_errors(scrub), [traj, scrub_slider], [xt_img, x0_img, eps_img, info],
+    scrub_slider.input(user_errors(scrub), [traj, scrub_slider], [xt_img, x0_img, eps_img, prev_img, info],
                        api_name="viewer_scrub", show_progress="hidden", trigger_mode="always_last")
-    player.wire(play, "viewer", show_step, _count, traj, scrub_slider, [xt_img, x0_img, eps_img, info])
+    player.wire(play, "viewer", show_step, _count, traj, scrub_slider, [xt_img, x0_img, eps_img, prev_img, info])
     return {"model": model_name, "prompt": prompt, "negative": negative, "sampler": sampler, "steps": steps,
             "scale": guidance, "eta": eta, "seed": seed, "use_image": use_image, "strength": strength,
             **exp_keys}  # lecture-mode URL keys

@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from demos.common import conditional_model, conditional_names, image_file, loss_figure, user_errors
+from demos.common import (conditional_model, conditional_names, image_file, loss_figure, sampler_follows_model,
+                          user_errors)
 from demos.components import seed_input
 from pipelines import loss_guidance as LG
 from pipelines import guidance as G
 from pipelines import images, validation
 from pipelines.models import SAMPLERS
 from pipelines.diffusion.loop import sample_steps
+from pipelines.diffusion.previews import to_rgb
 
 TITLE = "Guidance playground"
 SHOW_PX = 256  # the toy model makes 32 px images; shown upscaled (nearest) to this side
@@ -76,12 +78,13 @@ def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed
     common = float(2.5 * G.rms(d.eps_cond).mean())  # ε_u, ε_c, combined on one scale; the difference on its own
     nm = d.norms
     gallery = [
-        (image_file(d.x_t[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), f"x_t: the noisy image, t = {d.t}"),
+        (image_file(to_rgb(model, d.x_t, pred_x0=False)[0], SHOW_PX, fmt='jpeg'), f"x_t: the noisy image, t = {d.t}"),
         (image_file(G.eps_to_image(d.eps_uncond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_u  ‖·‖ = {nm['eps_uncond']['l2']:.2f}"),
         (image_file(G.eps_to_image(d.eps_cond, common)[0], SHOW_PX, fmt='jpeg'), f"ε_c  ‖·‖ = {nm['eps_cond']['l2']:.2f}"),
         (image_file(G.eps_to_image(d.difference)[0], SHOW_PX, fmt='jpeg'), f"ε_c − ε_u (own scale)  ‖·‖ = {nm['difference']['l2']:.2f}"),
         (image_file(G.eps_to_image(d.combined, common)[0], SHOW_PX, fmt='jpeg'), f"ε_u + w(ε_c − ε_u)  ‖·‖ = {nm['combined']['l2']:.2f}"),
-        (image_file(d.pred_x0[0].clamp(-1, 1), SHOW_PX, fmt='jpeg'), "x̂0 from the combined ε"),
+        (image_file(to_rgb(model, d.pred_x0.to(model.device), "vae")[0].cpu(), SHOW_PX, fmt='jpeg'),
+         "x̂0 from the combined ε"),  # latent models: x_t as the cheap preview, x̂0 decoded
     ]
     rows = "\n".join(f"| {lab} | {nm[k_]['l2']:.3f} | {nm[k_]['rms']:.4f} |" for k_, lab in
                      (("eps_uncond", "ε_u (empty / negative prompt)"), ("eps_cond", "ε_c (prompt)"),
@@ -266,6 +269,7 @@ def create(runtime) -> dict:
 
     bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
     base = [model, prompt, negative]
+    sampler_follows_model(runtime, model, sampler)
     run.click(bind(generate), base + [scale, steps, sampler, seed], [image, info], api_name="guidance_generate")
     grid_btn.click(bind(scale_grid), base + [steps, sampler, seed], grid, api_name="guidance_grid")
     # the decomposition's step can only be one of the run's steps

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from demos import player
-from demos.common import image_file, png, sample_paths, user_errors
+from demos.common import image_file, png, sample_paths, sampler_follows_model, user_errors
 from demos.components import SafeImageEditor, seed_input
 from pipelines import sketch
 from pipelines import masks
@@ -258,7 +258,7 @@ denoises from there: low strength keeps the drawing, strength 1 ignores it.
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
-    names = [n for n in reg.diffusion_names() if reg.spec(n).kind in ("toy", "latent")]
+    names = [n for n in reg.diffusion_names() if reg.spec(n).kind in ("toy", "latent", "sd3")]
     toy_paths = [png(im) for im in toy_sample_images()]
     samples = toy_paths + sample_paths()
     blob = png(red_blob_sketch())
@@ -359,6 +359,7 @@ def create(runtime) -> dict:
     # a brush stroke fires .input (the first one fires no .change); a picked sample fires .change
     gr.on([editor.change, editor.input], user_errors(preview_mask), editor, [mask_img, mask_info],
           api_name="inpaint_mask", trigger_mode="always_last", show_progress="hidden")
+    sampler_follows_model(runtime, model, sampler)
     inpaint_in = [model, editor, prompt, negative, scale, steps, sampler, seed, resamples, jump]
     inpaint_out = [result, xt_img, mask_img, info, traj]
 

@@ -45,6 +45,15 @@ def _model(runtime, name):
     return reg.diffusion(name)
 
 
+def _maps_model(runtime, name):
+    """:func:`_model`, refusing joint-attention models clearly: the map views read UNet cross-attention."""
+    if runtime.registry.spec(name or runtime.registry.default_diffusion).kind == "sd3":
+        raise ValueError(f"{name} is not supported by the attention-map views: it is an SD3-style transformer whose "
+                         "text and image tokens share one joint attention (MMDiT), with no UNet cross-attention to "
+                         "record. Its tokens and text features above work; for maps choose toy-sd.")
+    return _model(runtime, name)
+
+
 def token_table(runtime, model_name, prompt):
     """-> (rows for the table, markdown summary)."""
     model = _model(runtime, model_name)
@@ -154,7 +163,7 @@ def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0):
 
 def record_maps(runtime, model_name, prompt, steps, guidance, seed, mode):
     """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image)."""
-    model = _model(runtime, model_name)
+    model = _maps_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     run = A.run(model, prompt, seed=validation.seed(seed), steps=n, guidance_scale=guidance)
     gal, cap = show_maps(run, n, ALL_LAYERS, mode)
@@ -180,7 +189,7 @@ def _judge(model, imgs: torch.Tensor) -> list[dict] | None:
 
 def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed):
     """Plain vs re-weighted (same seed) -> (gallery, markdown)."""
-    model = _model(runtime, model_name)
+    model = _maps_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, edited = A.reweight(model, prompt, word, factor, and_after=bool(and_after), seed=validation.seed(seed),
                                steps=n, guidance_scale=guidance)
@@ -202,7 +211,7 @@ def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidan
 
 def swap(runtime, model_name, source, target, cross_fraction, self_fraction, steps, guidance, seed):
     """Word swap -> (gallery [source, target, target with maps injected], markdown)."""
-    model = _model(runtime, model_name)
+    model = _maps_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, inj = A.swap(model, source, target, steps=n, cross_fraction=cross_fraction, self_fraction=self_fraction,
                         seed=validation.seed(seed), guidance_scale=guidance)

@@ -78,6 +78,9 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
         dict of images ``[1, 3, H, W]`` in [-1, 1] (``clean``, ``noisy``, ``blur``, ``one_step``,
         ``iterative``), ``psnr`` (dB per method), ``t``, ``alpha_bar``, ``blur_sigma``, ``steps``.
     """
+    if maths.space(model.make_scheduler()) == "flow":
+        raise ValueError(f"{model.name} is a flow-matching model: this experiment walks DDPM's strided timesteps "
+                         "(t, t − stride, …), which it has none of. Choose toy-sd here; the viewer and SDEdit run it.")
     x0 = model.encode(image)
     x_t, noise = noise_to(model, x0, t, generator)
     ts = strided_timesteps(t, stride)

@@ -85,7 +85,8 @@ def cfg_decomposition(model, prompt: str, *, step_index: int, guidance_scale: fl
         raise ValueError(f"step {step_index} is outside the run of {steps} steps")
     eps_u, eps_c = rec.eps_uncond, rec.eps_cond
     if eps_u is None:  # w == 1: no CFG in the loop; the step used ε_c
-        sched = model.make_scheduler(sample_kwargs.get("sampler", "DDIM"))
+        sampler = sample_kwargs.get("sampler")
+        sched = model.make_scheduler(sampler) if sampler else model.make_scheduler()
         ptype = model.prediction_type(sched)
         neg = model.encode_prompt([validation.prompt(negative_prompt, "negative prompt")] * rec.x_t.shape[0])
         eps_u = _eps_from_unet(model, rec.model_input, rec.t, neg, rec.alpha_bar, ptype)

@@ -174,11 +174,17 @@ def renoise_jump(scheduler, x: torch.Tensor, abar_from: float, abar_to: float, g
 
     The forward step of DDPM eq. 2 composed over the stride: β_eff = 1 - ᾱ_{t'} / ᾱ_t, so
     x_{t'} = sqrt(1 - β_eff) x_t + sqrt(β_eff) ε (:func:`pipelines.diffusion.forward.q_step`). Done on the VP
-    sample; σ-space samples (Euler/LMS) are converted there and back (x_vp = x / sqrt(σ² + 1)).
+    sample; σ-space samples (Euler/LMS) are converted there and back (x_vp = x / sqrt(σ² + 1)), flow samples
+    (1 − s) x0 + s ε likewise (x_vp = x / sqrt((1 − s)² + s²) = x sqrt(ᾱ) / (1 − s)).
     """
-    sigma_space = maths.is_sigma_space(scheduler)
-    c_from = math.sqrt(abar_from) if sigma_space else 1.0  # 1/sqrt(σ²+1) = sqrt(ᾱ)
-    c_to = math.sqrt(abar_to) if sigma_space else 1.0
+    kind = maths.space(scheduler)
+
+    def to_vp(abar: float) -> float:  # x_vp = c x
+        if kind == "flow":
+            return math.sqrt(abar) / (1.0 - maths.flow_from_alpha_bar(abar)) if abar > 0 else 1.0
+        return math.sqrt(abar) if kind == "sigma" else 1.0  # σ-space: 1/sqrt(σ²+1) = sqrt(ᾱ)
+
+    c_from, c_to = to_vp(abar_from), to_vp(abar_to)
     beta_eff = torch.tensor([1.0 - abar_to / abar_from], dtype=torch.float64)
     x_vp, _ = forward.q_step(x * c_from, 0, beta_eff, generator=generator)
     return x_vp / c_to

@@ -302,7 +302,7 @@ def color_guidance(color, scale: float, *, scaling: str = "none", apply: str = "
 
 
 def guided_vs_unguided(model, prompt: str, make_hook: Callable[[float], LossGuidance], scale: float, *,
-                       generator_fn: Callable[[], torch.Generator], sampler: str = "DDIM",
+                       generator_fn: Callable[[], torch.Generator], sampler: str | None = None,
                        on_base_step: Callable | None = None, **sample_kwargs):
     """The same seed twice: unguided (``make_hook(0)``, which only measures the loss), then guided at ``scale``.
 

@@ -316,7 +316,7 @@ def sample_steps(
     prompt: str | list[str] = "",
     *,
     negative_prompt: str | list[str] | None = None,
-    sampler: str = "DDIM",
+    sampler: str | None = None,
     scheduler=None,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
@@ -343,7 +343,7 @@ def sample_steps(
         model: a :class:`pipelines.models.DiffusionModel`.
         prompt: one prompt or a list (batch size = its length). Ignored by unconditional models.
         negative_prompt: replaces the empty prompt of the unconditional CFG branch.
-        sampler / scheduler: a name of :data:`pipelines.models.SAMPLERS`, or a fresh scheduler instance.
+        sampler / scheduler: a sampler name (None: the model's default, DDIM or flow Euler), or a fresh scheduler.
         num_inference_steps: 1..min(1000, num_train_timesteps).
         guidance_scale: w of CFG, ε = ε_u + w (ε_c − ε_u); the two passes are batched [uncond, cond].
         eta: η of DDIM (eq. 16; 0 = deterministic); refused for schedulers without it.
@@ -372,7 +372,7 @@ def sample_steps(
     if preview not in PREVIEWS:
         raise ValueError(f"preview must be one of {PREVIEWS}, got {preview!r}")
     if scheduler is None:
-        scheduler = model.make_scheduler(sampler)
+        scheduler = model.make_scheduler(sampler) if sampler else model.make_scheduler()
     n_train = int(scheduler.config.num_train_timesteps)
     if steps > n_train:
         raise ValueError(f"steps must be at most {n_train} (the model's training timesteps), got {steps}")

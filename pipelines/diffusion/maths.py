@@ -61,6 +61,11 @@ def alpha_bar_from_flow(s: float) -> float:
     return a / (a + b) if a + b > 0 else 1.0
 
 
+def flow_from_alpha_bar(alpha_bar: float) -> float:
+    """Inverse of :func:`alpha_bar_from_flow`: s = 1 / (1 + sqrt(ᾱ / (1 − ᾱ))), since sqrt(SNR) = (1 − s) / s."""
+    return 0.0 if alpha_bar >= 1.0 else 1.0 / (1.0 + math.sqrt(alpha_bar / (1.0 - alpha_bar)))
+
+
 def alpha_bar_at(scheduler, t, step_index: int | None = None) -> float:
     """ᾱ of the sample the model sees at timestep ``t`` (the VP-equivalent for σ and flow spaces).
 

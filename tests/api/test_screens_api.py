@@ -131,9 +131,9 @@ def test_viewer_play_replays_the_recorded_frames(client):
     play.result(timeout=120)
     outs = play.outputs()
     assert [o[-1] for o in outs] == [1, 2, 3, 4, 5, 6]
-    assert [o[3].split("**")[1] for o in outs] == [f"step {k} / 6" for k in range(1, 7)]
+    assert [o[4].split("**")[1] for o in outs] == [f"step {k} / 6" for k in range(1, 7)]
     for k in (1, 4, 6):  # the same pictures as the scrubber's: recorded, not recomputed
-        xt, x0, eps, _ = client.predict(k, api_name="/viewer_scrub")
+        xt, x0, eps, _, _ = client.predict(k, api_name="/viewer_scrub")
         assert all(np.array_equal(_img(a), _img(b)) for a, b in zip((xt, x0, eps), outs[k - 1][:3]))
     # the last frame is the final image: the x_t panel shows the run's result, not the last noisy input
     assert np.array_equal(_img(outs[-1][0]), _img(xt_final))

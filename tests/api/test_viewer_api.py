@@ -40,20 +40,21 @@ def _final(client, **kw):
 def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     outs = _final(client, steps=12)
     assert len(outs) >= 2  # streamed frames, then the final one
-    xt, x0, eps, info = outs[-1]
+    xt, x0, eps, preview, info = outs[-1]
+    assert preview is None  # the cheap latent preview panel: latent models only
     assert "step 12 / 12" in info and "done" in info and "SNR" in info
     assert all(_img(p).shape == (32, 32, 3) for p in (xt, x0, eps))  # native size; the browser upscales
-    assert all(len(o) == 4 for o in outs)  # streamed messages carry the panels only (no skipped components)
+    assert all(len(o) == 5 for o in outs)  # streamed messages carry the panels only (no skipped components)
     # chained on the run's success in the UI: the scrubber and filmstrip, from this session's trajectory
     slider, strip = client.predict(api_name="/viewer_filmstrip")
     assert slider["minimum"] == 1 and slider["maximum"] == 12 and slider["value"] == 12 and slider["interactive"]
     assert len(strip) == 8 and strip[-1]["caption"] == "final image" and "t=" in strip[0]["caption"]
     assert strip[0]["caption"].startswith("step 1 ")  # the same 1-based step numbers as the text and scrubber
-    assert all("done" not in o[3] for o in outs[:-1])  # intermediate frames carry step info only
+    assert all("done" not in o[4] for o in outs[:-1])  # intermediate frames carry step info only
     # scrub (1-based, as the text): step 1 is noisier than the last; the last equals the streamed last frame
-    xt1, x01, _, info1 = client.predict(1, api_name="/viewer_scrub")
+    xt1, x01, _, _, info1 = client.predict(1, api_name="/viewer_scrub")
     assert "step 1 / 12" in info1
-    xt_last, x0_last, _, info_last = client.predict(12, api_name="/viewer_scrub")
+    xt_last, x0_last, _, _, info_last = client.predict(12, api_name="/viewer_scrub")
     assert "step 12 / 12" in info_last
     assert np.array_equal(_img(x0_last), _img(x0)) and np.array_equal(_img(xt_last), _img(xt))
     assert not np.array_equal(_img(xt1), _img(xt_last))
@@ -75,7 +76,7 @@ def test_start_from_an_image_sdedit(client):
     assert "pure noise" in client.predict(MODEL, "DDIM", 10, 0.5, False, api_name="/viewer_start_info")
     scene = handle_file(toy_scene_paths()[0])
     outs = _final(client, steps=10, use_image=True, image=scene, strength=0.5)
-    assert "step 5 / 5" in outs[-1][3]
+    assert "step 5 / 5" in outs[-1][4]
     # at low strength the result stays close to the start image (the model only repaints details)
     low = _final(client, steps=10, use_image=True, image=scene, strength=0.1)
     start = np.asarray(Image.open(toy_scene_paths()[0]).convert("RGB").resize((32, 32), Image.BOX), float)
@@ -180,7 +181,7 @@ def test_eight_concurrent_jobs_get_their_own_trajectories(app_url):
     def one(k):
         c, seed = clients[k], seeds[k]
         outs = c.submit(*_run_args(seed=seed, steps=5), api_name="/viewer_run").result(timeout=600)
-        _, x0, _, info = c.predict(5, api_name="/viewer_scrub")
+        _, x0, _, _, info = c.predict(5, api_name="/viewer_scrub")
         return _img(outs[1]), _img(x0), info
 
     with ThreadPoolExecutor(8) as pool:
@@ -204,7 +205,7 @@ def test_viewer_final_prediction_is_the_golden_image(client, sampler, key):
     args = (MODEL, gc.PROMPT, "", sampler, gc.STEPS, 0.0, gc.SEED, gc.GUIDANCE, False, None, 0.6)
     job = client.submit(*args, api_name="/viewer_run")
     job.result(timeout=300)
-    _, x0, _, info = job.outputs()[-1]
+    _, x0, _, _, info = job.outputs()[-1]
     assert f"step {gc.STEPS} / {gc.STEPS}" in info
     golden = gc.read_png(gc.GOLDEN_DIR / f"{key}.png")
     assert np.abs(_img(x0).astype(int) - golden.astype(int)).max() <= 1

@@ -152,3 +152,22 @@ def test_bundled_preview_is_close_to_the_decode(bundled):
     target = torch.nn.functional.avg_pool2d(x, 4)
     err = (prev - target).pow(2).mean()
     assert err < 0.25 * (target - target.mean()).pow(2).mean()
+
+
+def test_repaint_jump_in_flow_space_has_the_forward_statistics():
+    """A RePaint jump from flow time s1 to s2 > s1 gives (1 − s2) x0 + s2 ε' in distribution: mean (1 − s2) x0
+    and standard deviation s2, per element (flow matching's forward process, an independent formula)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pipelines.diffusion import maths
+    from pipelines.inpainting import renoise_jump
+
+    sched = FlowMatchEulerDiscreteScheduler()
+    s1, s2 = 0.3, 0.7
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((20000, 1, 1, 1), 0.8)
+    x = (1 - s1) * x0 + s1 * torch.randn(x0.shape, generator=g)
+    y = renoise_jump(sched, x, maths.alpha_bar_from_flow(s1), maths.alpha_bar_from_flow(s2), g)
+    assert float(y.mean()) == pytest.approx((1 - s2) * 0.8, abs=0.01)
+    assert float(y.std()) == pytest.approx(s2, abs=0.01)
+    assert maths.flow_from_alpha_bar(maths.alpha_bar_from_flow(s2)) == pytest.approx(s2)
