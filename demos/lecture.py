@@ -29,7 +29,8 @@ from pipelines import validation
 
 ALIASES = {"start": "start_here", "tour": "start_here", "forward": "forward_noising", "viewer": "denoising_viewer",
            "denoise": "denoising_viewer", "clip": "clip_guidance", "inpaint": "inpainting", "cfg": "guidance",
-           "inside": "inside_model", "train": "train_your_own"}
+           "inside": "inside_model", "train": "train_your_own",
+           "latent": "latent_space"}
 PRESENT_KEYS = ("present", "presentation")
 RUN_KEY = "run"
 RUN_CLASS = "dl-run"  # elem_classes of the button that run=1 presses (one per tab)...
