@@ -24,6 +24,7 @@ ROW_MODULES = {
     "viewer": "scripts.bench_viewer",  # issue #4: Denoising viewer
     "guidance": "scripts.bench_guidance",  # issue #5: CFG step and CLIP-guided step vs a plain step
     "attention": "scripts.bench_attention",  # issue 17: a run with cross-attention maps recorded vs a plain run
+    "latent": "scripts.bench_latent",  # issue 18: toy-sd3 28-step sample + decode beside toy-sd's 50 steps
     "train": "scripts.bench_train",  # issue #16: 2-D DDPM vs flow in 15 s, digits accuracy vs time, interleaving
 }
 
