@@ -175,10 +175,12 @@ def views_of(image: torch.Tensor, view_name: str) -> torch.Tensor:
 
 
 def far_view(image: torch.Tensor, sigma: float, kernel_size: int | None = None, factor: int = 4) -> torch.Tensor:
-    """How a hybrid looks from afar: blurred (σ) and shrunk by ``factor`` then enlarged back (box)
-    -> ``[B, 3, H, W]`` in [-1, 1]."""
-    small = F.avg_pool2d(lowpass(image, sigma, kernel_size), factor) if factor > 1 else lowpass(image, sigma, kernel_size)
-    return F.interpolate(small, size=image.shape[-2:], mode="nearest") if factor > 1 else small
+    """How a hybrid looks from afar: blurred (σ), shrunk by ``factor`` (box) and enlarged back
+    (bilinear, so no blocky edges are added) -> ``[B, 3, H, W]`` in [-1, 1]."""
+    small = lowpass(image, sigma, kernel_size)
+    if factor > 1:
+        small = F.interpolate(F.avg_pool2d(small, factor), size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return small.clamp(-1, 1)
 
 
 def near_view(image: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:

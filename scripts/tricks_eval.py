@@ -68,7 +68,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--sigma", type=float, default=2.0, help="hybrid blur σ (px)")
+    ap.add_argument("--sigmas", default="1,2,3", help="hybrid blur σ values (px), comma-separated")
+    ap.add_argument("--only", choices=["anagrams", "hybrids"], default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     print(f"toy-sd, {args.steps} DDIM steps, w = {args.guidance:g}, seeds 0..{args.seeds - 1}")
     print("\n| A (as is) | B (under the view) | view | A read | B read | both | roughness | plain CFG roughness |")
     print("|---|---|---|---|---|---|---|---|")
-    for a, b, v, why in ANAGRAMS:
+    for a, b, v, why in ANAGRAMS if args.only != "hybrids" else []:
         comb = NT.anagram(model, a, b, v, args.guidance)
         ok_a = ok_b = both = 0
         rough, rough_plain = [], []
@@ -102,28 +103,30 @@ def main(argv=None) -> dict:
         print(f"| {a} | {b} | {v} | {ok_a / n:.0%} | {ok_b / n:.0%} | **{both / n:.0%}** | "
               f"{row['roughness']:.1f} | {row['roughness_plain']:.1f} |", flush=True)
 
-    print(f"\nHybrids, blur σ = {args.sigma:g} px: what the judge reads (shape colour / background)")
-    print("\n| far A | near B | reads as is | reads from afar (blur σ, 1/4 size) | reads high-pass only | "
-          "as is = A / B | afar = A | roughness |")
-    print("|---|---|---|---|---|---|---|---|")
-    for a, b in HYBRIDS:
-        comb = NT.hybrid(model, a, b, sigma=args.sigma, guidance_scale=args.guidance)
-        reads, n_a, n_b, n_far, rough = [], 0, 0, 0, []
-        for s in range(args.seeds):
-            img = sample(model, combiner=comb, generator=torch.Generator().manual_seed(s), **kw)
-            j, jf = judge(img)[0], judge(NT.far_view(img, args.sigma))[0]
-            jn = judge(NT.near_view(img, args.sigma))[0]
-            reads.append((j, jf, jn))
-            n_a, n_b, n_far = n_a + _matches(j, a), n_b + _matches(j, b), n_far + _matches(jf, a)
-            rough.append(float(roughness(img)[0]))
-        fmt = lambda d: f"{d['color']} {d['shape']} / {d['background']}"  # noqa: E731
-        common = lambda i: max({fmt(r[i]) for r in reads}, key=lambda k: sum(fmt(r[i]) == k for r in reads))  # noqa: E731
-        n = args.seeds
-        row = dict(a=a, b=b, sigma=args.sigma, as_is_a=n_a / n, as_is_b=n_b / n, far_a=n_far / n,
-                   roughness=sum(rough) / n, reads=[[fmt(x) for x in r] for r in reads])
-        report["hybrids"].append(row)
-        print(f"| {a} | {b} | {common(0)} (most often) | {common(1)} | {common(2)} | {n_a / n:.0%} / {n_b / n:.0%} | "
-              f"{n_far / n:.0%} | {row['roughness']:.1f} |", flush=True)
+    print("\nHybrids: what the judge reads (colour shape / background; most frequent over the seeds)")
+    print("\n| far A | near B | σ | reads as is | reads from afar (blur σ, 1/4 size) | reads high-pass only | "
+          "as is = A / B | afar = A / B | roughness |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    fmt = lambda d: f"{d['color']} {d['shape']} / {d['background']}"  # noqa: E731
+    for a, b in HYBRIDS if args.only != "anagrams" else []:
+        for sigma in [float(v) for v in args.sigmas.split(",")]:
+            comb = NT.hybrid(model, a, b, sigma=sigma, guidance_scale=args.guidance)
+            reads, hits, rough = [], [0, 0, 0, 0], []
+            for s in range(args.seeds):
+                img = sample(model, combiner=comb, generator=torch.Generator().manual_seed(s), **kw)
+                j, jf, jn = judge(img)[0], judge(NT.far_view(img, sigma))[0], judge(NT.near_view(img, sigma))[0]
+                reads.append((j, jf, jn))
+                for k, ok in enumerate((_matches(j, a), _matches(j, b), _matches(jf, a), _matches(jf, b))):
+                    hits[k] += ok
+                rough.append(float(roughness(img)[0]))
+            common = lambda i: max({fmt(r[i]) for r in reads}, key=lambda k: sum(fmt(r[i]) == k for r in reads))  # noqa: E731
+            n = args.seeds
+            row = dict(a=a, b=b, sigma=sigma, as_is_a=hits[0] / n, as_is_b=hits[1] / n, far_a=hits[2] / n,
+                       far_b=hits[3] / n, roughness=sum(rough) / n, reads=[[fmt(x) for x in r] for r in reads])
+            report["hybrids"].append(row)
+            print(f"| {a} | {b} | {sigma:g} | {common(0)} | {common(1)} | {common(2)} | "
+                  f"{hits[0] / n:.0%} / {hits[1] / n:.0%} | {hits[2] / n:.0%} / {hits[3] / n:.0%} | "
+                  f"{row['roughness']:.1f} |", flush=True)
     print(f"\nwall time {time.time() - t0:.0f} s (2 shared CPU cores under load)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
