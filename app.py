@@ -25,6 +25,7 @@ TAB_MODULES = [
     "demos.inside_model",
     "demos.guidance",
     "demos.clip_guidance",
+    "demos.noise_tricks",
     "demos.inpainting",
     "demos.train_your_own",
     "demos.latent_space",

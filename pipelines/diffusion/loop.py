@@ -29,6 +29,8 @@ Hooks (see :class:`GuidanceContext`)
     model again with autograd. Return a gradient (classifier guidance), a moved sample or an ε.
 ``denoiser(x_in, t, alpha_bar) -> ε``
     Replaces the model and CFG entirely (the "oracle" that knows the true noise).
+``combiner(predict, x_in, t) -> model output``
+    Replaces CFG: combines (prompt, view) estimates from ``predict(x_in, emb)`` (:mod:`pipelines.noise_tricks`).
 
 ``start``: a :class:`Start` (x_t at step k of the plan) resumes a run mid-way with a fresh
 scheduler state; RePaint's jumps use it. Randomness only comes from ``generator``.
@@ -49,9 +51,7 @@ from pipelines.diffusion.previews import PREVIEWS, to_rgb
 
 @dataclass
 class StepRecord:
-    """What one denoising step saw and produced. Tensors are detached, on the model's device.
-
-    Attributes:
+    """What one denoising step saw and produced. Tensors are detached, on the model's device. Attributes:
         index: 0-based position of this step in the planned run (``num_steps`` steps in all).
         num_steps: steps in the run (after ``strength`` truncation; the full plan with ``start``).
         t: the scheduler's timestep (int for DDPM/DDIM/DPM, float for Euler/LMS/flow).
@@ -92,9 +92,7 @@ class StepRecord:
 
 @dataclass
 class GuidanceOutput:
-    """What a ``cond_fn`` may change; leave a field None to keep it.
-
-    Attributes:
+    """What a ``cond_fn`` may change; leave a field None to keep it. Attributes:
         grad: ∇_{x_t} of a loss to *minimise* (already scaled). The loop applies classifier
             guidance (Dhariwal & Nichol 2021, Alg. 2): ε̂ = ε + σ_t ∇_{x_in} loss, ∇_{x_in} = ∇_{x_t} / c_in.
         x_t: a replacement sample to step from (the HF class's colour/CLIP guidance).
@@ -109,7 +107,6 @@ class GuidanceOutput:
 @dataclass
 class GuidanceContext:
     """Everything a hook may need at one step. Treat tensors as read-only.
-
     The model's input is x_in = c_in · x_t = α x0 + σ ε (:func:`maths.coefficients`). ``eps``,
     ``pred_x0`` and the CFG terms are None in ``replace_fn`` calls; ``t`` is None in the final
     ``replace_fn`` call, where ``add_noise`` returns the clean x0.
@@ -174,6 +171,7 @@ class Conditioning:
 ReplaceFn = Callable[[GuidanceContext], "torch.Tensor | None"]
 CondFn = Callable[[GuidanceContext], "GuidanceOutput | None"]
 Denoiser = Callable[[torch.Tensor, "int | float", float], torch.Tensor]
+Combiner = Callable[[Callable, torch.Tensor, "int | float"], torch.Tensor]
 MAX_STEPS = 1000
 
 
@@ -184,9 +182,7 @@ def encode_prompts(model, prompt, negative_prompt, guidance_scale: float, *, pro
                    negative_prompt_embeds=None, batch_size: int | None = None,
                    cfg_allowed: bool = True) -> Conditioning:
     """Stage 1: prompts -> :class:`Conditioning` (diffusers' ``encode_prompt``; prompts validated here).
-
-    CFG runs whenever w != 1 (w = 0: unconditional; diffusers skips CFG for w <= 1).
-    """
+    CFG runs whenever w != 1 (w = 0: unconditional; diffusers skips CFG for w <= 1)."""
     conditional = model.encode_prompt is not None or prompt_embeds is not None
     if not conditional:
         return Conditioning(int(batch_size or 1), None, False)
@@ -243,14 +239,13 @@ class Prediction:
 
 
 class Predictor:
-    """Stage 3: the model (+ CFG, or a ``denoiser``) on a sample -> :class:`Prediction`.
+    """Stage 3: the model (+ CFG, a ``combiner`` or a ``denoiser``) on a sample -> :class:`Prediction`.
+    Autograd follows torch's grad mode, so ``cond_fn`` can differentiate through it."""
 
-    Autograd follows torch's grad mode, so ``cond_fn`` can differentiate through it.
-    """
-
-    def __init__(self, model, scheduler, cond: Conditioning, guidance_scale: float, denoiser: Denoiser | None = None):
+    def __init__(self, model, scheduler, cond: Conditioning, guidance_scale: float, denoiser: Denoiser | None = None,
+                 combiner: Combiner | None = None):
         self.model, self.scheduler, self.cond, self.w, self.denoiser = model, scheduler, cond, guidance_scale, denoiser
-        self.pred_type = model.prediction_type(scheduler)
+        self.pred_type, self.combiner = model.prediction_type(scheduler), combiner
 
     def __call__(self, x_t, t, alpha_bar: float, alpha: float, sigma: float) -> Prediction:
         do_cfg = self.cond.do_cfg and self.denoiser is None
@@ -259,6 +254,8 @@ class Predictor:
         eps_u = eps_c = None
         if self.denoiser is not None:
             out = maths.from_eps(self.denoiser(x_in, t, alpha_bar), x_in, alpha, sigma, self.pred_type)
+        elif self.combiner is not None:
+            out = self.combiner(lambda x, emb: self.model.predict(x, t, emb), x_in, t)
         else:
             out = self.model.predict(x_in, t, self.cond.emb)
             if do_cfg:
@@ -335,6 +332,7 @@ def sample_steps(
     cond_fn: CondFn | None = None,
     replace_fn: ReplaceFn | None = None,
     denoiser: Denoiser | None = None,
+    combiner: Combiner | None = None,
     preview: str = "auto",
 ) -> Iterator[StepRecord]:
     """Denoise step by step; yield a :class:`StepRecord` per step (the last carries ``image``).
@@ -357,7 +355,8 @@ def sample_steps(
         timesteps: an explicit descending list (DDPM only; see :func:`maths.plan_timesteps`).
         start: resume from a :class:`Start` (overrides the other start options).
         prompt_embeds / negative_prompt_embeds: precomputed ``[B, L, D]`` text features.
-        cond_fn, replace_fn, denoiser: hooks (module docstring).
+        cond_fn, replace_fn, denoiser, combiner: hooks (module docstring); with a combiner, ``prompt``
+            is ignored and the batch is ``combiner.batch``.
         preview: ``auto`` | ``linear`` | ``vae`` | ``none`` (:func:`pipelines.diffusion.previews.to_rgb`).
 
     Raises:
@@ -378,9 +377,9 @@ def sample_steps(
         raise ValueError(f"steps must be at most {n_train} (the model's training timesteps), got {steps}")
     extra = step_kwargs(scheduler, eta, generator)
 
-    cond = encode_prompts(model, prompt, negative_prompt, w, prompt_embeds=prompt_embeds,
-                          negative_prompt_embeds=negative_prompt_embeds, batch_size=batch_size,
-                          cfg_allowed=denoiser is None)
+    cond = Conditioning(int(combiner.batch), None, False) if combiner is not None else encode_prompts(
+        model, prompt, negative_prompt, w, prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+        batch_size=batch_size, cfg_allowed=denoiser is None)
     from_image = init_image is not None or init_latents is not None
     shape = (cond.batch, *model.sample_shape)
     if start is not None:
@@ -394,7 +393,7 @@ def sample_steps(
         x = prepare_start(model, scheduler, shape, ts, begin, generator, latents=latents, x0=x0, noise=noise)
         first, steps = 0, len(ts)
 
-    predictor = Predictor(model, scheduler, cond, w, denoiser)
+    predictor = Predictor(model, scheduler, cond, w, denoiser, combiner)
     kind = maths.space(scheduler)
     for k, t in enumerate(ts):
         i = first + k
