@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from demos import denoising_viewer_experiments as experiments
+from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import image_file, snr_text, user_errors
+from demos.common import i_start_note, image_file, snr_text, user_errors
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
-from pipelines import images, validation
+from pipelines import denoising_views, images, validation
 from pipelines.diffusion import loop, maths
 from pipelines.diffusion.previews import to_rgb
 from pipelines.models import SAMPLERS, DiffusionModel
@@ -109,7 +110,8 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
     ts, begin = maths.plan_timesteps(sch, steps, strength)
     a = maths.alpha_bar_at(sch, ts[0], begin)
     return (f"The image is noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps run. Signal "
-            f"left: **√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}.")
+            f"left: **√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}. "
+            + i_start_note(strength, steps))
 
 
 def _frame(model, rec, after_rgb: torch.Tensor) -> np.ndarray:
@@ -136,10 +138,11 @@ def _panels(frame: np.ndarray) -> tuple[str, str, str]:
 
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
-               use_image, image, strength):
+               use_image, image, strength, variance=next(iter(denoising_views.VARIANCE_TYPES))):
     """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
     carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip.
-    A step's frame is complete when the next step starts (its x_t is the step's output)."""
+    A step's frame is complete when the next step starts (its x_t is the step's output). ``variance``: DDPM's
+    reverse variance (a key of :data:`pipelines.denoising_views.VARIANCE_TYPES`; other samplers ignore it)."""
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
@@ -162,8 +165,9 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
     yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
            "running the model…", skip)
+    scheduler = denoising_views.ddpm_scheduler(model, variance) if _sampler(sampler) == "DDPM" else None
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
-                                sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
+                                sampler=sampler, scheduler=scheduler, num_inference_steps=steps, guidance_scale=guidance_scale,
                                 eta=eta, generator=gen, preview="auto", **kw)
     frames, meta = [], []
     last_sent, prev = -math.inf, None
@@ -266,6 +270,9 @@ def create(runtime) -> dict:
                         sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
                         negative = gr.Textbox("", label="negative prompt (what to steer away from)", max_lines=1)
                         eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η: fresh noise per step (0 … 1)")
+                        variance = gr.Radio(list(denoising_views.VARIANCE_TYPES),
+                                            value=next(iter(denoising_views.VARIANCE_TYPES)),
+                                            label="DDPM only: variance σ_t² of the noise each step adds")
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
                         use_image = gr.Checkbox(False, label="start from an image")
                         image = SafeImage(scenes[0], type="filepath", label="start image", height=140,
@@ -296,9 +303,11 @@ def create(runtime) -> dict:
                                    label="click to run · the toy model knows shapes (circle, square, triangle, star, "
                                          "cross), colours (red, orange, yellow, green, cyan, blue, purple, pink), "
                                          "backgrounds (black, white, gray, navy), sizes (small, large)")
+            views.build_spectrum(traj)
             with gr.Accordion("The maths", open=False):
                 gr.Markdown(MATHS)
         exp_keys = experiments.build(runtime, model_name, scenes)
+        views.build(runtime, model_name)
 
     # ---- events
     sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
@@ -308,7 +317,7 @@ def create(runtime) -> dict:
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
         fn=user_errors(functools.partial(run_viewer, runtime)),
-        inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
+        inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength, variance],
         outputs=[xt_img, x0_img, eps_img, info, traj], show_progress="minimal")
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
     run.click(**viewer_io, api_name="viewer_run").success(**finish_io, api_name="viewer_filmstrip")
