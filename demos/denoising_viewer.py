@@ -41,7 +41,8 @@ STRIP_PX = 96  # filmstrip / gallery thumbnails
 FRAME_INTERVAL = 0.25  # s between streamed frames (the last step is always sent); docs/measurements.md
 FILMSTRIP_LEN = 7  # + the final image: 8 thumbnails, ~100 px each at 1366 px
 MAX_STEPS = 200
-SAMPLER_NAMES = list(SAMPLERS)
+DDPM_BETA = "DDPM, σ² = β (fixed_large)"  # DDPM's other reverse variance (plain "DDPM" uses β̃, diffusers' default)
+SAMPLER_NAMES = [*SAMPLERS, DDPM_BETA]
 DEFAULT_PROMPT = "a red circle on a navy background"
 EXAMPLES = [
     [DEFAULT_PROMPT, "DDIM", 30, 4.0, 0],
@@ -65,8 +66,15 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return images.tensor_to_uint8(x[0])
 
 
+def _scheduler(model, name: str):
+    """A fresh scheduler for the viewer's sampler ``name`` (:data:`DDPM_BETA`: DDPM with σ_t² = β_t)."""
+    if _sampler(name) == DDPM_BETA:
+        return denoising_views.ddpm_scheduler(model, "fixed_large")
+    return model.make_scheduler(name)
+
+
 def _sampler(name: str) -> str:
-    if name not in SAMPLERS:
+    if name not in SAMPLER_NAMES:
         raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLER_NAMES}")
     return name
 
@@ -106,7 +114,7 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     strength = validation.number("strength", strength, 0.0, 1.0)
     model = runtime.registry.diffusion(model_name)
-    sch = model.make_scheduler(_sampler(sampler))
+    sch = _scheduler(model, sampler)
     ts, begin = maths.plan_timesteps(sch, steps, strength)
     a = maths.alpha_bar_at(sch, ts[0], begin)
     return (f"The image is noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps run. Signal "
@@ -138,11 +146,10 @@ def _panels(frame: np.ndarray) -> tuple[str, str, str]:
 
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
-               use_image, image, strength, variance=next(iter(denoising_views.VARIANCE_TYPES))):
+               use_image, image, strength):
     """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
     carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip.
-    A step's frame is complete when the next step starts (its x_t is the step's output). ``variance``: DDPM's
-    reverse variance (a key of :data:`pipelines.denoising_views.VARIANCE_TYPES`; other samplers ignore it)."""
+    A step's frame is complete when the next step starts (its x_t is the step's output)."""
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
@@ -165,9 +172,8 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
     yield (_stream_png(first), None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
            "running the model…", skip)
-    scheduler = denoising_views.ddpm_scheduler(model, variance) if _sampler(sampler) == "DDPM" else None
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
-                                sampler=sampler, scheduler=scheduler, num_inference_steps=steps, guidance_scale=guidance_scale,
+                                scheduler=_scheduler(model, sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                 eta=eta, generator=gen, preview="auto", **kw)
     frames, meta = [], []
     last_sent, prev = -math.inf, None
@@ -267,12 +273,10 @@ def create(runtime) -> dict:
                     with gr.Accordion("Advanced", open=False):
                         model_name = gr.Dropdown(names, value=names[0], label="model (every sub-tab)",
                                                  elem_id="viewer-model")
-                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
+                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler", info="DDPM adds noise "
+                                              "of variance β̃_t per step; the last entry adds β_t (sub-tab β or β̃)")
                         negative = gr.Textbox("", label="negative prompt (what to steer away from)", max_lines=1)
                         eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η: fresh noise per step (0 … 1)")
-                        variance = gr.Radio(list(denoising_views.VARIANCE_TYPES),
-                                            value=next(iter(denoising_views.VARIANCE_TYPES)),
-                                            label="DDPM only: variance σ_t² of the noise each step adds")
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
                         use_image = gr.Checkbox(False, label="start from an image")
                         image = SafeImage(scenes[0], type="filepath", label="start image", height=140,
@@ -310,14 +314,14 @@ def create(runtime) -> dict:
         views.build(runtime, model_name)
 
     # ---- events
-    sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
+    sampler.change(lambda s: gr.Slider(interactive=True) if s in SAMPLERS and DiffusionModel.takes_eta(s) else gr.Slider(
         interactive=False, value=0.0), sampler, eta, api_visibility="private", show_progress="hidden")
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
         fn=user_errors(functools.partial(run_viewer, runtime)),
-        inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength, variance],
+        inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
         outputs=[xt_img, x0_img, eps_img, info, traj], show_progress="minimal")
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
     run.click(**viewer_io, api_name="viewer_run").success(**finish_io, api_name="viewer_filmstrip")
