@@ -164,3 +164,12 @@ def sampler_follows_model(runtime, model_dd, sampler_dd) -> None:
 
     model_dd.change(user_errors(pick), [model_dd, sampler_dd], sampler_dd, api_visibility="private",
                     show_progress="hidden")
+
+
+def i_start_note(strength, steps) -> str:
+    """One line of Markdown tying the app's strength to CS180's i_start (strength = 1 − i_start / N)."""
+    from pipelines.sketch import i_start_mapping
+
+    m = i_start_mapping(strength, steps)
+    return (f"CS180's **i_start = {m['i_start']}** of N = {m['n']} steps: strength = 1 − i_start/N = "
+            f"{m['strength']:.3g} (lower i_start, more noise; higher strength, more noise).")

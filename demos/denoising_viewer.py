@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from demos import denoising_viewer_experiments as experiments
+from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import image_file, sampler_follows_model, snr_text, user_errors
+from demos.common import i_start_note, image_file, sampler_follows_model, snr_text, user_errors
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
-from pipelines import images, validation
+from pipelines import denoising_views, images, validation
 from pipelines.diffusion import loop, maths
 from pipelines.diffusion.previews import to_rgb
 from pipelines.models import SAMPLERS, DiffusionModel
@@ -40,7 +41,8 @@ STRIP_PX = 96  # filmstrip / gallery thumbnails
 FRAME_INTERVAL = 0.25  # s between streamed frames (the last step is always sent); docs/measurements.md
 FILMSTRIP_LEN = 7  # + the final image: 8 thumbnails, ~100 px each at 1366 px
 MAX_STEPS = 200
-SAMPLER_NAMES = list(SAMPLERS)
+DDPM_BETA = "DDPM, σ² = β (fixed_large)"  # DDPM's other reverse variance (plain "DDPM" uses β̃, diffusers' default)
+SAMPLER_NAMES = [*SAMPLERS, DDPM_BETA]
 LATENT_KINDS = ("latent", "sd3")  # registry kinds whose x_t is a VAE latent
 DEFAULT_PROMPT = "a red circle on a navy background"
 EXAMPLES = [
@@ -65,8 +67,15 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return images.tensor_to_uint8(x[0])
 
 
+def _scheduler(model, name: str):
+    """A fresh scheduler for the viewer's sampler ``name`` (:data:`DDPM_BETA`: DDPM with σ_t² = β_t)."""
+    if _sampler(name) == DDPM_BETA:
+        return denoising_views.ddpm_scheduler(model, "fixed_large")
+    return model.make_scheduler(name)
+
+
 def _sampler(name: str) -> str:
-    if name not in SAMPLERS:
+    if name not in SAMPLER_NAMES:
         raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLER_NAMES}")
     return name
 
@@ -106,11 +115,12 @@ def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     strength = validation.number("strength", strength, 0.0, 1.0)
     model = runtime.registry.diffusion(model_name)
-    sch = model.make_scheduler(_sampler(sampler))
+    sch = _scheduler(model, sampler)
     ts, begin = maths.plan_timesteps(sch, steps, strength)
     a = maths.alpha_bar_at(sch, ts[0], begin)
     return (f"The image is noised to **t = {float(ts[0]):.0f}**, then **{len(ts)} of {steps}** steps run. Signal "
-            f"left: **√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}.")
+            f"left: **√ᾱ_t = {math.sqrt(a):.3f}**, noise √(1−ᾱ_t) = {math.sqrt(1 - a):.3f}, SNR = {snr_text(a)}. "
+            + i_start_note(strength, steps))
 
 
 def _frame(model, rec, after_rgb: torch.Tensor) -> np.ndarray:
@@ -188,7 +198,7 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     yield (_stream_png(first), None, None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
            "running the model…", skip)
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
-                                sampler=_sampler(sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
+                                scheduler=_scheduler(model, sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                 eta=eta, generator=gen, preview="vae" if model.vae is not None else "auto", **kw)
     frames, meta = [], []
     last_sent, prev = -math.inf, None
@@ -288,7 +298,8 @@ def create(runtime) -> dict:
                     with gr.Accordion("Advanced", open=False):
                         model_name = gr.Dropdown(names, value=names[0], label="model (every sub-tab)",
                                                  elem_id="viewer-model")
-                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler")
+                        sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler", info="DDPM adds noise "
+                                              "of variance β̃_t per step; the last entry adds β_t (sub-tab β or β̃)")
                         negative = gr.Textbox("", label="negative prompt (what to steer away from)", max_lines=1)
                         eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η: fresh noise per step (0 … 1)")
                     with gr.Accordion("Start from an image (SDEdit)", open=False):
@@ -324,14 +335,16 @@ def create(runtime) -> dict:
                                    label="click to run · the toy model knows shapes (circle, square, triangle, star, "
                                          "cross), colours (red, orange, yellow, green, cyan, blue, purple, pink), "
                                          "backgrounds (black, white, gray, navy), sizes (small, large)")
+            views.build_spectrum(traj)
             with gr.Accordion("The maths", open=False):
                 gr.Markdown(MATHS)
         exp_keys = experiments.build(runtime, model_name, scenes)
+        views.build(runtime, model_name)
 
     # ---- events
     model_name.change(bind(preview_visible), model_name, prev_img, api_visibility="private", show_progress="hidden")
     sampler_follows_model(runtime, model_name, sampler)
-    sampler.change(lambda s: gr.Slider(interactive=True) if DiffusionModel.takes_eta(s) else gr.Slider(
+    sampler.change(lambda s: gr.Slider(interactive=True) if s in SAMPLERS and DiffusionModel.takes_eta(s) else gr.Slider(
         interactive=False, value=0.0), sampler, eta, api_visibility="private", show_progress="hidden")
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,

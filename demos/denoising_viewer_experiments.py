@@ -58,13 +58,18 @@ def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale
         (image_file(r["blur"], SHOW_PX, compress_level=1), f"Gaussian blur σ={r['blur_sigma']:g}: {p['blur']:.1f} dB"),
         (image_file(r["one_step"], SHOW_PX, compress_level=1), f"one step: {p['one_step']:.1f} dB"),
         (image_file(r["iterative"], SHOW_PX, compress_level=1), f"iterative ({r['steps']} steps): {p['iterative']:.1f} dB"),
+        *((image_file(r[f"blur_k{k}"], SHOW_PX, compress_level=1), f"seed's blur of x_t, kernel {k}: "
+           f"{p[f'blur_k{k}']:.1f} dB") for k in denoising.SEED_KERNELS),
     ]
     md = (f"t = {t}{clamp_note}: √ᾱ_t = {math.sqrt(r['alpha_bar']):.3f}, SNR = {snr_text(r['alpha_bar'])}.\n\n"
           "| method | what it does | PSNR vs clean |\n|---|---|---|\n"
           f"| Gaussian blur | blur x_t/√ᾱ_t (σ = {r['blur_sigma']:g} px, the best of a few, chosen with the clean "
           f"image) | {p['blur']:.2f} dB |\n"
           f"| one step | x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t, one model call | {p['one_step']:.2f} dB |\n"
-          f"| iterative | DDPM steps t, t−{stride}, …, 0 ({r['steps']} model calls) | {p['iterative']:.2f} dB |")
+          f"| iterative | DDPM steps t, t−{stride}, …, 0 ({r['steps']} model calls) | {p['iterative']:.2f} dB |\n"
+          + "".join(f"| seed's blur, kernel {k} | " + ("CS180 1.2: x_t itself blurred with a fixed k×k Gaussian (no "
+                    "1/√ᾱ_t, so it stays faded; no peek at x0)" if i == 0 else f"the same, {k}×{k}")
+                    + f" | {p[f'blur_k{k}']:.2f} dB |\n" for i, k in enumerate(denoising.SEED_KERNELS)))
     return gallery, md
 
 
@@ -148,7 +153,8 @@ def build(runtime, model_name, scenes: list[str]) -> dict:
                                                 label="guidance scale w")
                         tw_seed = seed_input("seed")
             with gr.Column(scale=2, elem_classes=["dl-output"]):
-                tw_gallery = gr.Gallery(label="clean | noisy | blur | one step | iterative", columns=5,
+                tw_gallery = gr.Gallery(label="clean | noisy | blur | one step | iterative; below: the seed's blurs "
+                                        "(kernel 3, 5, 9)", columns=5,
                                         elem_id="three-ways-gallery", **gal)
                 tw_md = gr.Markdown()
 

@@ -183,6 +183,46 @@ def compare(state: dict, schedule: str, t: int, draws: int, seed, progress=gr.Pr
     return gallery, fig, md
 
 
+BLEND_CHOICES = {"uniform noise (torch.rand, as seeds 000 and 004)": "uniform", "Gaussian noise (torch.randn)": "gaussian"}
+BLEND_WHY = """The seeds' first corruption is a straight blend, x = (1 − a)·x0 + a·n, with uniform noise n. It looks
+like noising, but it is **not DDPM's forward process**: the coefficients (1 − a) and a sum to 1, where DDPM's
+√ᾱ_t and √(1−ᾱ_t) have *squares* that sum to 1, so the blend's variance (1 − a)²·Var x0 + a²·Var n sags in the
+middle instead of staying near 1; uniform noise is bounded (no Gaussian tails), so at a = 1 the end state is
+U[−1, 1), not the N(0, I) a sampler starts from; and the blend is not a chain of Gaussian steps, so there is no
+closed-form Gaussian posterior q(x_(t−1) | x_t, x0) and none of DDPM's ELBO. Below: the blend beside DDPM
+eq. 4 with the **same signal**, √ᾱ = 1 − a."""
+
+
+def blend(state: dict, amount, noise_label: str, seed):
+    """The seeds' amount blend vs DDPM eq. 4 at √ᾱ = 1 − a: gallery, histograms, figures."""
+    state = _check_state(state)
+    a = validation.number("amount", amount, 0.0, 1.0)
+    kind = BLEND_CHOICES.get(noise_label, noise_label)
+    x0 = torch.from_numpy(state["x0"]).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)  # [1, 3, S, S]
+    r = forward.blend_vs_forward(x0, a, kind, validation.generator(seed))
+    gallery = [(images.tensor_to_uint8(x0[0]), "x0"),
+               (images.tensor_to_uint8(r["blend"][0]), f"blend: (1−a)·x0 + a·n, a = {a:g}"),
+               (images.tensor_to_uint8(r["forward"][0]), f"DDPM eq. 4, √ᾱ = {1 - a:.2f}")]
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    bins = np.linspace(-3, 3, 61)
+    for k, c, lab in (("blend", "tab:red", f"blend ({kind})"), ("forward", "tab:blue", "DDPM eq. 4")):
+        ax1.hist(r[k].flatten().numpy(), bins=bins, histtype="step", color=c, label=lab, density=True)
+        ax2.hist(r[f"{k}_z"].numpy(), bins=bins, histtype="step", color=c, label=lab, density=True)
+    ax2.plot(bins, np.exp(-bins**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="N(0, 1)")
+    ax1.set(title="pixel values of x", xlabel="value")
+    ax2.set(title="the noise part, divided by its std", xlabel="z")
+    ax1.legend(fontsize=8), ax2.legend(fontsize=8)
+    var_x0 = float(x0.var())
+    md = (f"| | signal coefficient | noise variance (measured / theory) | total Var x (x0 has {var_x0:.3f}) |\n"
+          "|---|---|---|---|\n"
+          f"| blend, {kind} | 1 − a = {1 - a:.3f} | {r['blend_noise_var']:.4f} / a²·Var n = "
+          f"{r['blend_noise_var_theory']:.4f} | {float(r['blend'].var()):.4f} |\n"
+          f"| DDPM eq. 4 | √ᾱ = {1 - a:.3f} | {r['forward_noise_var']:.4f} / 1 − ᾱ = "
+          f"{r['forward_noise_var_theory']:.4f} | {float(r['forward'].var()):.4f} |")
+    return gallery, fig, md
+
+
 def create(runtime=None) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (no model)."""
     samples = sample_paths()
@@ -233,6 +273,17 @@ def create(runtime=None) -> dict:
         cmp_plot = gr.Plot(label="histograms")
         cmp_md = gr.Markdown()
 
+    with gr.Accordion("Experiment: the seeds' amount blend is not the Gaussian forward process", open=False):
+        gr.Markdown(BLEND_WHY)
+        with gr.Row():
+            amount = gr.Slider(0, 1, value=0.5, step=0.01, label="amount a")
+            blend_noise = gr.Radio(list(BLEND_CHOICES), value=next(iter(BLEND_CHOICES)), label="noise n")
+            blend_run = gr.Button("Compare", variant="primary", elem_id="forward-blend-run")
+        blend_gallery = gr.Gallery(label="x0 | amount blend | DDPM x_t with the same signal", columns=3,
+                                   object_fit="contain", elem_id="forward-blend", elem_classes=["dl-gallery"])
+        blend_plot = gr.Plot(label="histograms")
+        blend_md = gr.Markdown()
+
     def pick(evt: gr.SelectData) -> str:
         return samples[int(evt.index)]  # the server picks the path; the client only sends an index
 
@@ -247,6 +298,8 @@ def create(runtime=None) -> dict:
         user_errors(strip), [state, schedule], strip_gallery, api_name="forward_strip")
     run.click(user_errors(compare), [state, schedule, t, draws, seed], [cmp_gallery, cmp_plot, cmp_md],
               api_name="forward_compare")
+    blend_run.click(user_errors(blend), [state, amount, blend_noise, seed], [blend_gallery, blend_plot, blend_md],
+                    api_name="forward_blend")
     return {"schedule": schedule, "t": t, "seed": seed, "size": size, "draws": draws}  # lecture-mode URL keys
 
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from demos import player
-from demos.common import image_file, png, sample_paths, sampler_follows_model, user_errors
+from demos.common import i_start_note, image_file, png, sample_paths, sampler_follows_model, user_errors
 from demos.components import SafeImageEditor, seed_input
 from pipelines import sketch
 from pipelines import masks
@@ -208,7 +208,7 @@ def run_sketch(runtime, model_name, value, prompt, strength, scale, steps, seed)
             t0 = rec.t
         if rec.image is not None:
             md = (f"**Done**: strength {s:g} → the drawing was noised to t = {t0} (step {first + 1}/{n}) and "
-                  f"denoised for {n - first} steps; seed {validation.seed(seed)}. "
+                  f"denoised for {n - first} steps; seed {validation.seed(seed)}. {i_start_note(s, n)} "
                   f"The model works at {model.image_size[0]} px (shown upscaled).")
             yield image_file(rec.image[0], work, fmt='jpeg'), md
         else:
@@ -228,7 +228,7 @@ def run_strip(runtime, model_name, value, prompt, scale, steps, seed):
     out = [(image_file(drawing[0], fmt='jpeg'), "your drawing")]
     for s, img in sketch.sketch_strip(model, drawing, validation.prompt(prompt), seed=seed, num_inference_steps=n,
                                   guidance_scale=w):
-        out.append((image_file(img[0], work, fmt='jpeg'), f"strength {s:g} (from step {sketch.start_step(s, n) + 1}/{n})"))
+        out.append((image_file(img[0], work, fmt='jpeg'), f"strength {s:g} = 1 − i_start/N, i_start {sketch.start_step(s, n)}/{n}"))
     return out
 
 
@@ -334,6 +334,7 @@ def create(runtime) -> dict:
         with gr.Column(scale=2):
             sk_prompt = gr.Textbox("a red circle", label="prompt")
             sk_strength = gr.Slider(0.05, 1.0, value=0.7, step=0.05, label="strength (fraction of steps run)")
+            sk_i_start = gr.Markdown(i_start_note(0.7, 40), elem_id="sketch-i-start")
             with gr.Row():
                 sk_steps = gr.Slider(1, MAX_STEPS, value=40, step=1, label="steps")
                 sk_scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale")
@@ -383,6 +384,8 @@ def create(runtime) -> dict:
                    api_visibility="private")
     sk_run.click(bind(run_sketch), [model, sketch, sk_prompt, sk_strength, sk_scale, sk_steps, sk_seed],
                  [sk_result, sk_info], api_name="sketch")
+    gr.on([sk_strength.change, sk_steps.change], user_errors(i_start_note), [sk_strength, sk_steps], sk_i_start,
+          api_name="sketch_i_start", show_progress="hidden", trigger_mode="always_last")
     strip_run.click(bind(run_strip), [model, sketch, sk_prompt, sk_scale, sk_steps, sk_seed], strip,
                     api_name="sketch_strip")
     return {"model": model, "prompt": prompt, "negative": negative, "steps": steps, "sampler": sampler,

@@ -18,6 +18,7 @@ from pipelines.diffusion import forward, loop
 from pipelines.diffusion.previews import to_rgb
 
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+SEED_KERNELS = (3, 5, 9)  # CS180 1.2's kernel sizes
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -47,6 +48,15 @@ def blur_denoise(x_t: torch.Tensor, alpha_bar: float, clean: torch.Tensor | None
     return gaussian_blur(x, sigma).clamp(-1, 1), float(sigma)
 
 
+def fixed_kernel_blur(x_t: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The seed's baseline (CS180 1.2): blur x_t itself with a ``kernel`` × ``kernel`` Gaussian, σ from the
+    kernel size as torchvision picks it (0.3 ((k − 1) / 2 − 1) + 0.8). No 1/√ᾱ_t rescale and no peek at x0:
+    the result's mean is √ᾱ_t x0 (DDPM eq. 4), a faded picture. ``[B, C, H, W]`` -> same, clipped to [-1, 1]."""
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"the blur kernel size must be odd and positive, got {kernel}")
+    return TF.gaussian_blur(x_t, [int(kernel), int(kernel)]).clamp(-1, 1)
+
+
 def strided_timesteps(t: int, stride: int) -> list[int]:
     """t, t - stride, ..., down to 0 (0 always included): CS180's strided schedule."""
     if stride < 1:
@@ -68,7 +78,8 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
                guidance_scale: float = 1.0, stride: int = 50, generator: torch.Generator) -> dict:
     """Noise ``image`` to t, then denoise it three ways (CS180 1.2-1.4).
 
-    * **blur**: Gaussian blur of x_t / sqrt(ᾱ_t) (best σ);
+    * **blur**: Gaussian blur of x_t / sqrt(ᾱ_t) (best σ, an oracle); ``blur_k3/5/9``: the seed's fixed kernels
+      on x_t (:func:`fixed_kernel_blur`);
     * **one step**: x̂0 = (x_t - sqrt(1-ᾱ_t) ε_θ) / sqrt(ᾱ_t) from a single model call;
     * **iterative**: DDPM steps t, t - stride, ..., 0 (the one-step x̂0 is that run's first record).
 
@@ -96,8 +107,10 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
         "blur": model.decode(blur).clamp(-1, 1),
         "one_step": model.decode(recs[0].pred_x0).clamp(-1, 1),
         "iterative": recs[-1].image,
+        **{f"blur_k{k}": model.decode(fixed_kernel_blur(x_t, k)).clamp(-1, 1) for k in SEED_KERNELS},
     }
-    out["psnr"] = {k: psnr(out[k], clean) for k in ("blur", "one_step", "iterative")}
+    out["psnr"] = {k: psnr(out[k], clean) for k in ("blur", "one_step", "iterative",
+                                                     *(f"blur_k{k}" for k in SEED_KERNELS))}
     out.update(t=int(t), alpha_bar=a, blur_sigma=sigma, steps=len(recs))
     return out
 

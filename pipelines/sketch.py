@@ -47,6 +47,15 @@ def start_step(strength: float, num_steps: int) -> int:
     return n - kept
 
 
+def i_start_mapping(strength: float, num_steps: int) -> dict:
+    """CS180's ``i_start`` (index into the N-step plan where denoising begins: the lower, the more noise)
+    for an SDEdit ``strength``: i_start = :func:`start_step`, and the strength the loop really runs is
+    1 − i_start / N (the requested one rounded down to whole steps). -> ``{i_start, n, strength}``."""
+    i = start_step(strength, num_steps)
+    n = int(num_steps)
+    return {"i_start": i, "n": n, "strength": 1.0 - i / n}
+
+
 def sketch_steps(model, sketch: torch.Tensor, prompt: str | list[str] = "", *, strength: float = 0.7,
                  **kwargs) -> Iterator[loop.StepRecord]:
     """SDEdit on a drawing: noise ``sketch`` to the step chosen by ``strength``, then denoise.

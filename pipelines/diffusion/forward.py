@@ -197,3 +197,52 @@ def q_sample_uint8(x0_d: torch.Tensor, noise_d: torch.Tensor, alpha_bar: float) 
     y = torch.mul(x0_d, alpha_bar**0.5)
     y.add_(noise_d, alpha=(1.0 - alpha_bar) ** 0.5).add_(128.0).clamp_(0.0, 255.0)
     return y.to(torch.uint8).numpy()
+
+
+BLEND_NOISES = ("uniform", "gaussian")
+
+
+def amount_blend(
+    x0: torch.Tensor, amount: float, noise_kind: str = "uniform", generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeds' corruption (HF class unit 2's ``add_noise``; DDPM-from-scratch's uniform draw), *not* DDPM:
+
+    x = (1 − a) x0 + a n, with n uniform (``torch.rand`` on [0, 1) for images in [0, 1], i.e. U[−1, 1) here in
+    [−1, 1]) or Gaussian N(0, I). The two coefficients sum to 1 instead of their squares, so the variance
+    is not kept: (1 − a)² Var x0 + a² Var n, and at a = 1 the sample is the noise's own distribution.
+
+    Args:
+        x0: ``[B, C, H, W]`` in [-1, 1]; amount: a in [0, 1]; noise_kind: ``uniform`` | ``gaussian``.
+    Returns:
+        ``(x, noise)``, both ``[B, C, H, W]``.
+    """
+    if noise_kind not in BLEND_NOISES:
+        raise ValueError(f"noise kind must be one of {BLEND_NOISES}, got {noise_kind!r}")
+    if not 0.0 <= float(amount) <= 1.0:
+        raise ValueError(f"amount must be between 0 and 1, got {amount}")
+    if noise_kind == "uniform":
+        # 2 u - 1 with u ~ U[0, 1): the seed's rand_like noise moved from [0, 1] pixels to [-1, 1] ones
+        noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype).mul_(2).sub_(1)
+    else:
+        noise = _randn_like(x0, generator)
+    return (1.0 - amount) * x0 + amount * noise, noise
+
+
+def blend_vs_forward(x0: torch.Tensor, amount: float, noise_kind: str, generator: torch.Generator | None) -> dict:
+    """The amount blend beside DDPM eq. 4 at the same signal coefficient √ᾱ = 1 − a, on the same x0.
+
+    Returns ``blend``, ``forward`` (x_t ``[B, C, H, W]``), ``alpha_bar`` = (1 − a)², and per method the
+    noise part standardised by its theoretical std (``*_z``, flat tensors; N(0, 1) for DDPM), the total
+    variance of x minus that of the signal part (``*_noise_var``) with its theory (a² Var n, resp. 1 − ᾱ).
+    """
+    blend, n = amount_blend(x0, amount, noise_kind, generator)
+    a = float(amount)
+    alpha_bar = (1.0 - a) ** 2
+    x_t, eps = q_sample(x0, 0, torch.tensor([alpha_bar]), generator=generator)
+    var_n = 1.0 / 3.0 if noise_kind == "uniform" else 1.0  # Var U[-1, 1) = 2² / 12
+    return {
+        "blend": blend, "forward": x_t, "alpha_bar": alpha_bar,
+        "blend_z": (n / var_n**0.5).flatten(), "forward_z": eps.flatten(),
+        "blend_noise_var": float((blend - (1 - a) * x0).var()), "blend_noise_var_theory": a * a * var_n,
+        "forward_noise_var": float((x_t - alpha_bar**0.5 * x0).var()), "forward_noise_var_theory": 1.0 - alpha_bar,
+    }

@@ -101,14 +101,17 @@ def _psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
 def test_three_ways(client):
     gallery, md = client.predict(MODEL, handle_file(toy_scene_paths()[1]), 400, 50, "a blue square", 1.0, 0,
                                  api_name="/three_ways")
-    assert len(gallery) == 5 and "iterative (9 steps)" in gallery[4]["caption"]
-    clean, noisy, blur, one, it = (_native(g["image"])
-                                   for g in gallery)
+    assert len(gallery) == 8 and "iterative (9 steps)" in gallery[4]["caption"]
+    assert [g["caption"].split(":")[0] for g in gallery[5:]] == [f"seed's blur of x_t, kernel {k}" for k in (3, 5, 9)]
+    clean, noisy, blur, one, it, *seed_blurs = (_native(g["image"]) for g in gallery)
     psnrs = [float(v) for v in re.findall(r"\| ([\d.]+) dB \|", md)]
-    assert len(psnrs) == 3
+    assert len(psnrs) == 6
     # the table's PSNRs are those of the images shown (recomputed here from the 8-bit pictures)
-    for shown, table in zip((blur, one, it), psnrs):
+    for shown, table in zip((blur, one, it, *seed_blurs), psnrs):
         assert abs(_psnr_u8(shown, clean) - table) < 0.5, (_psnr_u8(shown, clean), table)
+    # the seed's blur of x_t itself stays faded (no 1/√ᾱ): the oracle-σ blur of x_t/√ᾱ beats every kernel
+    assert psnrs[0] > max(psnrs[3:]), psnrs
+    psnrs = psnrs[:3]
     # at t = 400 every method beats the noisy input, and the trained model beats the blur
     p_noisy = _psnr_u8(noisy, clean)
     assert min(psnrs) > p_noisy + 2, (psnrs, p_noisy)
