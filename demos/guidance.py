@@ -157,10 +157,8 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
     for base, ref, guided, hook in LG.guided_vs_unguided(
             model, validation.prompt(prompt),
             lambda scale: LG.color_guidance(rgb, scale, scaling=scaling, through_unet=through), s,
-            guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd)):
-        if not clock["base"]:
-            clock["base"] = time.perf_counter() - t0  # the unguided run ends before the guided one starts
-            t0 = time.perf_counter()
+            guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd),
+            on_base_step=lambda rec: clock.__setitem__("base", time.perf_counter() - t0)):
         if guided.is_last or guided.index % PLOT_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
             cap = "with colour guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
@@ -168,7 +166,7 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
                               "colour loss mean|x̂0 − target| per step", "loss")
             yield ([(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance"),
                     (image_file(img, SHOW_PX, fmt='jpeg'), cap)], fig, f"step {guided.index + 1}/{n}…")
-    clock["guided"] = time.perf_counter() - t0
+    clock["guided"] = time.perf_counter() - t0 - clock["base"]  # the unguided run ends before the guided one
     gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance")]
     m0, m1 = LG.mean_color(base.image)[0], LG.mean_color(guided.image)[0]
     t = torch.tensor(rgb)
