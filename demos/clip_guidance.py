@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from demos import player
 from demos.common import image_file, loss_figure, user_errors
 from demos.components import seed_input
+from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
 from pipelines import images, validation
 
@@ -27,6 +28,9 @@ SHOW_PX = 256  # the toy model's 32 px images, upscaled (nearest)
 HEATMAP_PANELS = 8
 STREAM_EVERY = 3  # redraw the plots every this many steps
 BASE_MODES = ["unconditional (empty prompt)", "conditional (base prompt + CFG)"]
+TOWERS = ["noise-aware (toy-clip-noisy, scores x_t)", "plain CLIP (scores cutouts of x̂0)"]
+DEFAULT = LG.CLIP_PRESETS["default"]
+NAIVE = LG.CLIP_PRESETS["naive"]
 
 
 def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
@@ -51,8 +55,35 @@ def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
     return fig
 
 
+def preset_values(preset: dict) -> list:
+    """A preset as the tab's (cutouts, scale, scaling, tower, normalize, guide_end, smooth) inputs."""
+    return [preset.get("n_cutouts", 4), preset["scale"], preset.get("scaling", "none"),
+            TOWERS[0] if preset.get("noise_aware") else TOWERS[1], bool(preset.get("normalize", False)),
+            float(preset.get("guide_range", (0.0, 1.0))[1]), int(preset.get("smooth", 1))]
+
+
+def verdict_markdown(prompt: str, plain: torch.Tensor, guided: torch.Tensor, f0: float, f1: float) -> str:
+    """What the rendering judge reads on both images, their roughness, and the fooled-CLIP warning."""
+    v = J.judge(plain, guided, prompt, [0])[0]
+    want = {k: x for k, x in v.want.items() if x}
+    read = lambda r: " ".join(str(r[k]) for k in ("color", "shape") if r[k]) or "no shape"  # noqa: E731
+    ok = "✅ reached" if v.success else "❌ not reached"
+    md = (f"**Judged by rendering** (no learnt parts; `render_judge`), against the prompt's colour and shape "
+          f"({' '.join(want.get(k, '') for k in ('color', 'shape')).strip() or 'none named'}): without → "
+          f"*{read(v.plain)}* on {v.plain['background']}, roughness {v.rough_plain:.0f}; with → "
+          f"*{read(v.guided)}* on {v.guided['background']}, roughness **{v.rough_guided:.0f}** "
+          f"({v.rough_guided / max(v.rough_plain, 1e-6):.1f}x). {ok} (colour {'✓' if v.color_ok else '✗'}, shape "
+          f"{'✓' if v.shape_ok else '✗'}, roughness ≤ {J.ROUGH_JUMP:g}x {'✓' if v.clean else '✗'}).")
+    if J.fooled(f0, f1, v.rough_plain, v.rough_guided):
+        md += ("\n\n⚠️ **CLIP was fooled.** Its loss fell while the picture got "
+               f"{v.rough_guided / max(v.rough_plain, 1e-6):.0f}x rougher: the gradient found per-pixel noise that "
+               "CLIP scores as the prompt (an adversarial example), not a better picture. Lower the scale, guide "
+               "only the early steps, or use the noise-aware tower (see *Why CLIP gets fooled*).")
+    return md
+
+
 def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg_scale, n_cutouts, scale,
-             scaling, steps, seed, record: dict | None = None):
+             scaling, steps, seed, tower=TOWERS[0], normalize=False, guide_end=1.0, smooth=1, record: dict | None = None):
     """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown).
     With ``record`` (a dict), also keeps both runs' x̂0 per step there (``"without"``, ``"with"``: uint8
     ``[h, w, 3]`` lists, the final images last) for a side-by-side replay."""
@@ -62,10 +93,20 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     cuts = validation.integer("cutouts", n_cutouts, 1, 32)
     w = validation.number("CFG scale", cfg_scale, 0.0, MAX_CFG)
     n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
+    end = validation.number("guided share of the steps", guide_end, 0.05, 1.0)
+    k = validation.integer("gradient smoothing (pixels)", smooth, 1, 16)
     if not validation.prompt(prompt).strip():
         raise ValueError("Type a prompt for CLIP to steer towards.")
     if base_mode not in BASE_MODES:
         raise ValueError(f"base model mode must be one of {BASE_MODES}")
+    if tower not in TOWERS:
+        raise ValueError(f"CLIP image tower must be one of {TOWERS}")
+    encoder = None
+    if tower == TOWERS[0]:
+        if clip_name and clip_name != runtime.registry.default_clip or model.kind != "toy":
+            raise ValueError("The noise-aware tower is trained for the bundled tiny CLIP and toy model; "
+                             "choose the plain CLIP tower for other models.")
+        encoder = runtime.registry.noisy_clip()
     conditional = base_mode == BASE_MODES[1]
     if conditional and not model.conditional:
         raise ValueError(f"{model_name} is unconditional; choose 'unconditional' as the base mode")
@@ -74,7 +115,9 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
 
     def make_hook(guide_scale):
         return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
-                               generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0)
+                               generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0,
+                               noisy_encoder=encoder, normalize=bool(normalize), guide_range=(0.0, end),
+                               smooth=k)
 
     base = guided = ref = hook = None
     keep = record is not None
@@ -101,10 +144,12 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     f0 = float(LG.final_clip_loss(clip, base.image, validation.prompt(prompt))[0])
     f1 = float(LG.final_clip_loss(clip, guided.image, validation.prompt(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
-    md = (f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {cuts} cutouts; scale {s:g}; "
-          f"per-step factor {LG.SCALINGS[scaling]} with ᾱ of the timestep t.\n\n"
-          f"Final CLIP loss (whole image, 2·arcsin(‖a−b‖/2)²): without **{f0:.4f}**, with **{f1:.4f}** "
-          f"({'lower' if f1 < f0 else 'not lower'}).")
+    lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
+                              "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k})
+    md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
+          f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
+          f"Final CLIP loss (toy-clip, whole image, 2·arcsin(‖a−b‖/2)²; what guidance optimised, so not the "
+          f"verdict): without **{f0:.4f}**, with **{f1:.4f}** ({'lower' if f1 < f0 else 'not lower'}).")
     curves = {"without": ref.losses(), "with": hook.losses()}
     if keep:
         record.update({"without": without, "with": with_, "n": n})
@@ -160,6 +205,29 @@ network; offline, the bundled tiny CLIP and toy model work.
 """
 
 
+FOOLED = f"""
+**The naive setting** (the third example: scale {NAIVE['scale']:g}, plain CLIP on cutouts of x̂0, every step) lowers
+the CLIP loss a lot and draws saturated per-pixel colour noise with no shape. The judge (which renders every toy
+shape and compares, no learnt parts) reads no prompt shape, and the roughness (mean |Laplacian|) jumps ~10x.
+
+**Why.** ∇_x L of a network's score is an *adversarial* direction: CLIP was trained on clean toy pictures only,
+and the cheapest way to raise its score is a tiny per-pixel pattern it over-reacts to, not a red circle. Early
+in sampling x̂0 is a blur CLIP never saw, so its gradient there is close to arbitrary; scaled up, those patterns
+become the picture. A lower loss only says the optimiser worked on CLIP, so the tab judges the picture by
+rendering instead, and warns when the loss falls while the roughness more than doubles.
+
+**What helps** (measured with `python -m pipelines.guidance_judge`): a *noise-aware* image tower trained on noised
+images x_t with the timestep as input (GLIDE), so its gradient means something at every step; smoothing the
+gradient (only shape- and colour-sized changes), a unit-size step, guiding only the early steps (where the
+picture's layout is decided and later denoising cleans up), and a small scale.
+
+**The seed's bug** (fourth example). Seed 000 runs `set_timesteps(1000)` and multiplies the gradient by
+`alphas_cumprod[i]` with the loop counter i = 999 − t, so its factor is √ᾱ at 999 − t: full strength at the
+noisiest step, almost none at the end, the opposite of √ᾱ_t. The toggle *{LG.SCALINGS['seed_bug']}* reproduces
+it: the push lands early, when x̂0 is a blur, and nothing corrects the last steps.
+"""
+
+
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
     reg = runtime.registry
@@ -171,7 +239,8 @@ def create(runtime) -> dict:
         with gr.Column(scale=1, min_width=300, elem_classes=["dl-controls"]):
             prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)",
                                 max_lines=2, elem_id="clip-prompt")
-            scale = gr.Slider(0, MAX_CLIP_SCALE, value=200, step=5, label="how hard to steer (CLIP guidance scale)")
+            scale = gr.Slider(0, MAX_CLIP_SCALE, value=DEFAULT["scale"], step=0.01,
+                              label="how hard to steer (CLIP guidance scale)", elem_id="clip-scale")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 seed = seed_input("seed", min_width=120)
                 run = gr.Button("Run with and without", variant="primary", elem_id="clip-run",
@@ -179,15 +248,22 @@ def create(runtime) -> dict:
             with gr.Accordion("Advanced", open=False):
                 clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
                 model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
+                tower = gr.Radio(TOWERS, value=preset_values(DEFAULT)[3], label="CLIP image tower")
                 base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
                 with gr.Row():
                     base_prompt = gr.Textbox("", label="base prompt (conditional; empty = the CLIP prompt)")
                     cfg = gr.Slider(0, MAX_CFG, value=3.0, step=0.5, label="CFG w (conditional)")
                 with gr.Row():
-                    cuts = gr.Slider(1, 32, value=4, step=1, label="cutouts n")
+                    cuts = gr.Slider(1, 32, value=DEFAULT.get("n_cutouts", 4), step=1, label="cutouts n (plain tower)")
                     steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
-                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
-                                      label="gradient × per step")
+                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()],
+                                      value=DEFAULT.get("scaling", "none"), label="gradient × per step")
+                with gr.Row():
+                    normalize = gr.Checkbox(bool(DEFAULT.get("normalize")), label="unit-RMS gradient per step")
+                    guide_end = gr.Slider(0.05, 1.0, value=DEFAULT.get("guide_range", (0, 1.0))[1], step=0.05,
+                                          label="guide only the first … of the steps")
+                    smooth = gr.Slider(1, 16, value=DEFAULT.get("smooth", 1), step=1,
+                                       label="smooth the gradient over k × k pixels")
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
@@ -202,19 +278,30 @@ def create(runtime) -> dict:
         heat = gr.Plot(label="gradient magnitude")
     # Run on click, cached server-side after the first run (deterministic: same seed, same images).
     clip0, model0 = reg.default_clip, reg.default_diffusion
-    gr.Examples([[clip0, model0, "a red circle on a white background", BASE_MODES[0], "", 3.0, 4, 200,
-                  "sqrt_alpha_bar", 30, 0],
-                 [clip0, model0, "a blue square on a black background", BASE_MODES[0], "", 3.0, 4, 400,
-                  "sqrt_alpha_bar", 30, 1],
-                 [clip0, model0, "a yellow star", BASE_MODES[1], "", 3.0, 4, 200, "one_minus_alpha_bar", 30, 2]],
-                [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
-                [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
+    fixed = [BASE_MODES[0], "", 3.0]
+    cuts_d, scale_d, scaling_d, tower_d, norm_d, end_d, sm_d = preset_values(DEFAULT)
+    cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n = preset_values(NAIVE)
+    inputs = [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed, tower,
+              normalize, guide_end, smooth]
+    gr.Examples([[clip0, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
+                  tower_d, norm_d, end_d, sm_d],
+                 [clip0, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
+                  tower_d, norm_d, end_d, sm_d],
+                 [clip0, model0, "a red circle on a white background", *fixed, cuts_n, scale_n, scaling_n, 30, 0,
+                  tower_n, norm_n, end_n, sm_n],
+                 [clip0, model0, "a red circle on a white background", *fixed, cuts_n, 40.0, "seed_bug", 30, 0,
+                  tower_n, norm_n, end_n, sm_n]],
+                inputs, [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
+                example_labels=["steers: red circle (defaults)", "steers: blue square (defaults)",
+                                "fooled CLIP: the naive setting (scale 200, plain tower)",
+                                "the seed's bug: factor running backwards"],
                 cache_examples=True, cache_mode="lazy", label="examples (click to run; cached after the first run)",
                 elem_id="clip-examples")
+    with gr.Accordion("Why CLIP gets fooled", open=False, elem_id="clip-fooled"):
+        gr.Markdown(FOOLED)
     with gr.Accordion("The maths", open=False):
         gr.Markdown(MATHS)
-    run.click(user_errors(functools.partial(clip_run_recorded, runtime)),
-              [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed],
+    run.click(user_errors(functools.partial(clip_run_recorded, runtime)), inputs,
               [gallery, loss_plot, heat, md, traj], api_name="clip_guidance_run").success(
         lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr), interactive=_count(tr) > 1, visible=True),
         traj, step,
@@ -224,7 +311,7 @@ def create(runtime) -> dict:
     player.wire(play, "clip", show_pair, _count, traj, step, [gallery, md])
     return {"clip": clip_name, "model": model, "prompt": prompt, "base": base_mode, "base_prompt": base_prompt,
             "cfg": cfg, "cutouts": cuts, "scale": scale, "scaling": scaling, "steps": steps,
-            "seed": seed}  # lecture-mode URL keys
+            "seed": seed, "tower": tower, "normalize": normalize, "guide_end": guide_end, "smooth": smooth}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Run alone for a quick look: ``python -m demos.guidance``.
 from __future__ import annotations
 
 import functools
+import time
 
 import gradio as gr
 import numpy as np
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from demos.common import (conditional_model, conditional_names, image_file, loss_figure, sampler_follows_model,
                           user_errors)
 from demos.components import seed_input
+from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
 from pipelines import guidance as G
 from pipelines import images, validation
@@ -30,6 +32,7 @@ MAX_STEPS = 100
 MAX_SCALE = validation.MAX_GUIDANCE
 MAX_COLOUR_SCALE = 500.0
 DEFAULT_PROMPT = "a yellow star on a navy background"
+COLOUR_DEFAULT = {"colour": "#00d2e6", **LG.COLOUR_PRESETS["default"]}  # the toy world's cyan
 PLOT_EVERY = 5  # redraw streamed plots every this many steps (matplotlib is not free)
 
 
@@ -139,19 +142,26 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
 # ------------------------------------------------------------------ colour guidance
 
 
-def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed):
-    """Unguided then colour-guided at the same seed; streams (gallery, loss plot, markdown)."""
+def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed, through_unet=False):
+    """Unguided then colour-guided at the same seed; streams (gallery, loss plot, markdown).
+    ``through_unet``: the gradient flows through the UNet (seed 000: x.requires_grad_() before the model call),
+    one extra forward and backward pass per step; otherwise ε is held fixed (cheap)."""
     model = runtime.registry.diffusion(model_name or None)
     rgb = LG.parse_color(colour)
     s = validation.number("colour loss scale", loss_scale, 0.0, MAX_COLOUR_SCALE)
     n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     w = 3.0 if model.conditional else 1.0
     target = LG.color_target(rgb)
+    through = bool(through_unet)
 
     base = guided = ref = hook = None
+    clock = {"base": 0.0, "guided": 0.0}
+    t0 = time.perf_counter()
     for base, ref, guided, hook in LG.guided_vs_unguided(
-            model, validation.prompt(prompt), lambda scale: LG.color_guidance(rgb, scale, scaling=scaling), s,
-            guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd)):
+            model, validation.prompt(prompt),
+            lambda scale: LG.color_guidance(rgb, scale, scaling=scaling, through_unet=through), s,
+            guidance_scale=w, num_inference_steps=n, generator_fn=lambda: validation.generator(sd),
+            on_base_step=lambda rec: clock.__setitem__("base", time.perf_counter() - t0)):
         if guided.is_last or guided.index % PLOT_EVERY == 0:
             img = guided.image[0] if guided.is_last else guided.pred_x0_rgb[0]
             cap = "with colour guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
@@ -159,15 +169,24 @@ def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, 
                               "colour loss mean|x̂0 − target| per step", "loss")
             yield ([(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance"),
                     (image_file(img, SHOW_PX, fmt='jpeg'), cap)], fig, f"step {guided.index + 1}/{n}…")
+    clock["guided"] = time.perf_counter() - t0 - clock["base"]  # the unguided run ends before the guided one
     gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without colour guidance")]
     m0, m1 = LG.mean_color(base.image)[0], LG.mean_color(guided.image)[0]
     t = torch.tensor(rgb)
     d0, d1 = float((m0 - t).norm()), float((m1 - t).norm())
     fmt = lambda c: "(" + ", ".join(f"{float(v):.2f}" for v in c) + ")"  # noqa: E731
-    md = (f"Target {fmt(t)} (RGB in 0..1). Mean colour without: {fmt(m0)}, distance {d0:.3f}; "
+    v = J.judge(base.image, guided.image, validation.prompt(prompt), [sd], target_color=J.nearest_colour(rgb))[0]
+    md = (f"**Judged by rendering**: the shape's colour without → *{v.plain['color']}*, with → "
+          f"**{v.guided['color']}** (target ≈ {v.target_color} {'✓' if v.color_ok else '✗'}); shape "
+          f"{v.plain['shape']} → {v.guided['shape']}; roughness {v.rough_plain:.0f} → **{v.rough_guided:.0f}** "
+          f"({'clean' if v.clean else 'rougher than 2x: not clean'}).\n\n"
+          f"Target {fmt(t)} (RGB in 0..1). Mean colour without: {fmt(m0)}, distance {d0:.3f}; "
           f"with: {fmt(m1)}, distance **{d1:.3f}** ({'closer' if d1 < d0 else 'not closer'}). "
           f"Final colour loss: {float(LG.color_loss(base.image, target)[0]):.3f} → "
-          f"{float(LG.color_loss(guided.image, target)[0]):.3f}.")
+          f"{float(LG.color_loss(guided.image, target)[0]):.3f}.\n\n"
+          f"Gradient {'through the UNet (the seed’s way)' if through else 'with ε held fixed'}: this run took "
+          f"{clock['guided']:.1f} s guided vs {clock['base']:.1f} s unguided "
+          f"({clock['guided'] / max(clock['base'], 1e-6):.1f}x; wall time on a shared machine).")
     fig = loss_figure({"without": ref.losses(), "with": hook.losses()},
                       "colour loss mean|x̂0 − target| per step", "loss")
     yield gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with colour guidance")], fig, md
@@ -253,21 +272,31 @@ def create(runtime) -> dict:
                 "model's guess x̂0 is compared with the colour and the noisy image is nudged to bring them closer.")
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
-            colour = gr.ColorPicker("#00c8ff", label="target colour")
-            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=LG.COLOUR_SCALE_DEFAULT, step=1,
+            colour = gr.ColorPicker(COLOUR_DEFAULT["colour"], label="target colour")
+            loss_scale = gr.Slider(0, MAX_COLOUR_SCALE, value=COLOUR_DEFAULT["scale"], step=1,
                                    label="how hard to steer (colour loss scale s)")
             with gr.Accordion("Advanced", open=False):
-                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()], value="sqrt_alpha_bar",
-                                      label="gradient × per step (ᾱ of timestep t)")
+                scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items() if k != "seed_bug"],
+                                      value=COLOUR_DEFAULT["scaling"], label="gradient × per step (ᾱ of timestep t)")
+                through = gr.Checkbox(False, label="gradient through the UNet (seed 000's way; ~2–3x the cost per "
+                                                   "step: one more forward and backward pass)")
             col_btn = gr.Button("Run with and without", variant="primary", elem_id="guidance-colour-run")
         with gr.Column(scale=2):
             col_gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="guidance-colour", **gal)
             col_plot = gr.Plot(label="loss per step")
-            col_md = gr.Markdown()
+            col_md = gr.Markdown(elem_id="guidance-colour-info")
+    bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
+    seed_p = LG.COLOUR_PRESETS["seed"]
+    gr.Examples([[names[0], DEFAULT_PROMPT, COLOUR_DEFAULT["colour"], COLOUR_DEFAULT["scale"], COLOUR_DEFAULT["scaling"],
+                  30, 0, False],
+                 [names[0], DEFAULT_PROMPT, COLOUR_DEFAULT["colour"], seed_p["scale"], seed_p["scaling"], 30, 0, True]],
+                [model, prompt, colour, loss_scale, scaling, steps, seed, through], [col_gallery, col_plot, col_md],
+                fn=bind(colour_run), cache_examples=True, cache_mode="lazy", elem_id="guidance-colour-examples",
+                example_labels=["defaults (chosen by the judge)", "the seed's: through the UNet, scale 40, factor 1"],
+                label="colour-guidance examples (click to run; cached after the first run)")
     with gr.Accordion("The maths", open=False):
         gr.Markdown(MATHS)
 
-    bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
     base = [model, prompt, negative]
     sampler_follows_model(runtime, model, sampler)
     run.click(bind(generate), base + [scale, steps, sampler, seed], [image, info], api_name="guidance_generate")
@@ -279,8 +308,8 @@ def create(runtime) -> dict:
                   api_name="guidance_decompose")
     trade_btn.click(bind(tradeoff), base + [steps, sampler, seed, samples], [trade_plot, trade_md],
                     api_name="guidance_tradeoff")
-    col_btn.click(bind(colour_run), [model, prompt, colour, loss_scale, scaling, steps, seed],
-                  [col_gallery, col_plot, col_md], api_name="guidance_colour")
+    col_in = [model, prompt, colour, loss_scale, scaling, steps, seed, through]
+    col_btn.click(bind(colour_run), col_in, [col_gallery, col_plot, col_md], api_name="guidance_colour")
     return {"model": model, "prompt": prompt, "negative": negative, "scale": scale, "steps": steps,
             "sampler": sampler, "seed": seed, "step": step, "samples": samples, "colour": colour,
             "loss_scale": loss_scale, "scaling": scaling}  # lecture-mode URL keys

@@ -1,8 +1,7 @@
 """The model registry: bundled toy models and hub models, loaded lazily, once, and cached.
 
-Models are shared read-only across users (``requires_grad_(False)``, ``eval()``); every
-request builds its own scheduler with :meth:`DiffusionModel.make_scheduler` and its own
-``torch.Generator``.
+Models are shared read-only across users (``requires_grad_(False)``, ``eval()``); every request builds
+its own scheduler with :meth:`DiffusionModel.make_scheduler` and its own ``torch.Generator``.
 
 Kinds of diffusion model:
 
@@ -15,9 +14,8 @@ kind           what                                         conditioning
 ``sd3``        toy-sd3: toy-vae + SD3 transformer (flow)    tiny-CLIP tokens + pooled
 =============  ==========================================  =========================
 
-Hub models need a network; when it is missing, :meth:`ModelRegistry.diffusion` raises
-``ModelUnavailable`` (a ``ValueError``) with a clear message, and the bundled models keep
-working.
+Hub models need a network; when it is missing, :meth:`ModelRegistry.diffusion` raises ``ModelUnavailable``
+(a ``ValueError``) with a clear message, and the bundled models keep working.
 """
 
 from __future__ import annotations
@@ -361,8 +359,7 @@ def specs_with_default(choice: str | None,
 class ModelRegistry:
     """Names -> lazily loaded, cached, shared read-only models. Thread-safe."""
 
-    def __init__(self, device: torch.device | str = "cpu",
-                 diffusion_specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS,
+    def __init__(self, device: torch.device | str = "cpu", diffusion_specs: tuple[ModelSpec, ...] = DEFAULT_DIFFUSION_SPECS,
                  clip_specs: tuple[ClipSpec, ...] = DEFAULT_CLIP_SPECS):
         self.device = torch.device(device)
         self._diffusion_specs = {s.name: s for s in diffusion_specs}
@@ -432,6 +429,15 @@ class ModelRegistry:
                 else:
                     self._cache[key] = _load_hub_clip(spec, self.device)
             return self._cache[key]  # type: ignore[return-value]
+
+
+    def noisy_clip(self):
+        """toy-clip-noisy, the noise-aware image tower (``toyworld/noisy_clip.py``), loaded once."""
+        from pipelines.toyworld import noisy_clip
+        with self._lock:
+            if "noisyclip" not in self._cache:
+                self._cache["noisyclip"] = noisy_clip.load(device=self.device)
+            return self._cache["noisyclip"]
 
 
 def _load_hub_clip(spec: ClipSpec, device: torch.device) -> ClipModel:

@@ -92,13 +92,26 @@ def test_colour_with_and_without(client):
 @pytest.mark.parametrize("mode", [UNCOND, COND])
 def test_clip_guidance_run(client, mode):
     gallery, loss_plot, heat, md = client.predict(CLIP, MODEL, PROMPT, mode, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0,
+                                                  "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1,
                                                   api_name="/clip_guidance_run")
     assert len(gallery) == 2 and loss_plot is not None and heat is not None
-    assert "Final CLIP loss" in md
+    assert "Final CLIP loss" in md and "Judged by rendering" in md and "roughness" in md
     # CLIP guidance lowers the final CLIP loss compared with the same run unguided
     f0, f1 = (float(v) for v in re.search(r"without \*\*([\d.]+)\*\*, with \*\*([\d.]+)\*\*", md).groups())
     assert f1 < f0, md
     assert np.abs(_img(gallery[0]["image"]) - _img(gallery[1]["image"])).mean() > 1  # and changed the image
+
+
+def test_clip_guidance_defaults_use_the_noise_aware_tower_and_report_the_judge(client):
+    gallery, _, _, md = client.predict(CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 4, 0.3, "none", 6, 0,
+                                       "noise-aware (toy-clip-noisy, scores x_t)", True, 0.3, 4,
+                                       api_name="/clip_guidance_run")
+    assert len(gallery) == 2 and "noise-aware tower" in md and "Judged by rendering" in md
+
+
+def test_colour_through_the_unet_reports_its_cost(client):
+    _, _, md = client.predict(MODEL, PROMPT, "#00d2e6", 40, "none", 4, 0, True, api_name="/guidance_colour")
+    assert "through the UNet" in md and "guided vs" in md and "Judged by rendering" in md
 
 
 def test_clip_hub_model_offline_gives_a_clear_message(client):
