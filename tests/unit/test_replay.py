@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -17,6 +18,13 @@ def _run(calls: list, n: int = 3, gate: threading.Event | None = None):
                 gate.wait()
             yield np.full((4, 4, 3), i, np.uint8)
     return produce
+
+
+def _wait(cond, limit: float = 20.0) -> None:
+    """Poll until ``cond()`` (bounded, so a broken cache fails instead of hanging)."""
+    end = time.monotonic() + limit
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.01)
 
 
 def test_a_hit_returns_the_recorded_frames_without_computing():
@@ -48,12 +56,10 @@ def test_identical_runs_in_flight_are_computed_once():
 
     threads = [threading.Thread(target=student, args=(i,)) for i in range(4)]
     threads[0].start()
-    while not cache._flights:  # the first run is in flight
-        pass
+    _wait(lambda: cache._flights)  # the first run is in flight
     for t in threads[1:]:
         t.start()
-    while cache.coalesced < 3:
-        pass
+    _wait(lambda: cache.coalesced + cache.misses >= 4)
     gate.set()
     for t in threads:
         t.join(30)
