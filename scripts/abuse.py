@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from scripts import app_process
     from tests.images_helpers import small_file_png
-    from tests.test_hostile import real_png_bomb
+    from tests.api.test_hostile import real_png_bomb
 
     tmp = Path(tempfile.mkdtemp(prefix="abuse-"))
     big = str(small_file_png(tmp / "big.png", 8000, 5000, 6))

@@ -192,11 +192,17 @@ class DiffusionModel:
 
     def predict(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
         """One denoiser pass: input ``[B, C, h, w]``, timestep, text features ``[B, L, D]`` -> output.
-        Other requests get their turn first (:func:`pipelines.serving.compute_thread.checkpoint`)."""
-        compute_thread.checkpoint()
-        if emb is None:
-            return self.unet(x_in, t, return_dict=False)[0]
-        return self.unet(x_in, t, encoder_hidden_states=emb, return_dict=False)[0]
+        Other requests get a turn before it and between chunks of ``compute_thread.micro_batch()`` images."""
+        m = compute_thread.micro_batch()  # an oversize call (the trade-off's 16 images) runs in chunks
+        chunks = [(x_in[i:i + m], t[i:i + m] if torch.is_tensor(t) and t.dim() == 1 else t,
+                   None if emb is None else emb[i:i + m]) for i in range(0, x_in.shape[0], m)]
+        outs = [self._unet(*args) for args in chunks]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _unet(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
+        compute_thread.checkpoint()  # other requests' turn first
+        kw = {} if emb is None else {"encoder_hidden_states": emb}
+        return self.unet(x_in, t, **kw, return_dict=False)[0]
 
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ import greenlet
 import torch
 
 DEFAULT_MAX_REQUEST_SECONDS = 300.0
+DEFAULT_MICRO_BATCH = 8
 
 
 class ComputeLimitExceeded(ValueError):
@@ -59,6 +60,13 @@ def default_threads() -> int:
     if env:
         return max(1, int(env))
     return max(1, torch.get_num_threads() - 1)
+
+
+def micro_batch() -> int:
+    """Images per UNet call between two turns: ``DL_MICRO_BATCH``, else 8. Larger calls are split
+    (``DiffusionModel.predict``), so one turn of a heavy request stays short."""
+    env = os.environ.get("DL_MICRO_BATCH", "").strip()
+    return max(1, int(env)) if env else DEFAULT_MICRO_BATCH
 
 
 def max_request_seconds() -> float:
