@@ -99,9 +99,28 @@ class FineTuner:
         """Write ``folder/unet`` (safetensors + config, ``from_pretrained``-loadable) and the step counter."""
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet")
+        self.scheduler.save_pretrained(folder / "scheduler")  # so load_toy_diffusion reads the folder as a toy-sd
         torch.save(self.opt.state_dict(), folder / "optimizer.pt")
         (folder / "finetune_state.json").write_text(json.dumps({"step": self.step, "config": self.cfg.__dict__}))
         return folder
+
+
+def judge_rates(model, n: int = 32, seed: int = 0, scale: float = 4.0, steps: int = 30) -> dict[str, float]:
+    """Rendering-judge figures for a toy-sd: ``heart`` = fraction of heart prompts (colour and background
+    drawn per seed) judged as hearts; ``old`` = fraction of old-shape prompts judged right in shape and
+    colour (the forgetting figure). Uses the app's sampling loop through ``evaluate.generate``."""
+    from pipelines.toyworld.evaluate import generate
+    from pipelines.toyworld.render_judge import classify_by_rendering
+
+    rng = random.Random(seed)
+    out = {}
+    for name, shapes in (("heart", NEW_SHAPES), ("old", None)):
+        scenes = [sample_scene(rng, shapes=shapes) if shapes else sample_scene(rng) for _ in range(n)]
+        images = generate(model, [s.caption(with_size=False) for s in scenes], scale, seed, steps)
+        pred = classify_by_rendering(images)
+        keys = ("shape",) if name == "heart" else ("shape", "color")
+        out[name] = sum(all(p[k] == getattr(s, k) for k in keys) for p, s in zip(pred, scenes)) / n
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--chunk", type=int, default=10)
+    ap.add_argument("--eval", type=int, default=0, help="after training, judge this many samples per prompt set")
     args = ap.parse_args(argv)
     accelerator = Accelerator()
     clip = load_toy_clip(args.clip / "open_clip_model.safetensors", args.clip / "toy-clip.json", accelerator.device)
@@ -139,6 +159,12 @@ def main(argv: list[str] | None = None) -> None:
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         tuner.save(args.out)
     accelerator.print(f"done: {tuner.step} steps in {args.out}")
+    if args.eval:
+        from pipelines.models import load_toy_diffusion
+
+        for name, folder in (("base", args.base), ("fine-tuned", args.out)):
+            rates = judge_rates(load_toy_diffusion(folder, args.clip, accelerator.device, clip=clip), args.eval)
+            accelerator.print(f"{name}: hearts {rates['heart']:.0%}, old prompts right {rates['old']:.0%}")
 
 
 if __name__ == "__main__":
