@@ -25,6 +25,7 @@ ROW_MODULES = {
     "guidance": "scripts.bench_guidance",  # issue #5: CFG step and CLIP-guided step vs a plain step
     "attention": "scripts.bench_attention",  # issue 17: a run with cross-attention maps recorded vs a plain run
     "train": "scripts.bench_train",  # issue #16: 2-D DDPM vs flow in 15 s, digits accuracy vs time, interleaving
+    "finetune": "scripts.bench_finetune",  # issue 21: fine-tune on hearts for 5 min, with / without prior preservation
 }
 
 
