@@ -27,6 +27,7 @@ ROW_MODULES = {
     "latent": "scripts.bench_latent",  # issue 18: toy-sd3 28-step sample + decode beside toy-sd's 50 steps
     "train": "scripts.bench_train",  # issue #16: 2-D DDPM vs flow in 15 s, digits accuracy vs time, interleaving
     "room": "scripts.bench_room",  # issue 20: the batching curve, batch invariance, micro-batches
+    "finetune": "scripts.bench_finetune",  # issue 21: fine-tune on hearts for 5 min, with / without prior preservation
 }
 
 

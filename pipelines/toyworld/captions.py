@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipelines.toyworld.world import BACKGROUNDS, COLORS, SHAPES, Scene, training_caption
+from pipelines.toyworld.world import ALL_SHAPES, BACKGROUNDS, COLORS, Scene, training_caption
 
 SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
 # Synonyms the world has: the background "gray" is also written "grey".
@@ -150,7 +150,7 @@ def captions_for(scenes: list[Scene], rng: random.Random, mode: str) -> list[Cap
 
 def all_words() -> set[str]:
     """Every word the world's attributes can be written with (for tests and the model card)."""
-    words = set(SHAPES) | set(COLORS)
+    words = set(ALL_SHAPES) | set(COLORS)
     for v in list(SIZE_WORDS.values()) + list(BG_WORDS.values()):
         words |= set(v)
     return words

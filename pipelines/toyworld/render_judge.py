@@ -13,7 +13,7 @@ box-averaged to 32 px, which is what :func:`world.render` does to its supersampl
    (farther than half the smallest colour-to-background distance); none: no shape;
 3. coverage m = each pixel's position on the line from the background to that colour,
    ((x - bg) . (fg - bg)) / |fg - bg|^2 clamped to [0, 1]: the alpha :func:`world.render` blended with;
-4. shape = the shape of the template (5 shapes x centres x radii over the range
+4. shape = the shape of the template (every shape of ``world.ALL_SHAPES``, heart included, x centres x radii over the range
    :func:`world.sample_scene` draws, rendered by :func:`world.shape_coverage`) nearest to m in L2.
 On rendered scenes it is exact on all three attributes (tests/unit/test_toyworld.py).
 """
@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from pipelines.toyworld.world import BACKGROUNDS, CENTRE_RANGE, COLORS, SHAPES, SIZE_RADIUS, shape_coverage
+from pipelines.toyworld.world import ALL_SHAPES, BACKGROUNDS, CENTRE_RANGE, COLORS, SIZE_RADIUS, shape_coverage
 
 JUDGE_SIZE = 32  # templates are rendered at this size
 _BG_NAMES, _FG_NAMES = list(BACKGROUNDS), list(COLORS)
@@ -43,7 +43,7 @@ def _templates(size: int = 32) -> tuple[torch.Tensor, list[str]]:
     radii = np.arange(lo - 0.02, hi + 0.021, 0.02)
     centres = np.arange(CENTRE_RANGE[0] - 0.02, CENTRE_RANGE[1] + 0.021, 0.02)
     maps, names = [], []
-    for shape in SHAPES:
+    for shape in ALL_SHAPES:  # the new shapes too, so a fine-tuned model's hearts are read back
         for r in radii:
             for cy in centres:
                 for cx in centres:

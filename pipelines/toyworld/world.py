@@ -22,6 +22,11 @@ import torch
 from PIL import Image, ImageDraw
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
+# Shapes the bundled models never saw: drawn, captioned and judged like the others, but kept out of
+# SHAPES so no default training distribution (sample_scene, make_batch, all_captions) draws them;
+# the fine-tuning lesson (seed 000) teaches them to a pretrained model.
+NEW_SHAPES: tuple[str, ...] = ("heart",)
+ALL_SHAPES: tuple[str, ...] = SHAPES + NEW_SHAPES
 
 # Eight clearly distinct, saturated foreground colours (sRGB 0..255).
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -96,8 +101,8 @@ def parse_caption(text: str) -> dict[str, str | None]:
     words = text.lower().replace(",", " ").split()
     found: dict[str, str | None] = {"shape": None, "color": None, "background": None}
     for i, w in enumerate(words):
-        if w in SHAPES or (w.endswith("s") and w[:-1] in SHAPES):
-            found["shape"] = w if w in SHAPES else w[:-1]
+        if w in ALL_SHAPES or (w.endswith("s") and w[:-1] in ALL_SHAPES):
+            found["shape"] = w if w in ALL_SHAPES else w[:-1]
         if w in COLORS and found["color"] is None and not _is_background(words, i):
             found["color"] = w
         if w in BACKGROUNDS and _is_background(words, i):
@@ -109,10 +114,11 @@ def _is_background(words: list[str], i: int) -> bool:
     return i + 1 < len(words) and words[i + 1] == "background"
 
 
-def sample_scene(rng: random.Random, allow_held_out: bool = False) -> Scene:
-    """Draw one scene uniformly over attributes (held-out pairs excluded unless allowed)."""
+def sample_scene(rng: random.Random, allow_held_out: bool = False, shapes: tuple[str, ...] = SHAPES) -> Scene:
+    """Draw one scene uniformly over attributes (held-out pairs excluded unless allowed); ``shapes``
+    defaults to the trained ones (pass ``NEW_SHAPES`` for the fine-tuning data)."""
     while True:
-        shape = rng.choice(SHAPES)
+        shape = rng.choice(shapes)
         color = rng.choice(list(COLORS))
         if allow_held_out or (color, shape) not in HELD_OUT:
             break
@@ -153,9 +159,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
             (cx + a, cy + b), (cx + b, cy + b), (cx + b, cy + a), (cx - b, cy + a),
             (cx - b, cy + b), (cx - a, cy + b), (cx - a, cy - b), (cx - b, cy - b),
         ]
+    if shape == "heart":
+        # The classic heart curve x = 16 sin^3 u, y = 13 cos u - 5 cos 2u - 2 cos 3u - cos 4u
+        # (x in [-16, 16], y in [-17, 12]), scaled so its half-width is 0.95 r and centred vertically.
+        k = 0.95 * r / 16
+        pts = []
+        for i in range(72):
+            u = 2 * math.pi * i / 72
+            x = 16 * math.sin(u) ** 3
+            y = 13 * math.cos(u) - 5 * math.cos(2 * u) - 2 * math.cos(3 * u) - math.cos(4 * u)
+            pts.append((cx + k * x, cy - k * (y + 2.5)))
+        return pts
     if shape == "circle":
         return None
-    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    raise ValueError(f"unknown shape {shape!r}; expected one of {ALL_SHAPES}")
 
 
 def render(scene: Scene, size: int = 32, supersample: int = 4) -> Image.Image:
