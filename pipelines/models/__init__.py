@@ -2,6 +2,7 @@
 and device helpers. ``from pipelines.models import ModelRegistry, DiffusionModel, ...``."""
 
 from pipelines.models.registry import (ASSETS, DEFAULT_CLIP_SPECS, DEFAULT_DIFFUSION_SPECS, SAMPLERS, TOY_CLIP_DIR,
+                                       TOY_CLIP_NATURAL_DIR,
                                        TOY_SD_DIR, ClipModel, ClipSpec, DiffusionModel, ModelRegistry, ModelSpec,
                                        ModelUnavailable, load_latent_hub, load_pixel_hub, load_toy_clip,
                                        load_toy_diffusion, spec_for, specs_with_default, toy_clip_config)
@@ -10,7 +11,7 @@ from pipelines.models.sd3 import FlowDiffusionModel, load_spec as _load_sd3_spec
 
 KIND_LOADERS["sd3"] = _load_sd3_spec  # toy-sd3 (SD3 transformer + toy-vae), see pipelines.models.sd3
 
-__all__ = ["ASSETS", "DEFAULT_CLIP_SPECS", "DEFAULT_DIFFUSION_SPECS", "SAMPLERS", "TOY_CLIP_DIR", "TOY_SD_DIR",
+__all__ = ["ASSETS", "DEFAULT_CLIP_SPECS", "DEFAULT_DIFFUSION_SPECS", "SAMPLERS", "TOY_CLIP_DIR", "TOY_CLIP_NATURAL_DIR", "TOY_SD_DIR",
            "ClipModel", "ClipSpec", "DiffusionModel", "FlowDiffusionModel", "ModelRegistry", "ModelSpec", "ModelUnavailable",
            "load_latent_hub", "load_pixel_hub", "load_toy_clip", "load_toy_diffusion", "spec_for",
            "specs_with_default", "toy_clip_config"]

@@ -28,69 +28,13 @@ from typing import Callable
 
 import torch
 
+from pipelines.models.specs import (ASSETS, DEFAULT_CLIP_SPECS, DEFAULT_DIFFUSION_SPECS, KIND_LOADERS, SAMPLERS,  # noqa: F401
+                                    TOY_CLIP_DIR, TOY_CLIP_NATURAL_DIR, TOY_SD_DIR, ClipSpec, ModelSpec)
 from pipelines.serving import compute_thread
-
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
-TOY_SD_DIR = ASSETS / "toy-sd"
-TOY_CLIP_DIR = ASSETS / "toy-clip"
-
-# Sampler names shown in the UI -> diffusers scheduler class names (and extra config).
-SAMPLERS: dict[str, tuple[str, dict]] = {
-    "DDPM": ("DDPMScheduler", {}),
-    "DDIM": ("DDIMScheduler", {}),
-    "DPM-Solver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "LMS": ("LMSDiscreteScheduler", {}),
-}
-# kind -> loader(spec, device, toy_clip(folder)) for kinds defined elsewhere (models/__init__.py adds "sd3")
-KIND_LOADERS: dict[str, Callable] = {}
 
 
 class ModelUnavailable(ValueError):
     """A model could not be loaded (offline, missing weights, no access)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One entry of the registry. ``source`` is a local folder or a hub repo id."""
-
-    name: str
-    kind: str  # "toy" | "pixel" | "latent"
-    source: str
-    description: str = ""
-    clip_source: str | None = None  # for "toy": the tiny-CLIP folder (text encoder)
-    hub: bool = False
-    vae_source: str | None = None  # for "sd3": the VAE folder
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    name: str
-    arch: str  # open_clip architecture name
-    pretrained: str  # file path or open_clip pretrained tag
-    description: str = ""
-    config_path: str | None = None  # custom open_clip config JSON to register
-    hub: bool = False
-
-
-DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("toy-sd (bundled, 32 px)", "toy", str(TOY_SD_DIR),
-              "Tiny text-to-image UNet trained on the toy world; offline.", str(TOY_CLIP_DIR)),
-    ModelSpec("toy-sd3 (bundled, 64 px, latent)", "sd3", str(ASSETS / "toy-sd3"), "Tiny SD3 (MMDiT, flow "
-              "matching) on toy-vae latents; offline.", str(TOY_CLIP_DIR), vae_source=str(ASSETS / "toy-vae")),
-    ModelSpec("google/ddpm-cat-256 (hub)", "pixel", "google/ddpm-cat-256",
-              "Unconditional 256 px cat DDPM from the seed notebook; needs network.", hub=True),
-    ModelSpec("stable-diffusion-v1-5 (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-v1-5",
-              "Stable Diffusion 1.5, latent 4x64x64; needs network (GPU advised).", hub=True),
-    ModelSpec("stable-diffusion-inpainting (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-inpainting",
-              "SD 1.5 inpainting checkpoint; needs network (GPU advised).", hub=True),
-)
-
-DEFAULT_CLIP_SPECS: tuple[ClipSpec, ...] = (
-    ClipSpec("toy-clip (bundled)", "toy-clip", str(TOY_CLIP_DIR / "open_clip_model.safetensors"),
-             "Tiny CLIP trained on the toy world; offline.", str(TOY_CLIP_DIR / "toy-clip.json")),
-    ClipSpec("ViT-B-32 / openai (hub)", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32; needs network.", hub=True),
-)
 
 
 @dataclass

@@ -142,7 +142,7 @@ def diversity(transformer, vae, scheduler_config: dict, clip, guidance: float, p
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipelines.models import TOY_CLIP_DIR, load_toy_clip
+    from pipelines.models import TOY_CLIP_NATURAL_DIR, load_toy_clip
 
     ap = argparse.ArgumentParser(description="Prompt adherence of toy-sd3 (render judge, 64 px)")
     ap.add_argument("--model", type=Path, default=TOY_SD3_DIR)
@@ -152,13 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--shift", type=float, default=None, help="override the scheduler's shift")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clip", type=Path, default=TOY_CLIP_NATURAL_DIR, help="the toy-clip folder it was trained on")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformer, vae, scheduler = load(args.model, args.vae)
     cfg = dict(scheduler.config)
     if args.shift is not None:
         cfg["shift"] = args.shift
-    clip = load_toy_clip(TOY_CLIP_DIR / "open_clip_model.safetensors", TOY_CLIP_DIR / "toy-clip.json", "cpu")
+    clip = load_toy_clip(args.clip / "open_clip_model.safetensors", args.clip / "toy-clip.json", "cpu")
     for w in args.w:
         for held in (False, True):
             r = adherence(transformer, vae, cfg, clip, w, args.n, args.steps, held_out=held)

@@ -34,7 +34,7 @@ from diffusers.training_utils import EMAModel, compute_density_for_timestep_samp
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from pipelines.models import TOY_CLIP_DIR, load_toy_clip
+from pipelines.models import TOY_CLIP_NATURAL_DIR, load_toy_clip
 from pipelines.toyworld.train_resume import resume_with_ema
 from pipelines.toyworld.toy_sd3 import (TOY_SD3_DIR, encode_prompts, flow_match_pair, shift_sigmas,
                                         toy_scheduler_config, toy_transformer_config)
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=TOY_SD3_DIR)
     ap.add_argument("--vae", type=Path, default=TOY_VAE_DIR)
-    ap.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
-    ap.add_argument("--captions", choices=("template", "natural"), default="template",
+    ap.add_argument("--clip", type=Path, default=TOY_CLIP_NATURAL_DIR)
+    ap.add_argument("--captions", choices=("template", "natural"), default="natural",
                     help="'natural': captions as people write them (captions.py; held-out phrasings never used)")
     args = ap.parse_args(argv)
 
