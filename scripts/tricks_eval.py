@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from pipelines.guidance_judge import roughness  # noqa: E402  (the one roughness figure)
 
 ANAGRAMS = [  # (prompt A as is, prompt B under the view, view, why)
     ("a red circle on a black background", "a cyan circle on a white background", "negate",
@@ -46,14 +46,6 @@ HYBRIDS = [  # (far prompt A, near prompt B)
     ("a red circle on a black background", "a red square on a black background"),
     ("a blue square on a white background", "a yellow star on a white background"),
 ]
-_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def roughness(images: torch.Tensor) -> torch.Tensor:
-    """Mean |Laplacian| per image: ``[B, 3, H, W]`` in [-1, 1] -> ``[B]`` in 0..255 units."""
-    x = (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
-    k = _LAPLACE.view(1, 1, 3, 3).repeat(x.shape[1], 1, 1, 1)
-    return F.conv2d(x, k, groups=x.shape[1]).abs().flatten(1).mean(1)
 
 
 def _matches(judged: dict, prompt: str) -> bool:

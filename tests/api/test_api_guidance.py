@@ -148,9 +148,9 @@ def _raw_call(app_url: str, api: str, data_json: str) -> str:
     ("guidance_generate", [MODEL, PROMPT, "", 5.0, 4, "DDIM", "NaN"]),
     ("guidance_decompose", [MODEL, PROMPT, "", 5.0, 4, "DDIM", 0, "NaN"]),
     ("guidance_tradeoff", [MODEL, PROMPT, "", "NaN", "DDIM", 0, 2]),
-    ("guidance_colour", [MODEL, PROMPT, "#00ff00", "Infinity", "sqrt_alpha_bar", 4, 0]),
-    ("clip_guidance_run", [CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 2, "NaN", "sqrt_alpha_bar", 4, 0]),
-    ("clip_guidance_run", [CLIP, MODEL, PROMPT, COND, "", "-Infinity", 2, 100, "sqrt_alpha_bar", 4, 0]),
+    ("guidance_colour", [MODEL, PROMPT, "#00ff00", "Infinity", "sqrt_alpha_bar", 4, 0, False]),
+    ("clip_guidance_run", [CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 2, "NaN", "sqrt_alpha_bar", 4, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1]),
+    ("clip_guidance_run", [CLIP, MODEL, PROMPT, COND, "", "-Infinity", 2, 100, "sqrt_alpha_bar", 4, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1]),
 ])
 def test_nan_and_inf_through_raw_http_get_a_clear_error(app_url, api, data):
     body = json.dumps(data).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity").replace('"-Infinity"', "-Infinity")
