@@ -8,6 +8,9 @@ import time
 def open_tab(page, name: str) -> None:
     """Click the tab button whose text is ``name`` and wait until it is selected."""
     tab = page.get_by_role("tab", name=name, exact=True)
+    if not tab.is_visible():  # more tabs than fit: gradio lists the rest in its overflow menu
+        page.locator(".overflow-menu > button").first.click()
+        tab = page.locator(".overflow-dropdown button", has_text=name).first
     tab.click()
     page.wait_for_function(
         "n => [...document.querySelectorAll('button[role=tab]')]"
