@@ -49,8 +49,8 @@ def test_spectrum_needs_a_run_then_reads_it(app_url):
 def test_ddpm_beta_is_a_viewer_sampler_and_differs_from_beta_tilde(client):
     finals = {}
     for s in ("DDPM", "DDPM, σ² = β (fixed_large)"):
-        xt, x0, eps, info = client.predict(MODEL, PROMPT, "", s, 6, 0.0, 0, 3.0, False, None, 0.6,
-                                           api_name="/viewer_run")
+        outs = client.predict(MODEL, PROMPT, "", s, 6, 0.0, 0, 3.0, False, None, 0.6, api_name="/viewer_run")
+        xt, info = outs[0], outs[-1]  # x_t first, the step line last (x̂0, ε and the latent preview between)
         assert "step 6 / 6" in info
         finals[s] = _img(xt).astype(float)
     assert np.abs(finals["DDPM"] - finals["DDPM, σ² = β (fixed_large)"]).mean() > 1.0  # same seed, other variance
