@@ -167,7 +167,7 @@ def test_guidance_example_runs_on_click_and_is_cached(page):
 
 def test_clip_guidance_example_runs_on_click(page):
     open_tab(page, "CLIP guidance")
-    page.locator("#clip-examples").get_by_text("a blue square on a black background").first.click()
+    page.locator("#clip-examples").get_by_text("steers: blue square (defaults)").first.click()
     _gallery_images(page, "clip-gallery", 2)
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()
