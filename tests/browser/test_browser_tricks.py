@@ -18,7 +18,7 @@ def test_anagram_runs_and_shows_both_views(page):
     _done(page, "tricks-anagram-md")
     assert page.locator("#tricks-anagram img").count() >= 2
     assert "rendering judge" in page.locator("#tricks-anagram-md").inner_text()
-    page.locator("#tricks-anagram-examples").get_by_text("rotate90").first.click()
+    page.locator("#tricks-anagram-examples").get_by_text("rotated 90°").first.click()
     page.wait_for_function("() => document.querySelector('#tricks-b-prompt textarea').value.includes('cross')")
     _done(page, "tricks-anagram-md")
     errors = page.locator(".toast-body.error")
