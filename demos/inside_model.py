@@ -273,7 +273,8 @@ def create(runtime) -> dict:
                     layer = gr.Dropdown([ALL_LAYERS], value=ALL_LAYERS, label="layers", elem_id="inside-layer",
                                         allow_custom_value=True)  # choices arrive with a run; scrub checks them
                     mode = gr.Radio([CUMULATIVE, SINGLE], value=CUMULATIVE, label="which steps")
-                gallery = gr.Gallery(label="where each token is read", columns=9, height=300, elem_id="inside-maps")
+                gallery = gr.Gallery(label="where each token is read", columns=9, object_fit="contain",
+                                     elem_id="inside-maps", elem_classes=["dl-gallery", "dl-pixelated"])
                 cap = gr.Markdown()
     with gr.Accordion("4. Attention control (Prompt-to-Prompt)", open=False):
         with gr.Row():
@@ -281,7 +282,8 @@ def create(runtime) -> dict:
             factor = gr.Slider(0, 3, value=0.0, step=0.25, label="× attention")
             and_after = gr.Checkbox(False, label="and every later token (they carry the word too)")
             rw_btn = gr.Button("Re-weight (same seed)", elem_id="inside-reweight-run")
-        rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, height=260, elem_id="inside-reweight")
+        rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, object_fit="contain", elem_id="inside-reweight",
+                                elem_classes=["dl-gallery", "dl-pixelated"])
         rw_md = gr.Markdown()
         with gr.Row():
             target = gr.Textbox("a red square on a navy background", label="target prompt (one word swapped)",
@@ -289,8 +291,8 @@ def create(runtime) -> dict:
             cross_f = gr.Slider(0, 1, value=0.8, step=0.05, label="inject cross-attention for this fraction of steps")
             self_f = gr.Slider(0, 1, value=0.4, step=0.05, label="inject self-attention for this fraction")
             sw_btn = gr.Button("Swap the word", elem_id="inside-swap-run")
-        sw_gallery = gr.Gallery(label="source | target | target with the source's maps", columns=3, height=260,
-                                elem_id="inside-swap")
+        sw_gallery = gr.Gallery(label="source | target | target with the source's maps", columns=3,
+                                object_fit="contain", elem_id="inside-swap", elem_classes=["dl-gallery", "dl-pixelated"])
         sw_md = gr.Markdown()
 
     bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
