@@ -123,6 +123,12 @@ def from_trained(unet, cfg, name: str, device: torch.device | str = "cpu") -> Di
     return from_unet(unet, sched, name, cfg.stage == "class", device)
 
 
+def is_class_conditional(folder: str | Path) -> bool:
+    """Whether the digits UNet saved in ``folder`` takes a class label (read from its ``config.json``)."""
+    cfg = Path(folder) / "config.json"
+    return cfg.exists() and json.loads(cfg.read_text()).get("num_class_embeds") == NULL_CLASS + 1
+
+
 def load_spec(spec, device: torch.device, toy_clip=None) -> DigitsDiffusionModel:
     """The registry's loader for kind ``digits`` (``toy_clip`` unused: the condition is a class label)."""
     return load_folder(spec.source, device, spec.name)
