@@ -18,10 +18,12 @@ import gradio as gr
 import numpy as np
 import torch
 
-from demos.common import png
+from demos.common import png, session_of
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import validation
 from pipelines.diffusion import schedules
+from pipelines.models import digits_model
+from pipelines.models.specs import SESSION_DIGITS
 from pipelines.serving import compute_thread
 from pipelines.training import digits, figures, toy2d
 from pipelines.training.slots import SLOTS, ordinal
@@ -319,6 +321,18 @@ def resample_digits(state, w, seed):
     return _compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
 
 
+def send_digits(runtime, state, session) -> str:
+    """A snapshot of the session's digits model into the runtime's per-session store (:meth:`Runtime.diffusion`)."""
+    if not isinstance(state, dict) or state.get("model") is None:
+        raise gr.Error("train a model or press Skip ahead first")
+    runtime.session_models.put(session, _compute(digits_model.from_trained, state["model"], state["cfg"], SESSION_DIGITS))
+    tr, cfg = state.get("trainer"), state["cfg"]
+    return (f"Sent this {cfg.stage} model ({cfg.objective}{f', step {tr.step}' if tr else ', shipped'}): in the "
+            f"**Denoising viewer** (Advanced → model) or the **Guidance playground**, pick *{SESSION_DIGITS}*; "
+            f"{'type a digit 0-9 as the prompt' if cfg.stage == 'class' else 'it takes no prompt'}. A snapshot: "
+            "press Send again after more training.")
+
+
 def download_digits(state):
     """Zip of a ``from_pretrained`` folder: safetensors weights, config.json, training.json, scheduler/."""
     if not isinstance(state, dict) or state.get("model") is None:
@@ -338,8 +352,8 @@ def download_digits(state):
 # ---------------------------------------------------------------- layout
 
 
-def create(runtime=None) -> dict:
-    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (models train here)."""
+def create(runtime) -> dict:
+    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``; ``runtime`` keeps the models sent on."""
     gr.Markdown("Train a diffusion model **live**, on this machine's CPU: 2-D points first (seconds), then "
                 "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.")
     with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
@@ -397,6 +411,7 @@ def create(runtime=None) -> dict:
             skip = gr.Button("Skip ahead (load the shipped checkpoint)")
             resample = gr.Button("Sample again")
             dl = gr.Button("Download weights")
+            send = gr.Button("Send to the viewer and guidance tabs", elem_id="digits-send")
         with gr.Row():
             dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid",
                              elem_classes="dl-pixelated")
@@ -421,10 +436,15 @@ def create(runtime=None) -> dict:
     gr.on([resample.click, w.release], _user(resample_digits), [dstate, w, dseed], [dgrid, dstatus],
           api_name="digits_sample")
     dl.click(_user(download_digits), dstate, dfile, api_name="digits_download")
+    def send_fn(state, request: gr.Request):
+        return send_digits(runtime, state, session_of(request))
+    send.click(_user(send_fn), dstate, dstatus, api_name="digits_send")
     return {"data": dist, "objective": objective, "schedule": schedule, "steps": steps2d, "stage": stage, "w": w}
 
 
 if __name__ == "__main__":
+    from pipelines.runtime import Runtime
+
     with gr.Blocks(title=TITLE) as demo:
-        create()
+        create(Runtime.create())
     demo.launch()
