@@ -195,4 +195,4 @@ def i_start_note(strength, steps) -> str:
 
     m = i_start_mapping(strength, steps)
     return (f"CS180's **i_start = {m['i_start']}** of N = {m['n']} steps: strength = 1 − i_start/N = "
-            f"{m['strength']:.3g} (lower i_start, more noise; higher strength, more noise).")
+            f"{m['strength']:.3g} (CS180: the lower i_start, the more noise; here: the higher the strength).")

@@ -106,10 +106,11 @@ def run_variance(runtime, model_name, prompt, steps, guidance, seed, progress=gr
     ax.plot(np.arange(1, steps + 1), np.sqrt(curves["beta_tilde"]), marker=".", label="σ_t = √β̃_t (fixed_small)")
     ax.set(xlabel="step", ylabel="std of the fresh noise", title="the noise each DDPM step adds")
     ax.legend(fontsize=8)
-    md = ("x_(t−1) = μ̂(x_t, x̂0) + σ_t·z. Ho et al. (§3.2) tried both σ_t² = β_t (right if x0 were pure noise) and "
-          "β̃_t = (1 − ᾱ_(t−1)) / (1 − ᾱ_t)·β_t (the exact posterior's, right if x0 were one known image) and "
-          "found them alike at 1000 steps. With few steps the stride's β is much larger than β̃ at the end of the "
-          "run, so β leaves grain in the picture. Same seed, same prompt:\n\n| reverse variance | judged |\n|---|---|\n"
+    md = ("`x(t−1) = μ̂(x_t, x̂0) + σ_t·z`. Ho et al. (§3.2) tried both `σ_t² = β_t` (right if x0 were pure noise) "
+          "and `β̃_t = (1 − ᾱ(t−1)) / (1 − ᾱ_t)·β_t` (the exact posterior's, right if x0 were one known image) and "
+          "found them alike at 1000 steps. They part in the last steps: β̃ falls to 0 at the final step, β does "
+          "not, so with β the last steps leave fresh grain in the picture. Same seed, same prompt:"
+          "\n\n| reverse variance | judged |\n|---|---|\n"
           + "\n".join(rows))
     return gallery, fig, md
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 import torchvision.transforms.functional as TF
 
-from pipelines.diffusion import forward, loop
+from pipelines.diffusion import forward, loop, maths
 from pipelines.diffusion.previews import to_rgb
 
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)

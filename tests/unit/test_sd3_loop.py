@@ -112,8 +112,11 @@ def test_registry_lists_and_loads_toy_sd3_lazily_once(registry):
     assert a.sample_shape == (4, 16, 16) and a.image_size == (64, 64) and a.conditional
     assert (a.latent_scale, a.latent_shift) == (a.vae.config.scaling_factor, a.vae.config.shift_factor)
     assert not any(p.requires_grad for p in a.unet.parameters())
-    # toy-clip is shared with toy-sd and the CLIP dropdown, not loaded twice
-    assert fresh.clip() is fresh._toy_clip(fresh.spec(SD3).clip_source)
+    # toy-sd3 reads toy-clip-natural (the tower it was trained on), loaded once and cached like toy-clip
+    from pipelines.models import TOY_CLIP_NATURAL_DIR
+
+    assert fresh.spec(SD3).clip_source == str(TOY_CLIP_NATURAL_DIR)
+    assert fresh._toy_clip(fresh.spec(SD3).clip_source) is fresh._toy_clip(str(TOY_CLIP_NATURAL_DIR))
 
 
 def test_flow_model_refuses_vp_samplers_clearly(tiny):
