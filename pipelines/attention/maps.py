@@ -257,11 +257,13 @@ def session(model, sess: Session):
     Keep the block free of ``yield``: the session lives in the current context."""
     from pipelines.models import traced_unet
 
+    from pipelines.serving import compute_thread
+
     check_cross_attention(model)
     _install(model.unet)
     token = _SESSION.set(sess)
     try:
-        with traced_unet.eager():
+        with traced_unet.eager(), compute_thread.whole_batches():  # the session indexes the whole CFG batch
             yield sess
     finally:
         _SESSION.reset(token)

@@ -137,6 +137,20 @@ def test_recorded_maps_are_the_layers_softmax(toy):
     assert got.shape == ref.shape and (got - ref).abs().max() < 2e-3  # float16 storage
 
 
+def test_maps_of_a_batch_survive_micro_batching(toy, monkeypatch):
+    """A batch larger than the compute thread's micro-batch (UNet calls split into chunks) records every
+    prompt's maps, equal to the runs one prompt at a time; editing sees the whole batch too."""
+    prompts = [PROMPT, "a blue square on a white background", "a green star on a gray background"]
+    monkeypatch.setenv("DL_MICRO_BATCH", "2")  # 3 prompts with CFG: 6 images per call
+    lat = latents(toy).expand(3, -1, -1, -1)
+    both = A.run(toy, prompts, steps=2, latents=lat)
+    zero = A.run(toy, prompts, steps=2, latents=lat, control=A.Reweight([2], 0.0))
+    for i, p in enumerate(prompts):
+        one = A.run(toy, p, steps=2, latents=lat[:1])
+        assert torch.allclose(both.heatmaps(i), one.heatmaps(0), atol=1e-3)
+        assert float(zero.heatmaps(i)[2].max()) == 0  # the edit reached every prompt's conditional half
+
+
 def test_daam_aggregation_against_hand_computation():
     rec = M.Record((8, 8), 2)
     g = torch.Generator().manual_seed(0)
