@@ -239,7 +239,7 @@ def create(runtime) -> dict:
     gr.Markdown("What happens to a prompt: the tokenizer cuts it into byte-pair pieces, the text encoder turns "
                 "them into one feature vector per token, and at every step every **cross-attention** layer of the "
                 "UNet lets each pixel read those vectors with softmax(QKᵀ/√d) weights: the weights of one token, as "
-                "an image, show *where that word is read*.")
+                "an image, show *where that word is read*.", elem_classes=["dl-intro"])
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="diffusion model", elem_id="inside-model")
         prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="inside-prompt")
@@ -264,8 +264,8 @@ def create(runtime) -> dict:
             seed = seed_input("seed")
             rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run",
                                 elem_classes=["dl-run"])
-        with gr.Row(elem_classes=["dl-main"]):
-            with gr.Column(scale=1, min_width=240):
+        with gr.Row():
+            with gr.Column(scale=1, min_width=240, elem_classes=["dl-side"]):
                 final = gr.Image(label="final image", interactive=False, height=256, elem_id="inside-final",
                                  elem_classes=["dl-pixelated", "dl-big"])
             with gr.Column(scale=3, elem_classes=["dl-output"]):
@@ -276,7 +276,7 @@ def create(runtime) -> dict:
                                         allow_custom_value=True)  # choices arrive with a run; scrub checks them
                     mode = gr.Radio([CUMULATIVE, SINGLE], value=CUMULATIVE, label="which steps")
                 gallery = gr.Gallery(label="where each token is read", columns=9, object_fit="contain",
-                                     elem_id="inside-maps", elem_classes=["dl-gallery", "dl-pixelated"])
+                                     elem_id="inside-maps", elem_classes=["dl-gallery", "dl-pixelated", "dl-wrap"])
                 cap = gr.Markdown()
     with gr.Accordion("4. Attention control (Prompt-to-Prompt)", open=False):
         with gr.Row():

@@ -233,9 +233,8 @@ def reflow_2d(cmp_state, steps):
 
 
 def _digits_cfg(stage, objective, seed) -> digits.DigitsConfig:
-    seed = validation.seed(seed)
     try:
-        return digits.DigitsConfig(stage=stage, objective=objective, seed=seed)
+        return digits.DigitsConfig(stage=stage, objective=objective, seed=validation.seed(seed))
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
@@ -354,7 +353,8 @@ def download_digits(state):
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``; ``runtime`` keeps the models sent on."""
     gr.Markdown("Train a diffusion model **live**, on this machine's CPU: 2-D points first (seconds), then "
-                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.")
+                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.",
+                elem_classes=["dl-intro"])
     with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
         state2d = gr.State(None, time_to_live=STATE_TTL)
         with gr.Row(elem_classes=["dl-main"]):  # controls left, the live plot right: one screen at 1366×768
@@ -378,10 +378,10 @@ def create(runtime) -> dict:
                         brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
                         canvas_size=(256, 256), label="your points: draw", height=300)
             with gr.Column(scale=3, elem_classes=["dl-output"]):
-                plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", type="filepath",
-                                interactive=False, elem_id="train2d-plot", elem_classes=["dl-big"])
+                plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", show_label=False,
+                                type="filepath", interactive=False, elem_id="train2d-plot", elem_classes=["dl-big"])
                 field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
-                status = gr.Markdown(elem_id="train2d-status")
+                status = gr.Markdown("Press **Train** and watch the model learn, above.", elem_id="train2d-status")
         gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "
                     f"with {', '.join(map(str, toy2d.SAMPLE_STEPS))} steps (DDPM with DDIM, flow with Euler) from "
                     "the same noise. **Reflow** couples each noise with the sample it produces and retrains on "

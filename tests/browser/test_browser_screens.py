@@ -83,8 +83,11 @@ def test_tab_fits_one_screen_at_1366x768(browser, app_url, tid):
     primary, main, _ = SCREENS[tid]
     ctx, page = _open(browser, app_url, 1366, 768)
     try:
-        if tid != next(iter(TITLES)):
-            page.get_by_role("tab", name=TITLES[tid], exact=True).click()
+        tab = page.get_by_role("tab", name=TITLES[tid], exact=True)
+        if tid != next(iter(TITLES)) and tab.is_visible():
+            tab.click()
+        elif tid != next(iter(TITLES)):  # at 1366 px the last tabs sit in gradio's "⋯" overflow menu
+            page.goto(f"{app_url}?tab={tid}")
         _selected(page, tid)
         page.wait_for_selector(main)
         page.wait_for_timeout(1500)  # fonts, images, the injected stylesheet
