@@ -357,8 +357,8 @@ def create(runtime) -> dict:
                 elem_classes=["dl-intro"])
     with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
         state2d = gr.State(None, time_to_live=STATE_TTL)
-        with gr.Row(elem_classes=["dl-main"]):  # controls left, the live plot right: one screen at 1366×768
-            with gr.Column(scale=2, min_width=280, elem_classes=["dl-controls"]):
+        with gr.Row():  # controls left, the live plot right: one screen at 1366×768, a wide plot when projected
+            with gr.Column(scale=2, min_width=280):
                 dist = gr.Dropdown(list(toy2d.DISTRIBUTIONS), value="two moons", label="data")
                 word = gr.Textbox("DIFFUSION", label="word (data = 'word')", max_lines=1)
                 objective = gr.Radio([("flow matching (v target)", "flow"), ("DDPM (ε target)", "ddpm")],
@@ -377,9 +377,9 @@ def create(runtime) -> dict:
                         type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
                         brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
                         canvas_size=(256, 256), label="your points: draw", height=300)
-            with gr.Column(scale=3, elem_classes=["dl-output"]):
+            with gr.Column(scale=3):
                 plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", show_label=False,
-                                type="filepath", interactive=False, elem_id="train2d-plot", elem_classes=["dl-big"])
+                                type="filepath", interactive=False, elem_id="train2d-plot")
                 field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
                 status = gr.Markdown("Press **Train** and watch the model learn, above.", elem_id="train2d-status")
         gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "

@@ -9,8 +9,11 @@ shape and its true mask (the best-matching rendered template, coverage > 0.5).
 
 1. Localisation: the shape word's DAAM map over all steps, thresholded at its mean, against the mask
    (IoU; target ≥ 0.5 in ≥ 80% of seeds), and per quarter of the steps; the background word's map
-   (the background's colour name) must be higher on the background than on the shape (mean of the map).
-2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%).
+   (the background's colour name; and the word "background") must be higher on the background than on the
+   shape (mean of the map; and thresholded at its mean), read as recorded, as DAAM's share of the words'
+   attention and minus the words' mean (:func:`pipelines.attention.maps.relative`).
+2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%); the same
+   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token.
 3. Word swap (shape word → another shape), source maps injected (Prompt-to-Prompt): the target's
    shape centroid within 2 px of the source's (target ≥ 80%); the same without injection for contrast.
 """
@@ -110,7 +113,7 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
                     if suffix != "_centred":  # a ratio of means of a map that can be negative says nothing
                         res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
                     hot = mb > mb.mean()  # "covers": the map thresholded at its mean, as for the shape word
-                    res.setdefault(key + suffix + "_cover", []).append(hot[~mask].float().mean() > hot[mask].float().mean())
+                    res.setdefault(key + suffix + "_cover", []).append(bool(hot[~mask].float().mean() > hot[mask].float().mean()))
         # 2. ×0 on the colour word's pieces; for contrast, on the colour word and every later token (the causal
         # text encoder writes the colour into all of them)
         cpos = [A.find_tokens(v, sc[i][0]) for v, i in zip(base.views, ids)]
@@ -120,10 +123,19 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
         # the renormalised variant: ×0 masks the colour word out of the softmax (its weight goes to the others)
         zero_renorm = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0, renormalise=True),
                             record=False, **kw)
-        for k, (j, ja, jr) in enumerate(zip(*(locate_by_rendering(r.image) for r in (zero, zero_after, zero_renorm)))):
+        # where the colour is read: ×0 on the colour word and the shape word after it (the noun phrase)
+        phrase = [p + A.find_tokens(v, sc[i][1]) for p, v, i in zip(cpos, base.views, ids)]
+        zero_phrase = A.run(model, prompts, latents=lat, control=A.Reweight(phrase, 0.0), record=False, **kw)
+        # ... and on the end token and the padding after it (they have read the whole caption)
+        tail = [list(range(v.end_index, v.context_length)) for v in base.views]
+        zero_tail = A.run(model, prompts, latents=lat, control=A.Reweight(tail, 0.0), record=False, **kw)
+        runs = (zero, zero_after, zero_renorm, zero_phrase, zero_tail)
+        for k, (j, ja, jr, jp, jt) in enumerate(zip(*(locate_by_rendering(r.image) for r in runs))):
+            res.setdefault("colour_tail_changed", []).append(jt["color"] != judged[k]["color"])
             res["colour_changed"].append(j["color"] != judged[k]["color"])
             res.setdefault("colour_after_changed", []).append(ja["color"] != judged[k]["color"])
             res.setdefault("colour_renorm_changed", []).append(jr["color"] != judged[k]["color"])
+            res.setdefault("colour_phrase_changed", []).append(jp["color"] != judged[k]["color"])
         # 3. word swap: [source, target] pairs from one x_T, with and without the source's maps injected
         targets = [prompt(sc[i][0], random.Random(1000 + i).choice([s for s in SHAPES if s != sc[i][1]]), sc[i][2])
                    for i in ids]
@@ -186,6 +198,10 @@ def report(res: dict, n: int, steps: int, w: float) -> str:
               f"{pct(res['colour_changed'])} | ≥ 70% |",
               f"| … ×0 renormalised (the word masked out of the softmax) | "
               f"{pct(res.get('colour_renorm_changed', []))} | (variant) |",
+              f"| … ×0 on the colour word and the shape word after it | {pct(res.get('colour_phrase_changed', []))} "
+              "| (where the colour is read) |",
+              f"| … ×0 on the end token and the padding only | {pct(res.get('colour_tail_changed', []))} "
+              "| (where the colour is read) |",
               f"| … ×0 on the colour word and every later token | {pct(res['colour_after_changed'])} | (contrast) |",
               f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
               f"(median {statistics.median(res['swap_dist']):.2f} px) | ≥ 80% |",
