@@ -221,9 +221,11 @@ def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidan
     if j:
         md += f"\n\nRendering judge: **{j[0]['color']} {j[0]['shape']}** → **{j[1]['color']} {j[1]['shape']}**."
     if not and_after:
-        md += ("\n\nWhy ×0 on the word alone often changes little here: the causal text encoder also writes the word "
-               "into every *later* token's features (see the similarity view), and those are still read. Tick "
-               "*and every later token* to silence them too.")
+        md += ("\n\nWhy ×0 on the word alone rarely changes the picture here: the causal text encoder also writes the "
+               "word into every *later* token's features (see the similarity view), and the bundled toy-sd was measured "
+               "to read it from all of them: silencing the word, re-summed or not, or the word and its noun, or the end token and the "
+               "padding, leaves the colour in place; only *and every later token* removes it "
+               "(`scripts/attention_eval.py`).")
     return gal, md
 
 
