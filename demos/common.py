@@ -45,7 +45,7 @@ def user_errors(fn):
             except ValueError as e:
                 raise gr.Error(str(e)) from e
 
-        return gen_wrapper
+        return _with_hints(gen_wrapper, fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,7 +54,24 @@ def user_errors(fn):
         except ValueError as e:
             raise gr.Error(str(e)) from e
 
+    return _with_hints(wrapper, fn)
+
+
+def _with_hints(wrapper, fn):
+    """Give ``wrapper`` ``fn``'s resolved type hints, so that gradio sees a ``request: gr.Request`` parameter
+    (and passes the request) also through ``functools.partial``, which carries no annotations."""
+    import typing
+
+    try:
+        wrapper.__annotations__ = typing.get_type_hints(fn.func if isinstance(fn, functools.partial) else fn)
+    except (NameError, TypeError):
+        pass
     return wrapper
+
+
+def session_of(request) -> str | None:
+    """The browser session's id (gradio's ``session_hash``; one per page load or ``gradio_client.Client``)."""
+    return getattr(request, "session_hash", None)
 
 
 def image_file(x, px: int | None = None, fmt: str = "png", compress_level: int = 6) -> str:
@@ -80,18 +97,24 @@ def image_file(x, px: int | None = None, fmt: str = "png", compress_level: int =
     return png(Image.fromarray(arr), compress_level=compress_level)
 
 
-def conditional_model(runtime, name: str):
-    """The diffusion model ``name``; ValueError when it cannot take a prompt (CFG needs one)."""
-    model = runtime.registry.diffusion(name or None)  # ModelUnavailable is a ValueError
+def conditional_model(runtime, name: str, session: str | None = None):
+    """The diffusion model ``name`` (``session``: whose trained model, see :meth:`Runtime.diffusion`);
+    ValueError when it cannot take a condition (CFG needs one: a prompt, or a digit's class)."""
+    model = runtime.diffusion(name or None, session)  # ModelUnavailable is a ValueError
     if not model.conditional:
-        raise ValueError(f"{name} is unconditional: classifier-free guidance needs a text-conditional model")
+        raise ValueError(f"{name} is unconditional: classifier-free guidance needs a conditional model "
+                         "(a text prompt, or a digit's class label)")
     return model
 
 
-def conditional_names(runtime) -> list[str]:
-    """Names of the text-conditional models in the registry (for guidance dropdowns)."""
+def conditional_names(runtime, digits: bool = False) -> list[str]:
+    """Names of the conditional models in the registry (for guidance dropdowns); ``digits``: also the
+    class-conditional digits models (bundled, and the one trained in this session)."""
+    from pipelines.models.digits_model import is_class_conditional
+
     reg = runtime.registry
-    return [n for n in reg.diffusion_names() if reg.spec(n).kind != "pixel"]
+    return [n for n in reg.diffusion_names(digits=digits) if reg.spec(n).kind != "pixel"
+            and (reg.spec(n).kind != "digits" or is_class_conditional(reg.spec(n).source))]
 
 
 def snr_text(alpha_bar: float) -> str:
@@ -156,10 +179,10 @@ def loss_figure(curves: dict[str, list[float]], title: str, ylabel: str, log: bo
 
 
 def sampler_follows_model(runtime, model_dd, sampler_dd) -> None:
-    """Flow-matching models (kind ``sd3``, toy-sd3) sample with Euler on the flow ODE only: choosing one in
+    """Flow-matching models (toy-sd3, the flow digits) sample with Euler on the flow ODE only: choosing one in
     ``model_dd`` sets ``sampler_dd`` to Euler (the other samplers would be refused with a message)."""
-    def pick(name, sampler):
-        flow = bool(name) and runtime.registry.spec(name).kind == "sd3"
+    def pick(name, sampler, request: gr.Request):
+        flow = runtime.flow_only(name, session_of(request))
         return gr.Dropdown(value="Euler") if flow and sampler != "Euler" else gr.skip()
 
     model_dd.change(user_errors(pick), [model_dd, sampler_dd], sampler_dd, api_visibility="private",

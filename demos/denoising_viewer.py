@@ -27,7 +27,7 @@ import torch
 from demos import denoising_viewer_experiments as experiments
 from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import i_start_note, image_file, sampler_follows_model, snr_text, user_errors
+from demos.common import i_start_note, image_file, sampler_follows_model, session_of, snr_text, user_errors
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
 from pipelines import denoising_views, images, validation
@@ -108,13 +108,13 @@ def toy_scene_paths() -> list[str]:
 # ----------------------------------------------------------------------------- viewer
 
 
-def start_info(runtime, model_name, sampler, steps, strength, use_image) -> str:
+def start_info(runtime, model_name, sampler, steps, strength, use_image, request: gr.Request = None) -> str:
     """Markdown: where an SDEdit run starts (t, sqrt(ᾱ_t), SNR), or that it starts from noise."""
     if not use_image:
         return "Starts from pure noise. Tick **start from an image** to run SDEdit."
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     strength = validation.number("strength", strength, 0.0, 1.0)
-    model = runtime.registry.diffusion(model_name)
+    model = runtime.diffusion(model_name, session_of(request))
     sch = _scheduler(model, sampler)
     ts, begin = maths.plan_timesteps(sch, steps, strength)
     a = maths.alpha_bar_at(sch, ts[0], begin)
@@ -168,7 +168,7 @@ def preview_visible(runtime, model_name):
 
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
-               use_image, image, strength):
+               use_image, image, strength, request: gr.Request = None):
     """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
     carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip.
     A step's frame is complete when the next step starts (its x_t is the step's output)."""
@@ -178,7 +178,7 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
     strength = validation.number("strength", strength, 0.0, 1.0)
     prompt, negative_prompt = validation.prompt(prompt), validation.prompt(negative_prompt, "negative prompt")
     t_start = time.perf_counter()
-    model = runtime.registry.diffusion(model_name)
+    model = runtime.diffusion(model_name, session_of(request))  # a shared model, or this session's digits
     gen = validation.generator(seed)
     if use_image:
         if image is None:
@@ -276,7 +276,7 @@ deviations to black … white. SNR = ᾱ_t / (1−ᾱ_t), the signal-to-noise ra
 
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
-    names = runtime.registry.diffusion_names()
+    names = runtime.registry.diffusion_names(digits=True)
     scenes = toy_scene_paths()
     bind = lambda fn: user_errors(functools.partial(fn, runtime))  # noqa: E731
 
@@ -297,7 +297,8 @@ def create(runtime) -> dict:
                                         min_width=120, size="lg")
                     with gr.Accordion("Advanced", open=False):
                         model_name = gr.Dropdown(names, value=names[0], label="model (every sub-tab)",
-                                                 elem_id="viewer-model")
+                                                 elem_id="viewer-model", info="digits models: the prompt is a "
+                                                 "digit 0-9 (empty: no label)")
                         sampler = gr.Dropdown(SAMPLER_NAMES, value="DDIM", label="sampler", info="DDPM adds noise "
                                               "of variance β̃_t per step; the last entry adds β_t (sub-tab β or β̃)")
                         negative = gr.Textbox("", label="negative prompt (what to steer away from)", max_lines=1)

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from demos.common import (conditional_model, conditional_names, image_file, loss_figure, sampler_follows_model,
-                          user_errors)
+                          session_of, user_errors)
 from demos.components import seed_input
 from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
@@ -39,9 +39,9 @@ PLOT_EVERY = 5  # redraw streamed plots every this many steps (matplotlib is not
 # ------------------------------------------------------------------ CFG
 
 
-def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed):
+def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed, request: gr.Request = None):
     """Stream one CFG sample: x̂0 at every step, then the final image. Yields (image, markdown)."""
-    model = conditional_model(runtime, model_name)
+    model = conditional_model(runtime, model_name, session_of(request))
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     gen = validation.generator(seed)
@@ -49,14 +49,24 @@ def generate(runtime, model_name, prompt, negative, scale, steps, sampler, seed)
                             num_inference_steps=n, sampler=sampler, generator=gen):
         if rec.is_last:
             yield image_file(rec.image[0], SHOW_PX, fmt='jpeg'), (f"**Done**: {n} {sampler} steps, w = {w:g}, seed {validation.seed(seed)}. "
-                                            "Same seed + same settings = the same image.")
+                                            "Same seed + same settings = the same image." + _digit_note(model, rec.image))
         else:
             yield image_file(rec.pred_x0_rgb[0], SHOW_PX, fmt='jpeg'), f"step {rec.index + 1}/{n} (t = {rec.t}): predicted x̂0"
 
 
-def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed):
+def _digit_note(model, image) -> str:
+    """For a digits model, what the separately trained digit judge reads in ``image`` ``[1, 3, H, W]``."""
+    if model.kind != "digits":
+        return ""
+    from pipelines.training.digit_judge import load_judge
+
+    p = load_judge()(image[:, :1].float().cpu()).softmax(1)[0]
+    return f" The digit judge reads **{int(p.argmax())}** (probability {float(p.max()):.2f})."
+
+
+def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed, request: gr.Request = None):
     """Same seed, scales 0, 1, 3, 7.5, 15: streams the gallery as each finishes."""
-    model = conditional_model(runtime, model_name)
+    model = conditional_model(runtime, model_name, session_of(request))
     n, s = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     out = []
     for w in G.CFG_GRID_SCALES:
@@ -70,9 +80,9 @@ def scale_grid(runtime, model_name, prompt, negative, steps, sampler, seed):
         yield out
 
 
-def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed, step):
+def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed, step, request: gr.Request = None):
     """The CFG terms at one step -> (gallery, markdown table)."""
-    model = conditional_model(runtime, model_name)
+    model = conditional_model(runtime, model_name, session_of(request))
     w = validation.number("guidance scale", scale, 0.0, MAX_SCALE)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     k = validation.integer("step", step, 1, n) - 1
@@ -101,23 +111,30 @@ def decompose(runtime, model_name, prompt, negative, scale, steps, sampler, seed
     return gallery, md
 
 
-def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, samples, progress=gr.Progress()):
-    """Adherence (tiny-CLIP) and diversity vs scale from a small batch -> (plot, table markdown)."""
-    model = conditional_model(runtime, model_name)
+def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, samples, request: gr.Request = None,
+             progress=gr.Progress()):
+    """Adherence (tiny-CLIP; digits: the digit judge) and diversity vs scale from a small batch -> (plot, table)."""
+    model = conditional_model(runtime, model_name, session_of(request))
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     k = validation.integer("samples per scale", samples, 2, 8)
-    clip = runtime.registry.clip()
+    digits = model.kind == "digits"
+    clip = None if digits else runtime.registry.clip()
+    if digits:
+        from pipelines.training.digit_judge import cfg_scores
     scales = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
     progress(0, desc="sampling the first scale")
     rows = G.adherence_diversity(model, clip, [validation.prompt(prompt)], scales, samples=k, seed=validation.seed(seed),
                                  negative_prompt=validation.prompt(negative, "negative prompt"), num_inference_steps=n, sampler=sampler,
-                                 callback=lambda d, t: progress(d / t, desc=f"scale {d}/{t}"))
+                                 callback=lambda d, t: progress(d / t, desc=f"scale {d}/{t}"),
+                                 scorer=cfg_scores if digits else None)
+    score_name, match_name = (("digit judge: P(digit asked)", "labelled as asked (digit judge)") if digits
+                              else ("tiny-CLIP score (cos)", "attributes match"))
     ws = [r["scale"] for r in rows]
     fig = Figure(figsize=(8, 3.4), layout="constrained")
     ax1, ax3 = fig.subplots(1, 2, width_ratios=[3, 2])
-    ax1.plot(ws, [r["clip_score"] for r in rows], "o-", color="tab:blue", label="tiny-CLIP score (cos)")
+    ax1.plot(ws, [r["clip_score"] for r in rows], "o-", color="tab:blue", label=score_name)
     if not np.isnan(rows[0]["match"]):
-        ax1.plot(ws, [r["match"] for r in rows], "s--", color="tab:green", label="attributes match (fraction)")
+        ax1.plot(ws, [r["match"] for r in rows], "s--", color="tab:green", label=f"{match_name} (fraction)")
     ax2 = ax1.twinx()
     ax2.plot(ws, [r["diversity"] for r in rows], "^-", color="tab:red", label="diversity (1 − cos)")
     ax1.set(xlabel="guidance scale w", ylabel="adherence")
@@ -134,7 +151,7 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
     ax3.set_yticks([])
     ax3.set_title("first sample at each w")
     pct = lambda v: "—" if np.isnan(v) else f"{v:.0%}"  # noqa: E731
-    md = "| w | attributes match | tiny-CLIP score | diversity |\n|---|---|---|---|\n" + "\n".join(
+    md = f"| w | {match_name} | {score_name} | diversity |\n|---|---|---|---|\n" + "\n".join(
         f"| {r['scale']:g} | {pct(r['match'])} | {r['clip_score']:.3f} | {r['diversity']:.3f} |" for r in rows)
     return fig, md
 
@@ -142,11 +159,14 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
 # ------------------------------------------------------------------ colour guidance
 
 
-def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed, through_unet=False):
+def colour_run(runtime, model_name, prompt, colour, loss_scale, scaling, steps, seed, through_unet=False,
+               request: gr.Request = None):
     """Unguided then colour-guided at the same seed; streams (gallery, loss plot, markdown).
     ``through_unet``: the gradient flows through the UNet (seed 000: x.requires_grad_() before the model call),
     one extra forward and backward pass per step; otherwise ε is held fixed (cheap)."""
-    model = runtime.registry.diffusion(model_name or None)
+    model = runtime.diffusion(model_name or None, session_of(request))
+    if model.kind == "digits":
+        raise ValueError("colour guidance steers the colours of toy-world pictures; the digits are gray. Pick toy-sd.")
     rgb = LG.parse_color(colour)
     s = validation.number("colour loss scale", loss_scale, 0.0, MAX_COLOUR_SCALE)
     n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
@@ -215,7 +235,7 @@ place of a classifier; s is the scale, g a per-step factor).
 
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``."""
-    names = conditional_names(runtime)
+    names = conditional_names(runtime, digits=True)
     gr.Markdown(
         "The prompt tells the model what to draw, and the guidance scale **w** says how hard to listen. Type a "
         "prompt and press **Generate**, then try w = 0, 1 and 15 with the same seed and compare.",
@@ -229,7 +249,8 @@ def create(runtime) -> dict:
                 run = gr.Button("Generate", variant="primary", elem_id="guidance-run", elem_classes=["dl-run"],
                                 size="lg", min_width=120)
             with gr.Accordion("Advanced", open=False, elem_id="guidance-advanced"):
-                model = gr.Dropdown(names, value=names[0], label="diffusion model")
+                model = gr.Dropdown(names, value=names[0], label="diffusion model",
+                                    info="digits models: the prompt is a digit 0-9")
                 negative = gr.Textbox("", label="negative prompt (replaces the empty prompt of ε_u)")
                 with gr.Row():
                     steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps", elem_id="guidance-steps")

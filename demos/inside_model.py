@@ -30,6 +30,8 @@ DEFAULT_PROMPT = "a red circle on a navy background"
 DEFAULT_OTHER = "a orange cross on a white background"
 ALL_LAYERS = "all layers (DAAM)"
 CUMULATIVE, SINGLE = "steps 1 … this step (DAAM sums over time)", "this step only"
+READINGS = [("as recorded", "raw"), ("share of the words (DAAM normalize)", "share"),
+            ("minus the words' mean", "centred")]  # pipelines.attention.maps.relative
 
 
 # ------------------------------------------------------------------ tokens and features
@@ -145,35 +147,48 @@ def _layers(run: A.AttentionRun, choice: str):
     return [choice]
 
 
-def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0):
-    """-> gallery of per-token overlays at ``step`` (1-based) and a caption."""
+def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0, reading: str = "raw"):
+    """-> gallery of per-token overlays at ``step`` (1-based) and a caption; ``reading``: the maps as
+    recorded, or relative to the other words (:func:`pipelines.attention.maps.relative`)."""
     if run is None:
         raise ValueError("run the model first (Record the maps)")
     k = validation.integer("step", step, 1, run.num_steps) - 1
     steps = [k] if mode == SINGLE else list(range(k + 1))
-    heat = M.normalise(run.heatmaps(index, steps=steps, layers=_layers(run, layer)))  # [T, H, W]
+    reading = validation.choice("map reading", reading or "raw", M.MAP_MODES)
+    heat = M.relative(run.heatmaps(index, steps=steps, layers=_layers(run, layer)), run.views[index].end_index, reading)
+    heat = M.normalise(heat.clamp(min=0))  # [T, H, W] in [0, 1]
     x0 = run.image[index] if k == run.num_steps - 1 else run.x0[k, index]
     view = run.views[index]
     out = [(image_file(_overlay(x0, heat[t.position]), SHOW_PX), f"{t.position}: {t.text or t.piece}")
            for t in view.tokens[: view.end_index + 1]]
     cap = (f"Step {k + 1}/{run.num_steps} (t = {run.timesteps[k]}); each map scaled to its own maximum, over x̂0 "
-           f"of that step. Maps kept: {run.record.nbytes / 1e6:.1f} MB for {run.num_steps} steps.")
+           f"of that step. Maps kept: {run.record.nbytes / 1e6:.1f} MB for {run.num_steps} steps."
+           + READING_NOTES[reading])
     return out, cap
 
 
-def record_maps(runtime, model_name, prompt, steps, guidance, seed, mode):
+READING_NOTES = {
+    "raw": "",
+    "share": (" Read as each word's **share** of the attention the words get (DAAM's normalize: the start token, which "
+              "takes most of every pixel's attention, and the end token left out): a pixel counts for the word it "
+              "reads most, whether it reads the words a lot (the shape) or little (the background)."),
+    "centred": " Read as each word's map **minus the words' mean** at each pixel: where it is read more than the average word.",
+}
+
+
+def record_maps(runtime, model_name, prompt, steps, guidance, seed, mode, reading="raw"):
     """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image)."""
     model = _maps_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     run = A.run(model, prompt, seed=validation.seed(seed), steps=n, guidance_scale=guidance)
-    gal, cap = show_maps(run, n, ALL_LAYERS, mode)
+    gal, cap = show_maps(run, n, ALL_LAYERS, mode, reading=reading)
     return (run, gal, cap, gr.Slider(1, n, value=n, step=1, interactive=n > 1),
             gr.Dropdown(choices=_layer_choices(run), value=ALL_LAYERS), image_file(run.image[0], 256))
 
 
-def scrub(run, step, layer, mode):
-    """Re-draw the per-token maps at another step / layer from the recorded run (no model call)."""
-    return show_maps(run, step, layer, mode)
+def scrub(run, step, layer, mode, reading="raw"):
+    """Re-draw the per-token maps at another step / layer / reading from the recorded run (no model call)."""
+    return show_maps(run, step, layer, mode, reading=reading)
 
 
 # ------------------------------------------------------------------ control
@@ -187,25 +202,30 @@ def _judge(model, imgs: torch.Tensor) -> list[dict] | None:
     return locate_by_rendering(imgs)
 
 
-def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed):
+def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed, renormalise=False):
     """Plain vs re-weighted (same seed) -> (gallery, markdown)."""
     model = _maps_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, edited = A.reweight(model, prompt, word, factor, and_after=bool(and_after), seed=validation.seed(seed),
-                               steps=n, guidance_scale=guidance)
+                               steps=n, guidance_scale=guidance, renormalise=bool(renormalise))
     pos = A.find_tokens(plain.views[0], word)
     if and_after:
         pos = list(range(pos[0], plain.views[0].context_length))
     gal = [(image_file(plain.image[0], 256), "as prompted"),
            (image_file(edited.image[0], 256), f"attention to '{word}' ×{float(factor):g}")]
-    md = f"Token positions {pos} of *{plain.prompts[0]}*: the conditional prompt's attention probabilities to them × {float(factor):g} in every cross-attention layer at every step (Prompt-to-Prompt re-weighting)."
+    md = (f"Token positions {pos} of *{plain.prompts[0]}*: the conditional prompt's attention probabilities to them "
+          f"× {float(factor):g} in every cross-attention layer at every step (Prompt-to-Prompt re-weighting"
+          + ("; then each pixel's weights re-summed to 1, so ×0 masks the word out of the softmax)." if renormalise
+             else ", as in the paper: not re-summed, so ×0 sends the word's share nowhere)."))
     j = _judge(model, torch.cat([plain.image, edited.image]))
     if j:
         md += f"\n\nRendering judge: **{j[0]['color']} {j[0]['shape']}** → **{j[1]['color']} {j[1]['shape']}**."
     if not and_after:
-        md += ("\n\nWhy ×0 on the word alone often changes little here: the causal text encoder also writes the word "
-               "into every *later* token's features (see the similarity view), and those are still read. Tick "
-               "*and every later token* to silence them too.")
+        md += ("\n\nWhy ×0 on the word alone rarely changes the picture here: the causal text encoder also writes the "
+               "word into every *later* token's features (see the similarity view), and the bundled toy-sd was measured "
+               "to read it from all of them: silencing the word, re-summed or not, or the word and its noun, or the end token and the "
+               "padding, leaves the colour in place; only *and every later token* removes it "
+               "(`scripts/attention_eval.py`).")
     return gal, md
 
 
@@ -239,11 +259,11 @@ def create(runtime) -> dict:
     gr.Markdown("What happens to a prompt: the tokenizer cuts it into byte-pair pieces, the text encoder turns "
                 "them into one feature vector per token, and at every step every **cross-attention** layer of the "
                 "UNet lets each pixel read those vectors with softmax(QKᵀ/√d) weights: the weights of one token, as "
-                "an image, show *where that word is read*.")
+                "an image, show *where that word is read*.", elem_classes=["dl-intro"])
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="diffusion model", elem_id="inside-model")
         prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="inside-prompt")
-    with gr.Accordion("1. Tokens", open=True):
+    with gr.Accordion("1. Tokens", open=False):  # closed: the maps (3.) and their button fit the first screen
         tok_btn = gr.Button("Tokenize", elem_id="inside-tokens-run")
         tok_table = gr.Dataframe(headers=["position", "BPE piece", "id", "kind", "in training captions"],
                                  interactive=False, elem_id="inside-tokens", wrap=True)
@@ -262,26 +282,32 @@ def create(runtime) -> dict:
             steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             seed = seed_input("seed")
-            rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run")
+            rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run",
+                                elem_classes=["dl-run"])
         with gr.Row():
-            with gr.Column(scale=1, min_width=240):
-                final = gr.Image(label="final image", interactive=False, height=256, elem_id="inside-final")
-            with gr.Column(scale=3):
+            with gr.Column(scale=1, min_width=240, elem_classes=["dl-side"]):
+                final = gr.Image(label="final image", interactive=False, height=256, elem_id="inside-final",
+                                 elem_classes=["dl-pixelated", "dl-big"])
+            with gr.Column(scale=3, elem_classes=["dl-output"]):
                 step = gr.Slider(1, MAX_STEPS, value=1, step=1, interactive=False, label="step (scrub)",
                                  elem_id="inside-step")
                 with gr.Row():
                     layer = gr.Dropdown([ALL_LAYERS], value=ALL_LAYERS, label="layers", elem_id="inside-layer",
                                         allow_custom_value=True)  # choices arrive with a run; scrub checks them
                     mode = gr.Radio([CUMULATIVE, SINGLE], value=CUMULATIVE, label="which steps")
-                gallery = gr.Gallery(label="where each token is read", columns=9, height=300, elem_id="inside-maps")
+                    reading = gr.Radio(READINGS, value="raw", label="read the maps", elem_id="inside-reading")
+                gallery = gr.Gallery(label="where each token is read", columns=9, object_fit="contain",
+                                     elem_id="inside-maps", elem_classes=["dl-gallery", "dl-pixelated", "dl-wrap"])
                 cap = gr.Markdown()
     with gr.Accordion("4. Attention control (Prompt-to-Prompt)", open=False):
         with gr.Row():
             word = gr.Textbox("red", label="word to re-weight", elem_id="inside-word")
             factor = gr.Slider(0, 3, value=0.0, step=0.25, label="× attention")
             and_after = gr.Checkbox(False, label="and every later token (they carry the word too)")
+            renorm = gr.Checkbox(False, label="re-sum each pixel's weights to 1 (×0 masks the word)")
             rw_btn = gr.Button("Re-weight (same seed)", elem_id="inside-reweight-run")
-        rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, height=260, elem_id="inside-reweight")
+        rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, object_fit="contain", elem_id="inside-reweight",
+                                elem_classes=["dl-gallery", "dl-pixelated"])
         rw_md = gr.Markdown()
         with gr.Row():
             target = gr.Textbox("a red square on a navy background", label="target prompt (one word swapped)",
@@ -289,20 +315,21 @@ def create(runtime) -> dict:
             cross_f = gr.Slider(0, 1, value=0.8, step=0.05, label="inject cross-attention for this fraction of steps")
             self_f = gr.Slider(0, 1, value=0.4, step=0.05, label="inject self-attention for this fraction")
             sw_btn = gr.Button("Swap the word", elem_id="inside-swap-run")
-        sw_gallery = gr.Gallery(label="source | target | target with the source's maps", columns=3, height=260,
-                                elem_id="inside-swap")
+        sw_gallery = gr.Gallery(label="source | target | target with the source's maps", columns=3,
+                                object_fit="contain", elem_id="inside-swap", elem_classes=["dl-gallery", "dl-pixelated"])
         sw_md = gr.Markdown()
 
     bind = lambda f: user_errors(functools.partial(f, runtime))  # noqa: E731
     tok_btn.click(bind(token_table), [model, prompt], [tok_table, tok_md], api_name="inside_tokens")
     feat_btn.click(bind(feature_views), [model, prompt, other], [feat_plot, sim_plot, feat_md],
                    api_name="inside_features")
-    rec_btn.click(bind(record_maps), [model, prompt, steps, guidance, seed, mode],
+    rec_btn.click(bind(record_maps), [model, prompt, steps, guidance, seed, mode, reading],
                   [run_state, gallery, cap, step, layer, final], api_name="inside_maps")
-    gr.on([step.release, layer.input, mode.input], user_errors(scrub), [run_state, step, layer, mode], [gallery, cap],
-          api_name="inside_scrub", show_progress="hidden", trigger_mode="always_last")
-    rw_btn.click(bind(reweight), [model, prompt, word, factor, and_after, steps, guidance, seed], [rw_gallery, rw_md],
-                 api_name="inside_reweight")
+    gr.on([step.release, layer.input, mode.input, reading.input], user_errors(scrub),
+          [run_state, step, layer, mode, reading], [gallery, cap], api_name="inside_scrub", show_progress="hidden",
+          trigger_mode="always_last")
+    rw_btn.click(bind(reweight), [model, prompt, word, factor, and_after, steps, guidance, seed, renorm],
+                 [rw_gallery, rw_md], api_name="inside_reweight")
     sw_btn.click(bind(swap), [model, prompt, target, cross_f, self_f, steps, guidance, seed], [sw_gallery, sw_md],
                  api_name="inside_swap")
     return {"model": model, "prompt": prompt, "other": other, "steps": steps, "guidance": guidance, "seed": seed,

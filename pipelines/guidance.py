@@ -150,7 +150,8 @@ def attribute_match(clip, images: torch.Tensor, prompts: Sequence[str]) -> torch
 
 def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[float], *, samples: int = 4,
                         seed: int = 0, negative_prompt: str | None = None,
-                        callback: Callable[[int, int], None] | None = None, **sample_kwargs) -> list[dict]:
+                        callback: Callable[[int, int], None] | None = None, scorer: Callable | None = None,
+                        **sample_kwargs) -> list[dict]:
     """Prompt adherence and diversity against the CFG scale, from a small batch per scale.
 
     For each scale, ``samples`` images of every prompt are drawn with the *same* initial noise
@@ -158,7 +159,8 @@ def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[fl
     ``scale``, ``match`` (fraction of images whose tiny-CLIP attributes match the prompt; NaN
     when no prompt names toy-world attributes), ``clip_score`` (mean cosine image/prompt) and
     ``diversity`` (mean pairwise 1 − cos between images of the same prompt).
-    ``callback(done, total)`` is called after each scale.
+    ``callback(done, total)`` is called after each scale. ``scorer(images, prompts, k) -> (match, clip_score,
+    diversity)`` replaces the tiny-CLIP scores (the digits: :func:`pipelines.training.digit_judge.cfg_scores`).
     """
     from pipelines.diffusion.loop import sample
 
@@ -174,13 +176,14 @@ def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[fl
         with torch.no_grad():
             imgs = sample(model, batch, guidance_scale=w, negative_prompt=negative_prompt, generator=gen,
                           **sample_kwargs).clamp(-1, 1)
-        match = attribute_match(clip, imgs, batch)
-        div = [pairwise_diversity(clip, imgs[i * k:(i + 1) * k]) for i in range(len(prompts))]
-        rows.append({"scale": w,
-                     "match": float(match.nanmean()) if not torch.isnan(match).all() else float("nan"),
-                     "clip_score": float(clip_scores(clip, imgs, batch).mean()),
-                     "diversity": sum(div) / len(div),
-                     "images": imgs.cpu()})
+        if scorer is not None:
+            match_f, score, diversity = scorer(imgs, batch, k)
+        else:
+            match = attribute_match(clip, imgs, batch)
+            div = [pairwise_diversity(clip, imgs[i * k:(i + 1) * k]) for i in range(len(prompts))]
+            match_f = float(match.nanmean()) if not torch.isnan(match).all() else float("nan")
+            score, diversity = float(clip_scores(clip, imgs, batch).mean()), sum(div) / len(div)
+        rows.append({"scale": w, "match": match_f, "clip_score": score, "diversity": diversity, "images": imgs.cpu()})
         if callback is not None:
             callback(j + 1, len(scales))
     return rows

@@ -9,8 +9,11 @@ shape and its true mask (the best-matching rendered template, coverage > 0.5).
 
 1. Localisation: the shape word's DAAM map over all steps, thresholded at its mean, against the mask
    (IoU; target ≥ 0.5 in ≥ 80% of seeds), and per quarter of the steps; the background word's map
-   (the background's colour name) must be higher on the background than on the shape (mean of the map).
-2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%).
+   (the background's colour name; and the word "background") must be higher on the background than on the
+   shape (mean of the map; and thresholded at its mean), read as recorded, as DAAM's share of the words'
+   attention and minus the words' mean (:func:`pipelines.attention.maps.relative`).
+2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%); the same
+   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token.
 3. Word swap (shape word → another shape), source maps injected (Prompt-to-Prompt): the target's
    shape centroid within 2 px of the source's (target ≥ 80%); the same without injection for contrast.
 """
@@ -83,7 +86,8 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
             c, sh, bg = sc[i]
             j = judged[k]
             if j["mask"] is None:
-                res["iou"].append(0.0)
+                for key in ("iou", "iou_share", "iou_centred"):
+                    res.setdefault(key, []).append(0.0)
                 for q in res["iou_q"]:
                     q.append(0.0)
                 continue
@@ -95,24 +99,43 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
             for q, steps_q in zip(res["iou_q"], quarters):
                 mq = base.word_map(sh, k, steps=steps_q)
                 q.append(iou(mq > mq.mean(), mask))
-            end = base.views[k].end_index
-            maps_all = base.heatmaps(k)
-            share = maps_all / maps_all[1:end].sum(0, keepdim=True).clamp(min=1e-12)  # DAAM normalize: words only
+            spos = A.find_tokens(base.views[k], sh)
+            for mode in A.MAP_MODES[1:]:  # the shape word under the other readings of the maps
+                mm = A.relative(base.heatmaps(k), base.views[k].end_index, mode)[spos].sum(0)
+                res.setdefault(f"iou_{mode}", []).append(iou(mm > mm.mean(), mask))
             for key, word in (("bg", bg), ("bgw", "background")):
                 pos = A.find_tokens(base.views[k], word)
-                for suffix, mb in (("", maps_all[pos].sum(0)), ("_share", share[pos].sum(0))):
+                for mode in A.MAP_MODES:
+                    suffix, m = ("" if mode == "raw" else "_" + mode), A.relative(base.heatmaps(k), base.views[k].end_index, mode)
+                    mb = m[pos].sum(0)
                     on_bg, on_shape = mb[~mask].mean().item(), mb[mask].mean().item()
                     res.setdefault(key + suffix + "_more", []).append(on_bg > on_shape)
-                    res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
+                    if suffix != "_centred":  # a ratio of means of a map that can be negative says nothing
+                        res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
+                    hot = mb > mb.mean()  # "covers": the map thresholded at its mean, as for the shape word
+                    res.setdefault(key + suffix + "_cover", []).append(bool(hot[~mask].float().mean() > hot[mask].float().mean()))
         # 2. ×0 on the colour word's pieces; for contrast, on the colour word and every later token (the causal
         # text encoder writes the colour into all of them)
         cpos = [A.find_tokens(v, sc[i][0]) for v, i in zip(base.views, ids)]
         zero = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0), record=False, **kw)
         after = [list(range(p[0], base.views[0].context_length)) for p in cpos]
         zero_after = A.run(model, prompts, latents=lat, control=A.Reweight(after, 0.0), record=False, **kw)
-        for k, (j, ja) in enumerate(zip(locate_by_rendering(zero.image), locate_by_rendering(zero_after.image))):
+        # the renormalised variant: ×0 masks the colour word out of the softmax (its weight goes to the others)
+        zero_renorm = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0, renormalise=True),
+                            record=False, **kw)
+        # where the colour is read: ×0 on the colour word and the shape word after it (the noun phrase)
+        phrase = [p + A.find_tokens(v, sc[i][1]) for p, v, i in zip(cpos, base.views, ids)]
+        zero_phrase = A.run(model, prompts, latents=lat, control=A.Reweight(phrase, 0.0), record=False, **kw)
+        # ... and on the end token and the padding after it (they have read the whole caption)
+        tail = [list(range(v.end_index, v.context_length)) for v in base.views]
+        zero_tail = A.run(model, prompts, latents=lat, control=A.Reweight(tail, 0.0), record=False, **kw)
+        runs = (zero, zero_after, zero_renorm, zero_phrase, zero_tail)
+        for k, (j, ja, jr, jp, jt) in enumerate(zip(*(locate_by_rendering(r.image) for r in runs))):
+            res.setdefault("colour_tail_changed", []).append(jt["color"] != judged[k]["color"])
             res["colour_changed"].append(j["color"] != judged[k]["color"])
             res.setdefault("colour_after_changed", []).append(ja["color"] != judged[k]["color"])
+            res.setdefault("colour_renorm_changed", []).append(jr["color"] != judged[k]["color"])
+            res.setdefault("colour_phrase_changed", []).append(jp["color"] != judged[k]["color"])
         # 3. word swap: [source, target] pairs from one x_T, with and without the source's maps injected
         targets = [prompt(sc[i][0], random.Random(1000 + i).choice([s for s in SHAPES if s != sc[i][1]]), sc[i][2])
                    for i in ids]
@@ -150,18 +173,35 @@ def report(res: dict, n: int, steps: int, w: float) -> str:
              "| measure | figure | target |", "|---|---|---|",
              f"| shape word map ∩ true mask, IoU ≥ 0.5 (all steps) | {pct([x >= 0.5 for x in res['iou']])} "
              f"(median IoU {statistics.median(res['iou']):.2f}) | ≥ 80% |"]
+    for mode in ("share", "centred"):
+        if f"iou_{mode}" in res:
+            lines.append(f"| … the shape word's map read as '{mode}' (relative maps) | "
+                         f"{pct([x >= 0.5 for x in res[f'iou_{mode}']])} "
+                         f"(median {statistics.median(res[f'iou_{mode}']):.2f}) | |")
     for q, ious in enumerate(res["iou_q"]):
         lines.append(f"| … maps of steps quarter {q + 1}/4 only | {pct([x >= 0.5 for x in ious])} "
                      f"(median {statistics.median(ious):.2f}) | |")
-    lines += [f"| background colour word's map higher on the background than on the shape | {pct(res['bg_more'])} "
-              f"(median ratio {statistics.median(res['bg_ratio']):.2f}) | most |",
-              f"| … the word 'background' | {pct(res['bgw_more'])} "
-              f"(median ratio {statistics.median(res['bgw_ratio']):.2f}) | |",
-              f"| … background colour word's share of the words' attention (DAAM normalize) | "
-              f"{pct(res['bg_share_more'])} (median ratio {statistics.median(res['bg_share_ratio']):.2f}) | |",
-              f"| … the word 'background', share | {pct(res['bgw_share_more'])} "
-              f"(median ratio {statistics.median(res['bgw_share_ratio']):.2f}) | |",
-              f"| ×0 on the colour word changes the judged colour | {pct(res['colour_changed'])} | ≥ 70% |",
+    names = {"": "raw DAAM map", "_share": "share of the words' attention (DAAM normalize=True)",
+             "_centred": "minus the words' mean map"}
+    for key, word in (("bg", "background colour word"), ("bgw", "the word 'background'")):
+        for suffix, name in names.items():
+            if key + suffix + "_more" not in res:
+                continue  # a --json file from before this row existed
+            ratio = (f", median ratio {statistics.median(res[key + suffix + '_ratio']):.2f}"
+                     if key + suffix + "_ratio" in res else "")
+            lines.append(f"| {word}, {name}: mean higher on the background than on the shape | "
+                         f"{pct(res[key + suffix + '_more'])}{ratio} | most (for the colour word) |")
+            if key + suffix + "_cover" in res:
+                lines.append(f"| … thresholded at its mean, covers more of the background than of the shape | "
+                             f"{pct(res[key + suffix + '_cover'])} | |")
+    lines += [f"| ×0 on the colour word changes the judged colour (P2P: no renormalising) | "
+              f"{pct(res['colour_changed'])} | ≥ 70% |",
+              f"| … ×0 renormalised (the word masked out of the softmax) | "
+              f"{pct(res.get('colour_renorm_changed', []))} | (variant) |",
+              f"| … ×0 on the colour word and the shape word after it | {pct(res.get('colour_phrase_changed', []))} "
+              "| (where the colour is read) |",
+              f"| … ×0 on the end token and the padding only | {pct(res.get('colour_tail_changed', []))} "
+              "| (where the colour is read) |",
               f"| … ×0 on the colour word and every later token | {pct(res['colour_after_changed'])} | (contrast) |",
               f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
               f"(median {statistics.median(res['swap_dist']):.2f} px) | ≥ 80% |",

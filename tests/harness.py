@@ -6,7 +6,9 @@ import time
 
 
 def open_tab(page, name: str) -> None:
-    """Click the tab button whose text is ``name`` and wait until it is selected."""
+    """Click the tab button whose text is ``name`` (in gradio's "More tabs" menu when the tab bar overflows)
+    and wait until it is selected."""
+    page.wait_for_timeout(300)  # gradio moves the tabs that do not fit into the menu just after load
     tab = page.get_by_role("tab", name=name, exact=True)
     if not tab.is_visible():  # more tabs than fit: gradio lists the rest in its overflow menu
         page.locator(".overflow-menu > button").first.click()

@@ -6,10 +6,11 @@
 * :mod:`pipelines.attention.runs`: runs with maps recorded, re-weighting and word swap (Prompt-to-Prompt).
 """
 
-from pipelines.attention.maps import MAX_SIDE, Record, Session, aggregate, check_cross_attention, session
+from pipelines.attention.maps import (MAP_MODES, MAX_SIDE, Record, Session, aggregate, check_cross_attention, relative,
+                                      session)
 from pipelines.attention.runs import AttentionRun, Reweight, Swap, find_token, find_tokens, reweight, run, swap
 from pipelines.attention.tokens import Token, TokenView, features, nearest_captions, similarity, tokens
 
-__all__ = ["MAX_SIDE", "AttentionRun", "Record", "Reweight", "Session", "Swap", "Token", "TokenView", "aggregate",
-           "check_cross_attention", "features", "find_token", "find_tokens", "nearest_captions", "reweight", "run", "session",
+__all__ = ["MAP_MODES", "MAX_SIDE", "AttentionRun", "Record", "Reweight", "Session", "Swap", "Token", "TokenView", "aggregate",
+           "check_cross_attention", "features", "find_token", "find_tokens", "nearest_captions", "relative", "reweight", "run", "session",
            "similarity", "swap", "tokens"]

@@ -257,11 +257,13 @@ def session(model, sess: Session):
     Keep the block free of ``yield``: the session lives in the current context."""
     from pipelines.models import traced_unet
 
+    from pipelines.serving import compute_thread
+
     check_cross_attention(model)
     _install(model.unet)
     token = _SESSION.set(sess)
     try:
-        with traced_unet.eager():
+        with traced_unet.eager(), compute_thread.whole_batches():  # the session indexes the whole CFG batch
             yield sess
     finally:
         _SESSION.reset(token)
@@ -301,6 +303,27 @@ def aggregate(rec: Record, steps=None, layers=None, heads=None, index: int = 0) 
     if total is None:
         raise ValueError("no attention maps recorded for those steps/layers")
     return total / count
+
+
+MAP_MODES = ("raw", "share", "centred")
+
+
+def relative(maps: torch.Tensor, end: int, mode: str = "raw") -> torch.Tensor:
+    """Aggregated maps ``[T, H, W]`` (token 0 the start token, ``end`` the end token's position) read three ways:
+
+    ``raw``: as :func:`aggregate` gives them; ``share``: DAAM's ``normalize=True`` (``daam/trace.py``), each
+    pixel's maps divided by its sum over the prompt's words (positions 1 … end−1; the start token, which
+    takes most of the attention, and the end token dropped), so a map says which *word* a pixel reads;
+    ``centred``: minus the words' mean map at each pixel (above 0 where the word is read more than the
+    average word)."""
+    if mode not in MAP_MODES:
+        raise ValueError(f"map mode must be one of {MAP_MODES}, got {mode!r}")
+    words = maps[1:end]
+    if mode == "share":
+        return maps / words.sum(0, keepdim=True).clamp(min=1e-12)
+    if mode == "centred":
+        return maps - words.mean(0, keepdim=True)
+    return maps
 
 
 def normalise(maps: torch.Tensor) -> torch.Tensor:

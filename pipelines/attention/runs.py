@@ -5,7 +5,10 @@ Attention control is Prompt-to-Prompt (Hertz et al. 2022) in its simplest form:
 
 * **re-weighting** (:class:`Reweight`): the conditional prompt's attention probabilities to one token
   are multiplied by a factor (×0 removes the word's influence, ×2 strengthens it) in every
-  cross-attention layer at every step, without renormalising (P2P's ``AttentionReweight``);
+  cross-attention layer at every step, without renormalising (P2P's ``AttentionReweight``, paper §3.2).
+  ``renormalise=True`` divides each pixel's row by its new sum afterwards, so ×0 is the token masked out
+  of the softmax (its weight goes to the other tokens instead of nowhere). Scaling the token's *value*
+  row instead of its probabilities is the same edit (P·diag(f)·V = (P·diag(f))·V), so it is not a variant;
 * **word swap** (:class:`Swap`): source and target prompts run as one batch from the same x_T; for
   the first ``cross_fraction`` of the steps the target's cross-attention probabilities are replaced by
   the source's (and its self-attention for the first ``self_fraction``), so the layout stays and the
@@ -31,19 +34,21 @@ class Reweight(M.Control):
     ``positions``: one list for every prompt (``[2]``) or one list per prompt (``[[2], [2, 3]]``: a word
     the tokenizer splits, e.g. ``cyan`` -> ``cy`` ``an``, has several)."""
 
-    def __init__(self, positions, factor: float):
+    def __init__(self, positions, factor: float, renormalise: bool = False):
         positions = [positions] if isinstance(positions, int) else list(positions)
         self.per_prompt = bool(positions) and isinstance(positions[0], (list, tuple))
-        self.positions, self.factor = positions, float(factor)
+        self.positions, self.factor, self.renormalise = positions, float(factor), bool(renormalise)
 
     def edit(self, probs, step, cross):
         if not cross:
             return
         if not self.per_prompt:
             probs[..., self.positions] *= self.factor
-            return
-        for b, pos in enumerate(self.positions):
-            probs[b, ..., list(pos)] *= self.factor
+        else:
+            for b, pos in enumerate(self.positions):
+                probs[b, ..., list(pos)] *= self.factor
+        if self.renormalise:  # rows sum to 1 again: softmax over the other tokens (×0) or a sharper one (×2)
+            probs /= probs.sum(-1, keepdim=True).clamp(min=1e-12)
 
 
 class Swap(M.Control):
@@ -151,10 +156,11 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
     return AttentionRun([v.prompt for v in views], views, sess.record, torch.stack(x0), image.float().cpu(), ts)
 
 
-def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = False,
+def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = False, renormalise: bool = False,
              **kwargs) -> tuple[AttentionRun, AttentionRun]:
     """The plain run and the run with ``word``'s attention × ``factor`` (same seed) -> (plain, edited).
 
+    ``renormalise``: rows re-summed to 1 (:class:`Reweight`).
     ``and_after``: also every later token up to the end of the context. CLIP's text encoder is causal, so
     the word is also written into the features of every token after it; on toy-sd ×0 on the word alone
     rarely changes the image (``scripts/attention_eval.py``)."""
@@ -163,7 +169,7 @@ def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = 
     idx = find_tokens(view, word)
     if and_after:
         idx = list(range(idx[0], view.context_length))
-    return run(model, prompt, **kwargs), run(model, prompt, control=Reweight(idx, factor), **kwargs)
+    return run(model, prompt, **kwargs), run(model, prompt, control=Reweight(idx, factor, renormalise), **kwargs)
 
 
 def swap(model, source: str, target: str, *, steps: int = 30, cross_fraction: float = 0.8,

@@ -57,7 +57,7 @@ def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 def to_rgb(model, x: torch.Tensor, mode: str = "auto", *, pred_x0: bool = True) -> torch.Tensor | None:
     """Model-space ``[B, C, h, w]`` -> display image ``[B, 3, H, W]`` in [-1, 1].
 
-    Pixel models: the tensor itself, clamped. Latent models: ``linear`` (default for ``auto``) is
+    Pixel models: the tensor itself, clamped (one channel repeated to three). Latent models: ``linear`` (default for ``auto``) is
     :func:`latent_to_rgb_linear` at latent resolution; ``vae`` decodes (slow; only for ``pred_x0``,
     noisy latents get the linear preview); ``none`` -> None.
     """
@@ -65,8 +65,8 @@ def to_rgb(model, x: torch.Tensor, mode: str = "auto", *, pred_x0: bool = True) 
         raise ValueError(f"preview must be one of {PREVIEWS}, got {mode!r}")
     if mode == "none":
         return None
-    if getattr(model, "vae", None) is None:
-        return x.clamp(-1, 1)
+    if getattr(model, "vae", None) is None:  # pixels; a gray model's one channel is shown as gray RGB
+        return (x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).clamp(-1, 1)
     if mode == "vae" and pred_x0:
         with torch.no_grad():
             return model.decode(x)

@@ -28,8 +28,9 @@ from typing import Callable
 
 import torch
 
-from pipelines.models.specs import (ASSETS, DEFAULT_CLIP_SPECS, DEFAULT_DIFFUSION_SPECS, KIND_LOADERS, SAMPLERS,  # noqa: F401
-                                    TOY_CLIP_DIR, TOY_CLIP_NATURAL_DIR, TOY_SD_DIR, ClipSpec, ModelSpec)
+from pipelines.models.specs import (ASSETS, DEFAULT_CLIP_SPECS, DEFAULT_DIFFUSION_SPECS, DIGITS_KINDS,  # noqa: F401
+                                    KIND_LOADERS, SAMPLERS, SESSION_DIGITS, TOY_CLIP_DIR, TOY_CLIP_NATURAL_DIR,
+                                    TOY_SD_DIR, ClipSpec, ModelSpec)
 from pipelines.serving import compute_thread
 
 
@@ -317,8 +318,10 @@ class ModelRegistry:
         self._cache: dict[str, object] = {}
         self._lock = threading.RLock()  # re-entrant: a toy diffusion model loads its CLIP through clip()
 
-    def diffusion_names(self, kind: str | None = None) -> list[str]:
-        return [n for n, s in self._diffusion_specs.items() if kind is None or s.kind == kind]
+    def diffusion_names(self, kind: str | None = None, digits: bool = False) -> list[str]:
+        """Names of ``kind`` (None: all); the digits (``DIGITS_KINDS``) only when asked for by ``kind`` or ``digits``."""
+        return [n for n, s in self._diffusion_specs.items()
+                if (s.kind == kind if kind is not None else digits or s.kind not in DIGITS_KINDS)]
 
     def clip_names(self) -> list[str]:
         return list(self._clip_specs)
@@ -350,6 +353,9 @@ class ModelRegistry:
                     self._cache[key] = load_pixel_hub(spec.source, self.device, name)
                 elif spec.kind == "latent":
                     self._cache[key] = load_latent_hub(spec.source, self.device, name)
+                elif spec.kind == "session":
+                    raise ValueError(f"{name!r} lives in your session: this view cannot take it (open it in the "
+                                     "viewer's 'Watch it denoise' or the Guidance playground)")
                 elif spec.kind in KIND_LOADERS:
                     self._cache[key] = KIND_LOADERS[spec.kind](spec, self.device, self._toy_clip)
                 else:

@@ -63,6 +63,18 @@ def unpack_text(emb: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, torch
     return emb[:, :-rows], emb[:, -rows:].flatten(1)[:, :pooled_dim]
 
 
+def flow_scheduler(name: str, config: dict, sampler: str, overrides: dict):
+    """A fresh ``FlowMatchEulerDiscreteScheduler`` (its shift from ``config``) for one request of model ``name``.
+    ε/v samplers (DDIM, DPM-Solver++, ...) are refused: they integrate a VP schedule a flow model has not."""
+    import diffusers
+
+    if sampler not in FLOW_SAMPLERS:
+        raise ValueError(f"{name} is a flow-matching model: its sampler is Euler on the flow ODE "
+                         f"(FlowMatchEulerDiscreteScheduler); {sampler!r} is for ε/v models. Choose Euler.")
+    cls_name, extra = FLOW_SAMPLERS[sampler]
+    return getattr(diffusers, cls_name).from_config(config, **{**extra, **overrides})
+
+
 @dataclass
 class FlowDiffusionModel(DiffusionModel):
     """A :class:`DiffusionModel` whose ``unet`` is an ``SD3Transformer2DModel`` and whose scheduler is
@@ -77,15 +89,8 @@ class FlowDiffusionModel(DiffusionModel):
         return list(FLOW_SAMPLERS)
 
     def make_scheduler(self, sampler: str = "Euler", **overrides):
-        """A fresh ``FlowMatchEulerDiscreteScheduler`` (its shift from the model's config) for one request.
-        ε/v samplers (DDIM, DPM-Solver++, ...) are refused: they integrate a VP schedule this model has not."""
-        import diffusers
-
-        if sampler not in FLOW_SAMPLERS:
-            raise ValueError(f"{self.name} is a flow-matching model: its sampler is Euler on the flow ODE "
-                             f"(FlowMatchEulerDiscreteScheduler); {sampler!r} is for ε/v models. Choose Euler.")
-        cls_name, extra = FLOW_SAMPLERS[sampler]
-        return getattr(diffusers, cls_name).from_config(self.scheduler_config, **{**extra, **overrides})
+        """A fresh ``FlowMatchEulerDiscreteScheduler`` for one request (:func:`flow_scheduler`)."""
+        return flow_scheduler(self.name, self.scheduler_config, sampler, overrides)
 
     def predict(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
         """One transformer pass: latents ``[B, C, h, w]``, timestep 1000 σ, packed text ``[B, L+R, D]`` ->

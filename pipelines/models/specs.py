@@ -10,6 +10,11 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
 TOY_CLIP_NATURAL_DIR = ASSETS / "toy-clip-natural"  # text tower also tuned on captions as people write them
+# The digits (kind "digits", 1-channel, class labels as the condition) open in the viewer and the guidance tab
+# only: ``ModelRegistry.diffusion_names(digits=True)`` lists them; SESSION_DIGITS is the model a user trained
+# in the "Train your own" tab and sent on (kept per session by ``pipelines.serving.session_models``).
+DIGITS_KINDS = ("digits", "session")
+SESSION_DIGITS = "digits you trained (this session)"
 
 # Sampler names shown in the UI -> diffusers scheduler class names (and extra config).
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -51,6 +56,12 @@ DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
               "Tiny text-to-image UNet trained on the toy world; offline.", str(TOY_CLIP_DIR)),
     ModelSpec("toy-sd3 (bundled, 64 px, latent)", "sd3", str(ASSETS / "toy-sd3"), "Tiny SD3 (MMDiT, flow "
               "matching) on toy-vae latents; offline.", str(TOY_CLIP_NATURAL_DIR), vae_source=str(ASSETS / "toy-vae")),
+    ModelSpec("digits 0-9, class-conditional (bundled, 16 px)", "digits", str(ASSETS / "digits-class-flow"),
+              "CS180 part B: a class-conditional UNet on MNIST digits, flow matching; the prompt is a digit."),
+    ModelSpec("digits, unconditional (bundled, 16 px)", "digits", str(ASSETS / "digits-time-flow"),
+              "CS180 part B: a time-conditioned UNet on MNIST digits, flow matching; no prompt."),
+    ModelSpec(SESSION_DIGITS, "session", "", "The digits model trained (or loaded) in the Train your own tab and "
+              "sent to the other tabs: it lives in your session only."),
     ModelSpec("google/ddpm-cat-256 (hub)", "pixel", "google/ddpm-cat-256",
               "Unconditional 256 px cat DDPM from the seed notebook; needs network.", hub=True),
     ModelSpec("stable-diffusion-v1-5 (hub)", "latent", "stable-diffusion-v1-5/stable-diffusion-v1-5",

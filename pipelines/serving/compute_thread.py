@@ -62,11 +62,27 @@ def default_threads() -> int:
     return max(1, torch.get_num_threads() - 1)
 
 
+_WHOLE_BATCHES: contextvars.ContextVar[bool] = contextvars.ContextVar("dl_whole_batches", default=False)
+
+
 def micro_batch() -> int:
     """Images per UNet call between two turns: ``DL_MICRO_BATCH``, else 8. Larger calls are split
-    (``DiffusionModel.predict``), so one turn of a heavy request stays short."""
+    (``DiffusionModel.predict``), so one turn of a heavy request stays short; not inside :func:`whole_batches`."""
+    if _WHOLE_BATCHES.get():
+        return 1 << 30
     env = os.environ.get("DL_MICRO_BATCH", "").strip()
     return max(1, int(env)) if env else DEFAULT_MICRO_BATCH
+
+
+class whole_batches:
+    """``with whole_batches():`` UNet calls in this context are not split into micro-batches. Attention
+    recording and editing (:mod:`pipelines.attention.maps`) need each call's whole [uncond, cond] batch."""
+
+    def __enter__(self):
+        self._token = _WHOLE_BATCHES.set(True)
+
+    def __exit__(self, *exc):
+        _WHOLE_BATCHES.reset(self._token)
 
 
 def max_request_seconds() -> float:

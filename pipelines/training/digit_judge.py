@@ -92,6 +92,30 @@ def class_accuracy(model, cfg: digits.DigitsConfig, per_class: int = 20, w: floa
     return float((judge(x).argmax(1) == labels).float().mean())
 
 
+@torch.no_grad()
+def cfg_scores(images: torch.Tensor, prompts: list[str], k: int) -> tuple[float, float, float]:
+    """The guidance trade-off's scores for digits (``images [B, 3 or 1, SIZE, SIZE]`` in [-1, 1], ``prompts``
+    naming a digit each, in groups of ``k`` per prompt): (fraction the judge labels as the digit asked for,
+    the judge's mean probability of that digit, mean pairwise 1 − cos between the centred pixels of a group)."""
+    from pipelines.models.digits_model import NULL_CLASS, label_of
+
+    labels = torch.tensor([label_of(p) for p in prompts])
+    if (labels == NULL_CLASS).any():
+        raise ValueError("the trade-off scores a digit asked for: give a digit 0-9 as the prompt")
+    x = images[:, :1].float().cpu()
+    probs = load_judge()(x).softmax(1)  # [B, 10]
+    match = float((probs.argmax(1) == labels).float().mean())
+    score = float(probs[torch.arange(len(labels)), labels].mean())
+    feats = F.normalize((x - x.mean(dim=(2, 3), keepdim=True)).flatten(1), dim=1)  # [B, SIZE²]
+    divs = []
+    for i in range(0, len(labels), k):
+        f = feats[i:i + k]
+        sim = f @ f.T
+        n = f.shape[0]
+        divs.append(float(1 - (sim.sum() - sim.diagonal().sum()) / max(n * (n - 1), 1)))
+    return match, score, sum(divs) / len(divs)
+
+
 def evaluate_model(model_dir: str, ws=(0.0, 1.0, 2.0, 3.0, 5.0), per_class: int = 50, steps=(4, 16)) -> None:
     """Print the judge's accuracy on a class-conditional digits model at each w and step count."""
     model, cfg = digits.load(model_dir)

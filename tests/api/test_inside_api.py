@@ -46,6 +46,18 @@ def test_maps_then_scrub_in_the_same_session(client):
     assert np.abs(_img(again[4]) - _img(final)).max() <= 2  # same seed, same image
 
 
+def test_the_maps_read_relative_to_the_other_words(client):
+    gallery, cap, *_ = client.predict(MODEL, PROMPT, 4, 4.0, 1, CUM, "raw", api_name="/inside_maps")
+    shares, cap_s = client.predict(4, ALL, CUM, "share", api_name="/inside_scrub")
+    centred, cap_c = client.predict(4, ALL, CUM, "centred", api_name="/inside_scrub")
+    assert "share" in cap_s and "minus the words' mean" in cap_c and "share" not in cap
+    bg = 7  # "background": its share differs from its raw map (the start token's weight is left out)
+    assert np.abs(_img(shares[bg]["image"]) - _img(gallery[bg]["image"])).mean() > 1
+    assert np.abs(_img(centred[bg]["image"]) - _img(shares[bg]["image"])).mean() > 1
+    with pytest.raises(AppError, match="must be one of"):
+        client.predict(4, ALL, CUM, "softmax", api_name="/inside_scrub")
+
+
 def test_scrub_before_a_run_is_a_message(client):
     with pytest.raises(AppError, match="run the model first"):
         client.predict(1, ALL, CUM, api_name="/inside_scrub")
@@ -55,7 +67,9 @@ def test_reweight_and_swap(client):
     gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, api_name="/inside_reweight")
     assert len(gallery) == 2 and "Token positions [2]" in md and "Rendering judge" in md
     gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, True, 4, 4.0, 1, api_name="/inside_reweight")
-    assert "Token positions [2, 3, 4" in md and "15]" in md
+    assert "Token positions [2, 3, 4" in md and "15]" in md and "not re-summed" in md
+    gallery, md = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, True, api_name="/inside_reweight")
+    assert "masks the word out of the softmax" in md
     gallery, md = client.predict(MODEL, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1,
                                  api_name="/inside_swap")
     assert len(gallery) == 3 and "Shape centre" in md

@@ -137,6 +137,20 @@ def test_recorded_maps_are_the_layers_softmax(toy):
     assert got.shape == ref.shape and (got - ref).abs().max() < 2e-3  # float16 storage
 
 
+def test_maps_of_a_batch_survive_micro_batching(toy, monkeypatch):
+    """A batch larger than the compute thread's micro-batch (UNet calls split into chunks) records every
+    prompt's maps, equal to the runs one prompt at a time; editing sees the whole batch too."""
+    prompts = [PROMPT, "a blue square on a white background", "a green star on a gray background"]
+    monkeypatch.setenv("DL_MICRO_BATCH", "2")  # 3 prompts with CFG: 6 images per call
+    lat = latents(toy).expand(3, -1, -1, -1)
+    both = A.run(toy, prompts, steps=2, latents=lat)
+    zero = A.run(toy, prompts, steps=2, latents=lat, control=A.Reweight([2], 0.0))
+    for i, p in enumerate(prompts):
+        one = A.run(toy, p, steps=2, latents=lat[:1])
+        assert torch.allclose(both.heatmaps(i), one.heatmaps(0), atol=1e-3)
+        assert float(zero.heatmaps(i)[2].max()) == 0  # the edit reached every prompt's conditional half
+
+
 def test_daam_aggregation_against_hand_computation():
     rec = M.Record((8, 8), 2)
     g = torch.Generator().manual_seed(0)
@@ -153,6 +167,34 @@ def test_daam_aggregation_against_hand_computation():
                           F.interpolate(a[0][0].float(), size=(8, 8), mode="bicubic").clamp(min=0).mean(0), atol=1e-6)
     with pytest.raises(ValueError):
         M.aggregate(rec, steps=[7])
+
+
+def test_relative_maps_are_daams_normalize_and_the_centred_reading():
+    g = torch.Generator().manual_seed(1)
+    maps, end = torch.rand(9, 8, 8, generator=g), 7  # start token, 6 words, end token, one pad
+    daam = maps[:end + 1]  # DAAM keeps SOS, the words and one end/pad token, then divides by the words' sum
+    daam = daam / (daam[1:-1].sum(0, keepdim=True) + 1e-6)
+    assert torch.allclose(A.relative(maps, end, "share")[:end + 1], daam, atol=1e-5)
+    assert torch.allclose(A.relative(maps, end, "share")[1:end].sum(0), torch.ones(8, 8), atol=1e-5)
+    centred = A.relative(maps, end, "centred")
+    assert torch.allclose(centred[1:end].mean(0), torch.zeros(8, 8), atol=1e-6)
+    assert torch.allclose(centred[3] - centred[4], maps[3] - maps[4], atol=1e-6)
+    assert torch.equal(A.relative(maps, end, "raw"), maps)
+    with pytest.raises(ValueError, match="map mode"):
+        A.relative(maps, end, "softmax")
+
+
+def test_renormalised_zero_is_the_token_masked_out_of_the_softmax():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 4, 16, 9, generator=g)  # [B, heads, h·w, L]
+    probs = logits.softmax(-1)
+    A.Reweight([[2], [3, 4]], 0.0, renormalise=True).edit(probs, 0, True)
+    masked = logits.clone()
+    masked[0, ..., 2] = masked[1, ..., 3] = masked[1, ..., 4] = float("-inf")
+    assert torch.allclose(probs, masked.softmax(-1), atol=1e-6)
+    p2 = logits.softmax(-1)
+    A.Reweight([2], 2.0, renormalise=False).edit(p2, 0, True)  # P2P: scaled, rows no longer sum to 1
+    assert torch.allclose(p2[..., 2], 2 * logits.softmax(-1)[..., 2]) and not torch.allclose(p2.sum(-1), torch.ones(2, 4, 16))
 
 
 def test_session_restores_processors_and_the_traced_path(toy):
