@@ -95,7 +95,9 @@ body.dl-presentation {
 body.dl-presentation, body.dl-presentation .gradio-container { background: #fff !important; color: #000 !important; }
 body.dl-presentation .prose, body.dl-presentation .prose * { font-size: 22px; color: #000; }
 body.dl-presentation #dl-title h1 { font-size: 30px; }
-body.dl-presentation button[role=tab] { font-size: 22px; font-weight: 700; color: #000; }
+body.dl-presentation button[role=tab] { font-size: 20px; font-weight: 700; color: #000; flex-shrink: 0 !important; }
+/* the bigger tab names wrap onto a second row instead of being squeezed and cut */
+body.dl-presentation .tab-container { flex-wrap: wrap !important; height: auto !important; }
 /* controls become a compact strip above the results; the results get the full width */
 body.dl-presentation .dl-main { flex-direction: column !important; }
 body.dl-presentation .dl-controls { flex-direction: row !important; flex-wrap: wrap !important; align-items: flex-end;
