@@ -135,7 +135,7 @@ def find_token(view: T.TokenView, word: str) -> int:
     return find_tokens(view, word)[0]
 
 
-def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float = 4.0, sampler: str = "DDIM",
+def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float = 4.0, sampler: str | None = None,
         control: M.Control | None = None, record: bool = True, max_side: int = M.MAX_SIDE,
         max_bytes: int = M.MAX_BYTES, latents: torch.Tensor | None = None) -> AttentionRun:
     """Sample ``prompts`` (one string or a list) through the one loop with attention recorded/edited.
