@@ -147,6 +147,8 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
         ValueError: unconditional model, bad arguments.
     """
     M.check_cross_attention(model)
+    if control is not None:
+        check_control(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     views = [T.tokens(model, p) for p in prompts]
     keep = max(v.end_index for v in views) + 1
@@ -170,6 +172,13 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
     return AttentionRun([v.prompt for v in views], views, sess.record, torch.stack(x0), image.float().cpu(), ts)
 
 
+def check_control(model) -> None:
+    """ValueError, meant for the user, when ``model``'s attention cannot be edited (joint attention)."""
+    if any(M.is_joint(m) for m in model.unet.modules()):
+        raise ValueError(f"attention control (re-weighting, word swap) is not offered for joint attention: {model.name} "
+                         "is an SD3-style transformer; its maps are recorded, but to edit attention choose toy-sd")
+
+
 def _encoder_side(model, views: list[T.TokenView], control) -> torch.Tensor | None:
     """The prompts' text features with ``control``'s encoder-side weights (None: the model encodes as usual)."""
     if not (isinstance(control, Reweight) and control.encoder):
@@ -188,6 +197,7 @@ def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = 
     ``and_after``: also every later token up to the end of the context. CLIP's text encoder is causal, so
     the word is also written into the features of every token after it; on toy-sd ×0 on the word alone
     rarely changes the image (``scripts/attention_eval.py``)."""
+    check_control(model)
     factor = validation.number("attention factor", factor, 0.0, 10.0)
     view = T.tokens(model, prompt)
     idx = find_tokens(view, word)
@@ -201,6 +211,7 @@ def swap(model, source: str, target: str, *, steps: int = 30, cross_fraction: fl
          self_fraction: float = 0.4, **kwargs) -> tuple[AttentionRun, AttentionRun]:
     """Word swap: (plain batch [source, target] from one x_T, the same with the source's maps injected).
     Image 1 of each run is the target."""
+    check_control(model)
     va, vb = T.tokens(model, source), T.tokens(model, target)
     if va.end_index != vb.end_index:
         raise ValueError(f"word swap needs prompts with equally many tokens ({va.end_index - 1} vs "
