@@ -335,10 +335,10 @@ def aggregate(rec: Record, steps=None, layers=None, heads=None, index: int = 0) 
     total, count = None, 0
     for name in names:
         per = rec.maps[name]
-        chosen = [per[s] for s in (per if steps is None else steps) if s in per]
+        chosen = [per[s][index] for s in (per if steps is None else steps) if s in per]
         if not chosen:
             continue
-        m = torch.stack(chosen).float().sum(0)[index]  # [heads, T, h, w]
+        m = torch.stack(chosen).float().sum(0)  # [heads, T, h, w]
         if heads is not None:
             m = m[[h for h in heads if h < m.shape[0]]]
         up = F.interpolate(m, size=rec.sample_hw, mode="bicubic", align_corners=False).clamp_(min=0)
