@@ -83,7 +83,7 @@ def test_reweight_in_the_text_encoder_too(client):
     assert "In the text encoder, every later token's attention to them × 0" in md_b and "text encoder" not in md_u.split("\n")[0]
     assert "choose *text encoder and UNet*" in md_u and "choose *text encoder" not in md_b
     assert np.abs(_img(unet[1]["image"]) - _img(both[1]["image"])).mean() > 1  # the later tokens no longer carry it
-    with pytest.raises(AppError, match="where to re-weight must be one of"):
+    with pytest.raises(AppError, match="must be one of"):
         client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, False, "vae", api_name="/inside_reweight")
 
 
