@@ -276,8 +276,7 @@ def create(runtime) -> dict:
     gr.Markdown("What happens to a prompt: the tokenizer cuts it into byte-pair pieces, the text encoder turns "
                 "them into one feature vector per token, and at every step every **cross-attention** layer of the "
                 "UNet lets each pixel read those vectors with softmax(QKᵀ/√d) weights: the weights of one token, as "
-                "an image, show *where that word is read*. toy-sd3 has no cross-attention: its text and image tokens "
-                "share one **joint** attention, and the maps are its block where image tokens attend to text tokens.",
+                "an image, show *where that word is read* (toy-sd3: its joint attention's image-to-text block).",
                 elem_classes=["dl-intro"])
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="diffusion model", elem_id="inside-model")
@@ -298,7 +297,7 @@ def create(runtime) -> dict:
     with gr.Accordion("3. Attention maps, step by step", open=True):
         run_state = gr.State(None, time_to_live=900)
         with gr.Row():
-            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM; Euler for toy-sd3)", elem_id="inside-steps")
+            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             seed = seed_input("seed")
             rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run",
