@@ -321,11 +321,12 @@ def create(runtime) -> dict:
         with gr.Row():
             word = gr.Textbox("red", label="word to re-weight", elem_id="inside-word")
             factor = gr.Slider(0, 3, value=0.0, step=0.25, label="× attention")
-            where = gr.Radio(WHERE, value="unet", label="where", elem_id="inside-where")
             and_after = gr.Checkbox(False, label="and every later token (they carry the word too)")
             renorm = gr.Checkbox(False, label="re-sum each pixel's weights to 1 (×0 masks the word)")
             rw_btn = gr.Button("Re-weight (same seed)", elem_id="inside-reweight-run")
-        gr.Markdown(WHERE_NOTE)
+        with gr.Row():  # its own row: the two choices stay on one line each at 1366 px
+            where = gr.Radio(WHERE, value="unet", label="where", elem_id="inside-where", scale=1)
+            gr.Markdown(WHERE_NOTE, elem_id="inside-where-note")
         rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, object_fit="contain", elem_id="inside-reweight",
                                 elem_classes=["dl-gallery", "dl-pixelated"])
         rw_md = gr.Markdown()
