@@ -13,7 +13,9 @@ shape and its true mask (the best-matching rendered template, coverage > 0.5).
    shape (mean of the map; and thresholded at its mean), read as recorded, as DAAM's share of the words'
    attention and minus the words' mean (:func:`pipelines.attention.maps.relative`).
 2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%); the same
-   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token.
+   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token;
+   and ×0 in the text encoder too (later tokens no longer read the word: ``Reweight(encoder=True)``).
+   ``--parts readings`` adds the background test per resolution, layer, step range and head (:func:`readings`).
 3. Word swap (shape word → another shape), source maps injected (Prompt-to-Prompt): the target's
    shape centroid within 2 px of the source's (target ≥ 80%); the same without injection for contrast.
 """
