@@ -47,12 +47,11 @@ def _model(runtime, name):
     return reg.diffusion(name)
 
 
-def _maps_model(runtime, name):
-    """:func:`_model`, refusing joint-attention models clearly: the map views read UNet cross-attention."""
+def _control_model(runtime, name):
+    """:func:`_model`, refusing joint-attention models before any sampling: their maps are recorded, not edited."""
     if runtime.registry.spec(name or runtime.registry.default_diffusion).kind == "sd3":
-        raise ValueError(f"{name} is not supported by the attention-map views: it is an SD3-style transformer whose "
-                         "text and image tokens share one joint attention (MMDiT), with no UNet cross-attention to "
-                         "record. Its tokens and text features above work; for maps choose toy-sd.")
+        raise ValueError(f"{name} is an SD3-style transformer (text and image tokens share one joint attention): its "
+                         "maps are shown in 3., but re-weighting and word swap are offered for toy-sd only")
     return _model(runtime, name)
 
 
@@ -163,10 +162,15 @@ def show_maps(run: A.AttentionRun, step, layer, mode, index: int = 0, reading: s
            for t in view.tokens[: view.end_index + 1]]
     cap = (f"Step {k + 1}/{run.num_steps} (t = {run.timesteps[k]}); each map scaled to its own maximum, over x̂0 "
            f"of that step. Maps kept: {run.record.nbytes / 1e6:.1f} MB for {run.num_steps} steps."
+           + (JOINT_NOTE.format(*next(iter(run.record.sides.values())), *run.record.sample_hw)
+              if any(n.startswith("transformer_blocks") for n in run.record.layers) else "")
            + READING_NOTES[reading])
     return out, cap
 
 
+JOINT_NOTE = (" Joint attention (SD3-style): each map is the block of the attention matrix where the image tokens "
+              "(the {}×{} patch grid of the {}×{} latents) attend to that text token, over heads and blocks; the rest "
+              "of each row goes to image tokens.")
 READING_NOTES = {
     "raw": "",
     "share": (" Read as each word's **share** of the attention the words get (DAAM's normalize: the start token, which "
@@ -177,8 +181,9 @@ READING_NOTES = {
 
 
 def record_maps(runtime, model_name, prompt, steps, guidance, seed, mode, reading="raw"):
-    """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image)."""
-    model = _maps_model(runtime, model_name)
+    """Sample with the maps recorded -> (state, gallery, caption, step slider, layer dropdown, final image).
+    UNets: cross-attention maps; SD3-style transformers: the text→image block of the joint attention."""
+    model = _model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     run = A.run(model, prompt, seed=validation.seed(seed), steps=n, guidance_scale=guidance)
     gal, cap = show_maps(run, n, ALL_LAYERS, mode, reading=reading)
@@ -202,36 +207,48 @@ def _judge(model, imgs: torch.Tensor) -> list[dict] | None:
     return locate_by_rendering(imgs)
 
 
-def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed, renormalise=False):
-    """Plain vs re-weighted (same seed) -> (gallery, markdown)."""
-    model = _maps_model(runtime, model_name)
+WHERE = [("UNet cross-attention only (Prompt-to-Prompt)", "unet"), ("text encoder and UNet", "encoder")]
+WHERE_NOTE = ("**Where the word is re-weighted.** Prompt-to-Prompt scales the word's attention in the UNet's "
+              "cross-attention only. But CLIP's text encoder is *causal*: every later token's feature is built by "
+              "attending to the word, so the word also lives on in them and the UNet still reads it there. "
+              "*Text encoder and UNet* also scales the later tokens' attention to the word inside the encoder "
+              "(×0: the word's key masked for them, as Compel does; ×2: counted as if it stood twice).")
+
+
+def reweight(runtime, model_name, prompt, word, factor, and_after, steps, guidance, seed, renormalise=False,
+             where="unet"):
+    """Plain vs re-weighted (same seed) -> (gallery, markdown). ``where``: ``unet`` or ``encoder`` (:data:`WHERE`)."""
+    model = _control_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
+    where = validation.choice("where to re-weight", where or "unet", [v for _, v in WHERE])
     plain, edited = A.reweight(model, prompt, word, factor, and_after=bool(and_after), seed=validation.seed(seed),
-                               steps=n, guidance_scale=guidance, renormalise=bool(renormalise))
+                               steps=n, guidance_scale=guidance, renormalise=bool(renormalise),
+                               encoder=where == "encoder")
     pos = A.find_tokens(plain.views[0], word)
     if and_after:
         pos = list(range(pos[0], plain.views[0].context_length))
     gal = [(image_file(plain.image[0], 256), "as prompted"),
            (image_file(edited.image[0], 256), f"attention to '{word}' ×{float(factor):g}")]
-    md = (f"Token positions {pos} of *{plain.prompts[0]}*: the conditional prompt's attention probabilities to them "
+    enc = ("In the text encoder, every later token's attention to them × " f"{float(factor):g} (re-summed). "
+           if where == "encoder" else "")
+    md = (f"Token positions {pos} of *{plain.prompts[0]}*: {enc}the conditional prompt's attention probabilities to them "
           f"× {float(factor):g} in every cross-attention layer at every step (Prompt-to-Prompt re-weighting"
           + ("; then each pixel's weights re-summed to 1, so ×0 masks the word out of the softmax)." if renormalise
              else ", as in the paper: not re-summed, so ×0 sends the word's share nowhere)."))
     j = _judge(model, torch.cat([plain.image, edited.image]))
     if j:
         md += f"\n\nRendering judge: **{j[0]['color']} {j[0]['shape']}** → **{j[1]['color']} {j[1]['shape']}**."
-    if not and_after:
+    if not and_after and where == "unet":
         md += ("\n\nWhy ×0 on the word alone rarely changes the picture here: the causal text encoder also writes the "
                "word into every *later* token's features (see the similarity view), and the bundled toy-sd was measured "
-               "to read it from all of them: silencing the word, re-summed or not, or the word and its noun, or the end token and the "
-               "padding, leaves the colour in place; only *and every later token* removes it "
+               "to read it from all of them; choose *text encoder and UNet* to silence it there too "
                "(`scripts/attention_eval.py`).")
     return gal, md
 
 
 def swap(runtime, model_name, source, target, cross_fraction, self_fraction, steps, guidance, seed):
     """Word swap -> (gallery [source, target, target with maps injected], markdown)."""
-    model = _maps_model(runtime, model_name)
+    model = _control_model(runtime, model_name)
     n = validation.integer("steps", steps, 1, MAX_STEPS)
     plain, inj = A.swap(model, source, target, steps=n, cross_fraction=cross_fraction, self_fraction=self_fraction,
                         seed=validation.seed(seed), guidance_scale=guidance)
@@ -259,7 +276,8 @@ def create(runtime) -> dict:
     gr.Markdown("What happens to a prompt: the tokenizer cuts it into byte-pair pieces, the text encoder turns "
                 "them into one feature vector per token, and at every step every **cross-attention** layer of the "
                 "UNet lets each pixel read those vectors with softmax(QKᵀ/√d) weights: the weights of one token, as "
-                "an image, show *where that word is read*.", elem_classes=["dl-intro"])
+                "an image, show *where that word is read* (toy-sd3: its joint attention's image-to-text block).",
+                elem_classes=["dl-intro"])
     with gr.Row():
         model = gr.Dropdown(names, value=names[0], label="diffusion model", elem_id="inside-model")
         prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="inside-prompt")
@@ -276,10 +294,10 @@ def create(runtime) -> dict:
             feat_plot = gr.Plot(label="features", elem_id="inside-features")
             sim_plot = gr.Plot(label="two prompts", elem_id="inside-similarity")
         feat_md = gr.Markdown()
-    with gr.Accordion("3. Cross-attention maps, step by step", open=True):
+    with gr.Accordion("3. Attention maps, step by step", open=True):
         run_state = gr.State(None, time_to_live=900)
         with gr.Row():
-            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps (DDIM)", elem_id="inside-steps")
+            steps = gr.Slider(2, MAX_STEPS, value=30, step=1, label="steps", elem_id="inside-steps")
             guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             seed = seed_input("seed")
             rec_btn = gr.Button("Record the maps", variant="primary", elem_id="inside-maps-run",
@@ -306,6 +324,9 @@ def create(runtime) -> dict:
             and_after = gr.Checkbox(False, label="and every later token (they carry the word too)")
             renorm = gr.Checkbox(False, label="re-sum each pixel's weights to 1 (×0 masks the word)")
             rw_btn = gr.Button("Re-weight (same seed)", elem_id="inside-reweight-run")
+        with gr.Row():  # its own row: the two choices stay on one line each at 1366 px
+            where = gr.Radio(WHERE, value="unet", label="where", elem_id="inside-where", scale=1)
+            gr.Markdown(WHERE_NOTE, elem_id="inside-where-note")
         rw_gallery = gr.Gallery(label="plain | re-weighted", columns=2, object_fit="contain", elem_id="inside-reweight",
                                 elem_classes=["dl-gallery", "dl-pixelated"])
         rw_md = gr.Markdown()
@@ -328,7 +349,7 @@ def create(runtime) -> dict:
     gr.on([step.release, layer.input, mode.input, reading.input], user_errors(scrub),
           [run_state, step, layer, mode, reading], [gallery, cap], api_name="inside_scrub", show_progress="hidden",
           trigger_mode="always_last")
-    rw_btn.click(bind(reweight), [model, prompt, word, factor, and_after, steps, guidance, seed, renorm],
+    rw_btn.click(bind(reweight), [model, prompt, word, factor, and_after, steps, guidance, seed, renorm, where],
                  [rw_gallery, rw_md], api_name="inside_reweight")
     sw_btn.click(bind(swap), [model, prompt, target, cross_f, self_f, steps, guidance, seed], [sw_gallery, sw_md],
                  api_name="inside_swap")

@@ -13,7 +13,9 @@ shape and its true mask (the best-matching rendered template, coverage > 0.5).
    shape (mean of the map; and thresholded at its mean), read as recorded, as DAAM's share of the words'
    attention and minus the words' mean (:func:`pipelines.attention.maps.relative`).
 2. Re-weighting: ×0 on the colour word, same seed: the judged colour changes (target ≥ 70%); the same
-   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token.
+   renormalised (the word masked out of the softmax), on the colour and shape words, on every later token;
+   and ×0 in the text encoder too (later tokens no longer read the word: ``Reweight(encoder=True)``).
+   ``--parts readings`` adds the background test per resolution, layer, step range and head (:func:`readings`).
 3. Word swap (shape word → another shape), source maps injected (Prompt-to-Prompt): the target's
    shape centroid within 2 px of the source's (target ≥ 80%); the same without injection for contrast.
 """
@@ -64,7 +66,51 @@ def latents_for(model, seeds):
                                   model.unet.dtype) for s in seeds])
 
 
-def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: int = 0, dump=None) -> dict:
+PARTS = ("readings", "variants", "swap")
+
+
+def readings(run, k: int, mask, words: dict[str, str]) -> dict[str, bool]:
+    """Issue 17's background test under other faithful readings of prompt ``k``'s maps: per resolution and per
+    layer, per step range, as recorded and as DAAM's share; and per (layer, head) over all steps.
+    -> ``{"rd:{word}|{reading}|{layers}|{steps}": map mean higher on the background than on the shape}``."""
+    from pipelines.attention import maps as M
+
+    rec, end, n = run.record, run.views[k].end_index, run.num_steps
+    pos = {name: find(run.views[k], word) for name, word in words.items()}
+    sides = sorted({rec.sides[x] for x in rec.layers}, reverse=True)
+    groups = {"all": None} | {f"{h}×{w}": [x for x in rec.layers if rec.sides[x] == (h, w)] for h, w in sides}
+    groups |= {M.layer_label(x, rec.sides[x]): [x] for x in rec.layers}
+    spans = {"all": None, "first half": list(range(n // 2)), "second half": list(range(n // 2, n)),
+             "first quarter": list(range(n // 4)), "last quarter": list(range(n - n // 4, n))}
+    out = {}
+
+    def more(heat, mode):
+        rel = M.relative(heat, end, mode)
+        return {name: bool(rel[p].sum(0)[~mask].mean() > rel[p].sum(0)[mask].mean()) for name, p in pos.items()}
+
+    for g, layers in groups.items():
+        for sp, steps in spans.items():
+            heat = M.aggregate(rec, steps=steps, layers=layers, index=k)
+            for mode in ("raw", "share"):
+                for name, v in more(heat, mode).items():
+                    out[f"rd:{name}|{mode}|{g}|{sp}"] = v
+    for x in rec.layers:
+        for h in range(next(iter(rec.maps[x].values())).shape[1]):
+            heat = M.aggregate(rec, layers=[x], heads=[h], index=k)
+            for mode in ("raw", "share"):
+                for name, v in more(heat, mode).items():
+                    out[f"hd:{name}|{mode}|{M.layer_label(x, rec.sides[x])}|head {h}"] = v
+    return out
+
+
+def find(view, word):
+    from pipelines import attention as A
+
+    return A.find_tokens(view, word)
+
+
+def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: int = 0, dump=None,
+             parts=PARTS) -> dict:
 
     from pipelines import attention as A
     from pipelines.toyworld.render_judge import locate_by_rendering
@@ -114,10 +160,27 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
                         res.setdefault(key + suffix + "_ratio", []).append(on_bg / max(on_shape, 1e-12))
                     hot = mb > mb.mean()  # "covers": the map thresholded at its mean, as for the shape word
                     res.setdefault(key + suffix + "_cover", []).append(bool(hot[~mask].float().mean() > hot[mask].float().mean()))
+            if "readings" in parts:
+                for name, more in readings(base, k, mask, {"colour": bg, "background": "background"}).items():
+                    res.setdefault(name, []).append(more)
         # 2. ×0 on the colour word's pieces; for contrast, on the colour word and every later token (the causal
         # text encoder writes the colour into all of them)
         cpos = [A.find_tokens(v, sc[i][0]) for v, i in zip(base.views, ids)]
         zero = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0), record=False, **kw)
+        # ... and in the text encoder too: later tokens no longer read the word (its key masked for them)
+        zero_enc = A.run(model, prompts, latents=lat, control=A.Reweight(cpos, 0.0, encoder=True), record=False, **kw)
+        for k, je in enumerate(locate_by_rendering(zero_enc.image)):
+            res.setdefault("colour_enc_changed", []).append(je["color"] != judged[k]["color"])
+            res.setdefault("colour_enc_other_kept", []).append(
+                (je["shape"], je["background"]) == (judged[k]["shape"], judged[k]["background"]))
+        if "variants" not in parts:
+            res["colour_changed"] += [j["color"] != judged[k]["color"] for k, j in enumerate(locate_by_rendering(zero.image))]
+            if "swap" in parts:
+                _swap(model, res, sc, ids, prompts, lat, steps, kw)
+            log(f"seeds {ids[0]}..{ids[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
+            if dump:
+                Path(dump).write_text(json.dumps(res))
+            continue
         after = [list(range(p[0], base.views[0].context_length)) for p in cpos]
         zero_after = A.run(model, prompts, latents=lat, control=A.Reweight(after, 0.0), record=False, **kw)
         # the renormalised variant: ×0 masks the colour word out of the softmax (its weight goes to the others)
@@ -136,28 +199,36 @@ def evaluate(model, n: int, steps: int, w: float, batch: int, log=print, first: 
             res.setdefault("colour_after_changed", []).append(ja["color"] != judged[k]["color"])
             res.setdefault("colour_renorm_changed", []).append(jr["color"] != judged[k]["color"])
             res.setdefault("colour_phrase_changed", []).append(jp["color"] != judged[k]["color"])
-        # 3. word swap: [source, target] pairs from one x_T, with and without the source's maps injected
-        targets = [prompt(sc[i][0], random.Random(1000 + i).choice([s for s in SHAPES if s != sc[i][1]]), sc[i][2])
-                   for i in ids]
-        pairs = [p for st in zip(prompts, targets) for p in st]
-        lat2 = lat.repeat_interleave(2, dim=0)
-        inj = A.run(model, pairs, latents=lat2, control=A.Swap(steps), record=False, **kw)
-        plain_t = A.run(model, targets, latents=lat, record=False, **kw)
-        ji = locate_by_rendering(inj.image)
-        jp = locate_by_rendering(plain_t.image)
-        for k, i in enumerate(ids):
-            src, tgt = ji[2 * k], ji[2 * k + 1]
-            if src["centroid"] is None:
-                continue
-            d = _dist(src["centroid"], tgt["centroid"])
-            res["swap_dist"].append(d)
-            res["swap_shape_ok"].append(tgt["shape"] == targets[k].split()[2])
-            res["plain_dist"].append(_dist(src["centroid"], jp[k]["centroid"]))
+        _swap(model, res, sc, ids, prompts, lat, steps, kw)
         log(f"seeds {ids[0]}..{ids[-1]}: {time.perf_counter() - t0:.0f} s", flush=True)
         log(report(res, ids[-1] + 1 - first, steps, w), flush=True)
         if dump:
             Path(dump).write_text(json.dumps(res))
     return res
+
+
+def _swap(model, res, sc, ids, prompts, lat, steps, kw) -> None:
+    """3. word swap: [source, target] pairs from one x_T, with and without the source's maps injected."""
+    from pipelines import attention as A
+    from pipelines.toyworld.render_judge import locate_by_rendering
+    from pipelines.toyworld.world import SHAPES
+
+    targets = [prompt(sc[i][0], random.Random(1000 + i).choice([s for s in SHAPES if s != sc[i][1]]), sc[i][2])
+               for i in ids]
+    pairs = [p for st in zip(prompts, targets) for p in st]
+    lat2 = lat.repeat_interleave(2, dim=0)
+    inj = A.run(model, pairs, latents=lat2, control=A.Swap(steps), record=False, **kw)
+    plain_t = A.run(model, targets, latents=lat, record=False, **kw)
+    ji = locate_by_rendering(inj.image)
+    jp = locate_by_rendering(plain_t.image)
+    for k, i in enumerate(ids):
+        src, tgt = ji[2 * k], ji[2 * k + 1]
+        if src["centroid"] is None:
+            continue
+        d = _dist(src["centroid"], tgt["centroid"])
+        res["swap_dist"].append(d)
+        res["swap_shape_ok"].append(tgt["shape"] == targets[k].split()[2])
+        res["plain_dist"].append(_dist(src["centroid"], jp[k]["centroid"]))
 
 
 def _dist(a, b) -> float:
@@ -194,21 +265,55 @@ def report(res: dict, n: int, steps: int, w: float) -> str:
             if key + suffix + "_cover" in res:
                 lines.append(f"| … thresholded at its mean, covers more of the background than of the shape | "
                              f"{pct(res[key + suffix + '_cover'])} | |")
-    lines += [f"| ×0 on the colour word changes the judged colour (P2P: no renormalising) | "
-              f"{pct(res['colour_changed'])} | ≥ 70% |",
-              f"| … ×0 renormalised (the word masked out of the softmax) | "
-              f"{pct(res.get('colour_renorm_changed', []))} | (variant) |",
-              f"| … ×0 on the colour word and the shape word after it | {pct(res.get('colour_phrase_changed', []))} "
-              "| (where the colour is read) |",
-              f"| … ×0 on the end token and the padding only | {pct(res.get('colour_tail_changed', []))} "
-              "| (where the colour is read) |",
-              f"| … ×0 on the colour word and every later token | {pct(res['colour_after_changed'])} | (contrast) |",
-              f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
-              f"(median {statistics.median(res['swap_dist']):.2f} px) | ≥ 80% |",
-              f"| … target judged as the new shape | {pct(res['swap_shape_ok'])} | |",
-              f"| word swap without injection (same x_T): within 2 px | {pct([d <= 2 for d in res['plain_dist']])} "
-              f"(median {statistics.median(res['plain_dist']):.2f} px) | (contrast) |"]
+    rows = [("colour_changed", "×0 on the colour word changes the judged colour (P2P, UNet cross-attention only)",
+             "≥ 70%"),
+            ("colour_enc_changed", "… ×0 in the text encoder and the UNet (later tokens no longer read the word)",
+             "≥ 70%"),
+            ("colour_enc_other_kept", "… of those runs: shape and background judged as before", ""),
+            ("colour_renorm_changed", "… ×0 renormalised (the word masked out of the softmax)", "(variant)"),
+            ("colour_phrase_changed", "… ×0 on the colour word and the shape word after it", "(where the colour is read)"),
+            ("colour_tail_changed", "… ×0 on the end token and the padding only", "(where the colour is read)"),
+            ("colour_after_changed", "… ×0 on the colour word and every later token", "(contrast)")]
+    lines += [f"| {name} | {pct(res[key])} | {target} |" for key, name, target in rows if res.get(key)]
+    if res.get("swap_dist"):
+        lines += [f"| word swap, maps injected: centroid within 2 px | {pct([d <= 2 for d in res['swap_dist']])} "
+                  f"(median {statistics.median(res['swap_dist']):.2f} px) | ≥ 80% |",
+                  f"| … target judged as the new shape | {pct(res['swap_shape_ok'])} | |",
+                  f"| word swap without injection (same x_T): within 2 px | {pct([d <= 2 for d in res['plain_dist']])} "
+                  f"(median {statistics.median(res['plain_dist']):.2f} px) | (contrast) |"]
+    lines += readings_report(res)
     return "\n".join(lines) + "\n"
+
+
+def readings_report(res: dict) -> list[str]:
+    """The background test per reading (:func:`readings`): % of seeds whose word map is higher on the
+    background than on the shape; per (layer, head) the head chosen on the first half of the seeds, scored on
+    the second half (choosing on the seeds it is scored on would flatter it)."""
+    pct = lambda xs: f"{100 * sum(xs) / max(len(xs), 1):.0f}%"  # noqa: E731
+    keys = [k for k in res if k.startswith("rd:")]
+    if not keys:
+        return []
+    out = ["", "Background test by reading: % of seeds where the word's map is higher on the background than on "
+           "the shape (colour word raw / share; the word 'background' raw / share)", "",
+           "| layers | steps | colour raw | colour share | 'background' raw | 'background' share |",
+           "|---|---|---|---|---|---|"]
+    combos = list(dict.fromkeys(tuple(k.split("|")[2:]) for k in keys))
+    for g, sp in combos:
+        cells = [pct(res.get(f"rd:{w}|{m}|{g}|{sp}", [])) for w in ("colour", "background") for m in ("raw", "share")]
+        out.append(f"| {g} | {sp} | " + " | ".join(cells) + " |")
+    heads = [k for k in res if k.startswith("hd:")]
+    for word in ("colour", "background"):
+        for mode in ("raw", "share"):
+            ks = [k for k in heads if k.startswith(f"hd:{word}|{mode}|")]
+            if not ks:
+                continue
+            half = len(res[ks[0]]) // 2
+            best = max(ks, key=lambda k: sum(res[k][:half]))
+            top = max(sum(res[k]) / len(res[k]) for k in ks)
+            out.append(f"| one head ({word}, {mode}) | all | best on seeds 1..{half}: {best.split('|', 2)[2]} "
+                       f"{pct(res[best][:half])}, on the other {len(res[best]) - half}: {pct(res[best][half:])} "
+                       f"(best head over all seeds {100 * top:.0f}%) | | | |")
+    return out
 
 
 def main(argv=None) -> None:
@@ -221,6 +326,8 @@ def main(argv=None) -> None:
     p.add_argument("--first", type=int, default=0, help="first seed (split a long evaluation over processes)")
     p.add_argument("--json", default=None, help="write the raw per-seed figures here after every batch")
     p.add_argument("--merge", nargs="+", default=None, help="print one report from these --json files")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma-separated subset of {PARTS} (the maps and both ×0 re-weightings always run)")
     args = p.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
@@ -236,7 +343,11 @@ def main(argv=None) -> None:
     from pipelines.models import ModelRegistry
 
     model = ModelRegistry("cpu").diffusion()
-    res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch, first=args.first, dump=args.json)
+    parts = tuple(x for x in args.parts.split(",") if x)
+    if set(parts) - set(PARTS):
+        p.error(f"--parts: choose from {PARTS}")
+    res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch, first=args.first, dump=args.json,
+                   parts=parts)
     print(report(res, args.seeds, args.steps, args.guidance))
 
 

@@ -21,6 +21,14 @@ when the first step's maps times the steps would exceed it, the heads are averag
 and if that is still too much only every k-th step is kept (:meth:`Session.next_step`). toy-sd keeps
 all heads of all steps (~150 kB per step for a short prompt); SD 1.5 with a long prompt averages heads.
 
+Joint attention (SD3 / MMDiT). An ``SD3Transformer2DModel`` has no cross-attention: in every block
+image and text tokens are concatenated and attend jointly (``JointAttnProcessor2_0``), probabilities
+``softmax(Q Kᵀ / √d)`` over ``[N_img + L]`` keys. The block of that matrix where image queries meet
+text keys, ``[B·heads, N_img, L]``, is where each text token is read: it is recorded in place of a
+cross-attention map (rows sum to less than 1: the rest of each row goes to image keys), on the patch
+grid (toy-sd3: 16×16 latents, patch 2, 8×8 tokens), computed beside the original processor as for
+cross-attention (:func:`joint_probabilities`); editing it is refused.
+
 Aggregation (DAAM, Tang et al. 2023, ``daam/trace.py``): for each (layer, head), sum the maps over
 the chosen steps, upsample bicubically to the model's sample size, clamp at 0, then average over
 layers and heads: :func:`aggregate`.
@@ -147,6 +155,28 @@ def _side(hw: int, sample_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def is_joint(attn) -> bool:
+    """An SD3-style joint attention layer (text projected by ``add_q/k/v_proj`` and concatenated)."""
+    return getattr(attn, "add_k_proj", None) is not None
+
+
+def joint_probabilities(attn, hidden_states, encoder_hidden_states) -> torch.Tensor:
+    """The text→image block of ``JointAttnProcessor2_0``'s attention: image tokens ``[B, N, C]`` and text
+    tokens ``[B, L, C']`` -> ``softmax(Q Kᵀ / √d)[:, :N, N:]`` over the joint keys, ``[B·heads, N, L]``."""
+    b, n = hidden_states.shape[:2]
+
+    def split(x, norm):  # [B, T, heads·d] -> [B, heads, T, d], then the layer's q/k norm if it has one
+        x = x.view(b, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+        return x if norm is None else norm(x)
+
+    q = torch.cat([split(attn.to_q(hidden_states), attn.norm_q),
+                   split(attn.add_q_proj(encoder_hidden_states), attn.norm_added_q)], dim=2)
+    k = torch.cat([split(attn.to_k(hidden_states), attn.norm_k),
+                   split(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)], dim=2)
+    probs = torch.softmax(q[:, :, :n] @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # SDPA's scale
+    return probs[..., n:].reshape(b * attn.heads, n, -1)
+
+
 def attend(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, on_probs=None):
     """diffusers' ``AttnProcessor`` (the explicit softmax form) with a hook on the probabilities."""
     residual = hidden_states
@@ -204,11 +234,22 @@ class DispatchProcessor:
                  *args, **kwargs):
         s = _SESSION.get()
         cross = encoder_hidden_states is not None
+        joint = cross and is_joint(attn)
+        if joint and (s is None or not s.wants(cross)):  # JointAttnProcessor2_0 takes no temb
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
         if s is None or not s.wants(cross):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
 
         def hook(probs, heads):
             return s.on_probs(self.name, probs, heads, cross)
+
+        if joint:
+            if s.edits(cross):
+                raise ValueError("attention control (re-weighting, word swap) is not offered for joint attention "
+                                 "(SD3-style transformers): only its maps are recorded; choose toy-sd to edit")
+            out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+            hook(joint_probabilities(attn, hidden_states, encoder_hidden_states), attn.heads)
+            return out
 
         if s.edits(cross):
             return attend(attn, hidden_states, encoder_hidden_states, attention_mask, temb, on_probs=hook)
@@ -220,10 +261,11 @@ class DispatchProcessor:
 
 
 def cross_attention_layers(unet) -> list[str]:
-    """Names of ``unet``'s cross-attention layers (``Attention`` modules with ``is_cross_attention``)."""
+    """Names of the layers where image positions read the text: ``Attention`` modules with
+    ``is_cross_attention`` (UNets) or joint attention over text and image tokens (SD3, :func:`is_joint`)."""
     from diffusers.models.attention_processor import Attention
 
-    return [n for n, m in unet.named_modules() if isinstance(m, Attention) and m.is_cross_attention]
+    return [n for n, m in unet.named_modules() if isinstance(m, Attention) and (m.is_cross_attention or is_joint(m))]
 
 
 def check_cross_attention(model) -> None:
@@ -276,6 +318,8 @@ def session(model, sess: Session):
 def layer_label(name: str, side: tuple[int, int]) -> str:
     """``down_blocks.1.attentions.0.transformer_blocks.0.attn2`` -> ``down 1.0 (16×16)``."""
     parts = name.split(".")
+    if parts[0] == "transformer_blocks":  # SD3: transformer_blocks.3.attn -> block 3 (8×8)
+        return f"block {parts[1]} ({side[0]}×{side[1]})"
     where = {"down_blocks": "down", "up_blocks": "up", "mid_block": "mid"}.get(parts[0], parts[0])
     idx = f" {parts[1]}.{parts[3]}" if where != "mid" and len(parts) > 3 else ""
     return f"{where}{idx} ({side[0]}×{side[1]})"
@@ -291,10 +335,10 @@ def aggregate(rec: Record, steps=None, layers=None, heads=None, index: int = 0) 
     total, count = None, 0
     for name in names:
         per = rec.maps[name]
-        chosen = [per[s] for s in (per if steps is None else steps) if s in per]
+        chosen = [per[s][index] for s in (per if steps is None else steps) if s in per]
         if not chosen:
             continue
-        m = torch.stack(chosen).float().sum(0)[index]  # [heads, T, h, w]
+        m = torch.stack(chosen).float().sum(0)  # [heads, T, h, w]
         if heads is not None:
             m = m[[h for h in heads if h < m.shape[0]]]
         up = F.interpolate(m, size=rec.sample_hw, mode="bicubic", align_corners=False).clamp_(min=0)

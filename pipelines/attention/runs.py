@@ -8,7 +8,11 @@ Attention control is Prompt-to-Prompt (Hertz et al. 2022) in its simplest form:
   cross-attention layer at every step, without renormalising (P2P's ``AttentionReweight``, paper §3.2).
   ``renormalise=True`` divides each pixel's row by its new sum afterwards, so ×0 is the token masked out
   of the softmax (its weight goes to the other tokens instead of nowhere). Scaling the token's *value*
-  row instead of its probabilities is the same edit (P·diag(f)·V = (P·diag(f))·V), so it is not a variant;
+  row instead of its probabilities is the same edit (P·diag(f)·V = (P·diag(f))·V), so it is not a variant.
+  ``encoder=True`` also re-weights the word where the *text encoder* reads it: CLIP's text tower is causal, so
+  every later token's feature is built by attending to the word; there its attention from later tokens is
+  × factor and re-summed (the word's key masked at ×0, counted twice at ×2:
+  :func:`pipelines.models.tinyclip.weighted_causal_mask`), then the UNet side as above;
 * **word swap** (:class:`Swap`): source and target prompts run as one batch from the same x_T; for
   the first ``cross_fraction`` of the steps the target's cross-attention probabilities are replaced by
   the source's (and its self-attention for the first ``self_fraction``), so the layout stays and the
@@ -32,12 +36,21 @@ class Reweight(M.Control):
     """Multiply the attention to token positions by ``factor`` (cross-attention, all steps).
 
     ``positions``: one list for every prompt (``[2]``) or one list per prompt (``[[2], [2, 3]]``: a word
-    the tokenizer splits, e.g. ``cyan`` -> ``cy`` ``an``, has several)."""
+    the tokenizer splits, e.g. ``cyan`` -> ``cy`` ``an``, has several). ``encoder``: also in the causal text
+    encoder, for the tokens after each of ``positions`` (:meth:`key_weights`, module docstring)."""
 
-    def __init__(self, positions, factor: float, renormalise: bool = False):
+    def __init__(self, positions, factor: float, renormalise: bool = False, encoder: bool = False):
         positions = [positions] if isinstance(positions, int) else list(positions)
         self.per_prompt = bool(positions) and isinstance(positions[0], (list, tuple))
         self.positions, self.factor, self.renormalise = positions, float(factor), bool(renormalise)
+        self.encoder = bool(encoder)
+
+    def key_weights(self, batch: int, length: int) -> torch.Tensor:
+        """The text encoder's key weights ``[batch, length]``: ``factor`` at the positions, 1 elsewhere."""
+        w = torch.ones(batch, length)
+        for b in range(batch):
+            w[b, list(self.positions[b] if self.per_prompt else self.positions)] = self.factor
+        return w
 
     def edit(self, probs, step, cross):
         if not cross:
@@ -122,7 +135,7 @@ def find_token(view: T.TokenView, word: str) -> int:
     return find_tokens(view, word)[0]
 
 
-def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float = 4.0, sampler: str = "DDIM",
+def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float = 4.0, sampler: str | None = None,
         control: M.Control | None = None, record: bool = True, max_side: int = M.MAX_SIDE,
         max_bytes: int = M.MAX_BYTES, latents: torch.Tensor | None = None) -> AttentionRun:
     """Sample ``prompts`` (one string or a list) through the one loop with attention recorded/edited.
@@ -134,6 +147,8 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
         ValueError: unconditional model, bad arguments.
     """
     M.check_cross_attention(model)
+    if control is not None:
+        check_control(model)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     views = [T.tokens(model, p) for p in prompts]
     keep = max(v.end_index for v in views) + 1
@@ -145,10 +160,11 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
         raise ValueError(f"latents for {latents.shape[0]} images, {len(prompts)} prompts")
     latents = latents.expand(len(prompts), -1, -1, -1).clone()
     sess = M.Session(len(prompts), w != 1.0, model.sample_shape[1:], keep, record, control, max_side, max_bytes)
+    emb = _encoder_side(model, views, control)
     x0, ts, image = [], [], None
     with M.session(model, sess):
         for rec in sample_steps(model, [v.prompt for v in views], guidance_scale=w, num_inference_steps=steps,
-                                sampler=sampler, generator=gen, latents=latents):
+                                sampler=sampler, generator=gen, latents=latents, prompt_embeds=emb):
             x0.append(rec.pred_x0_rgb.to(torch.float16).cpu())
             ts.append(rec.t)
             sess.next_step(rec.num_steps)
@@ -156,26 +172,46 @@ def run(model, prompts, *, seed: int = 0, steps: int = 30, guidance_scale: float
     return AttentionRun([v.prompt for v in views], views, sess.record, torch.stack(x0), image.float().cpu(), ts)
 
 
+def check_control(model) -> None:
+    """ValueError, meant for the user, when ``model``'s attention cannot be edited (joint attention)."""
+    if any(M.is_joint(m) for m in model.unet.modules()):
+        raise ValueError(f"attention control (re-weighting, word swap) is not offered for joint attention: {model.name} "
+                         "is an SD3-style transformer; its maps are recorded, but to edit attention choose toy-sd")
+
+
+def _encoder_side(model, views: list[T.TokenView], control) -> torch.Tensor | None:
+    """The prompts' text features with ``control``'s encoder-side weights (None: the model encodes as usual)."""
+    if not (isinstance(control, Reweight) and control.encoder):
+        return None
+    if model.encode_weighted is None:
+        raise ValueError(f"re-weighting inside the text encoder is offered for the bundled toy-clip text tower; "
+                         f"{model.name}'s encoder does not offer it: choose 'UNet cross-attention only'")
+    return model.encode_weighted([v.prompt for v in views], control.key_weights(len(views), views[0].context_length))
+
+
 def reweight(model, prompt: str, word: str, factor: float, *, and_after: bool = False, renormalise: bool = False,
-             **kwargs) -> tuple[AttentionRun, AttentionRun]:
+             encoder: bool = False, **kwargs) -> tuple[AttentionRun, AttentionRun]:
     """The plain run and the run with ``word``'s attention × ``factor`` (same seed) -> (plain, edited).
 
-    ``renormalise``: rows re-summed to 1 (:class:`Reweight`).
+    ``renormalise``: rows re-summed to 1 (:class:`Reweight`). ``encoder``: in the text encoder too.
     ``and_after``: also every later token up to the end of the context. CLIP's text encoder is causal, so
     the word is also written into the features of every token after it; on toy-sd ×0 on the word alone
     rarely changes the image (``scripts/attention_eval.py``)."""
+    check_control(model)
     factor = validation.number("attention factor", factor, 0.0, 10.0)
     view = T.tokens(model, prompt)
     idx = find_tokens(view, word)
     if and_after:
         idx = list(range(idx[0], view.context_length))
-    return run(model, prompt, **kwargs), run(model, prompt, control=Reweight(idx, factor, renormalise), **kwargs)
+    control = Reweight(idx, factor, renormalise, encoder=encoder)
+    return run(model, prompt, **kwargs), run(model, prompt, control=control, **kwargs)
 
 
 def swap(model, source: str, target: str, *, steps: int = 30, cross_fraction: float = 0.8,
          self_fraction: float = 0.4, **kwargs) -> tuple[AttentionRun, AttentionRun]:
     """Word swap: (plain batch [source, target] from one x_T, the same with the source's maps injected).
     Image 1 of each run is the target."""
+    check_control(model)
     va, vb = T.tokens(model, source), T.tokens(model, target)
     if va.end_index != vb.end_index:
         raise ValueError(f"word swap needs prompts with equally many tokens ({va.end_index - 1} vs "

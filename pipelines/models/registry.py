@@ -72,7 +72,9 @@ class DiffusionModel:
     ``latent_rgb`` ``[C, 3]`` (or ``[C + 1, 3]``, last row a bias) is an optional latent -> RGB preview map.
     ``tokenizer`` is the text side's tokenizer (open_clip's ``SimpleTokenizer`` or transformers'
     ``CLIPTokenizer``) and ``encode_pooled(list[str]) -> [B, D']`` the pooled text embedding, for the
-    "Inside the model" views (None for unconditional models).
+    "Inside the model" views (None for unconditional models). ``encode_weighted(list[str], [B, L]) -> [B, L, D]``
+    is ``encode_prompt`` with each key position's attention from later tokens in the causal text encoder
+    scaled (:func:`pipelines.models.tinyclip.weighted_causal_mask`; None where the encoder does not offer it).
     """
 
     name: str
@@ -87,6 +89,7 @@ class DiffusionModel:
     latent_rgb: torch.Tensor | None = None
     tokenizer: object | None = None
     encode_pooled: Callable[[list[str]], torch.Tensor] | None = None
+    encode_weighted: Callable[[list[str], torch.Tensor], torch.Tensor] | None = None
 
     @property
     def conditional(self) -> bool:
@@ -217,16 +220,16 @@ def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torc
         clip = load_toy_clip(clip_folder / "open_clip_model.safetensors", toy_clip_config(clip_folder), device)
 
     @torch.no_grad()
-    def encode_prompt(prompts: list[str]) -> torch.Tensor:
+    def encode_prompt(prompts: list[str], key_weights: torch.Tensor | None = None) -> torch.Tensor:
         tokens = clip.tokenizer(list(prompts)).to(device)  # [B, L]
-        return text_token_features(clip.model, tokens)  # [B, L, D]
+        return text_token_features(clip.model, tokens, key_weights)  # [B, L, D]
 
     @torch.no_grad()
     def encode_pooled(prompts: list[str]) -> torch.Tensor:
         return clip.model.encode_text(clip.tokenizer(list(prompts)).to(device))  # [B, embed_dim]
 
     return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt, tokenizer=clip.tokenizer,
-                          encode_pooled=encode_pooled)
+                          encode_pooled=encode_pooled, encode_weighted=encode_prompt)
 
 
 def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionModel:

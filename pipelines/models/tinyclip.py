@@ -35,21 +35,43 @@ def register(config_path: Path = CONFIG_PATH) -> str:
 
 
 @torch.no_grad()
-def text_token_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def text_token_features(model: torch.nn.Module, tokens: torch.Tensor,
+                        key_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token text features for cross-attention: ``[B, L]`` ids -> ``[B, L, width]``.
 
     The same computation as ``CLIP.encode_text`` up to ``ln_final``, before pooling and
-    projection, i.e. what Stable Diffusion takes from its CLIP text encoder.
+    projection, i.e. what Stable Diffusion takes from its CLIP text encoder. ``key_weights``:
+    see :func:`weighted_causal_mask` (None: the plain causal encoder).
     """
-    return token_features(model, tokens)
+    return token_features(model, tokens, key_weights)
 
 
-def token_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def weighted_causal_mask(causal: torch.Tensor, key_weights: torch.Tensor, heads: int) -> torch.Tensor:
+    """The text tower's additive causal mask ``[L, L]`` with key j's attention from every *later* query
+    i > j multiplied by ``key_weights[b, j]`` ``[B, L]`` (≥ 0; 1 = unchanged) -> ``[B·heads, L, L]``
+    (``nn.MultiheadAttention``'s per-head mask layout).
+
+    Adding log f to a logit multiplies that key's softmax weight by f before the row is re-summed:
+    softmax(s + log f)_j = f e^{s_j} / (Σ_{k≠j} e^{s_k} + f e^{s_j}). So f = 0 removes the key from the
+    context of later tokens (masked, as Compel's down-weighting masks a token in the encoder) and an
+    integer f counts the key as if it stood f times in the context. A token's own row (i = j) and
+    earlier rows are untouched."""
+    b, n = key_weights.shape
+    later = torch.ones(n, n, dtype=torch.bool, device=causal.device).tril(-1)  # [i, j]: i > j
+    bias = torch.where(later, key_weights.to(causal.dtype).log()[:, None, :], torch.zeros((), dtype=causal.dtype))
+    return (causal[:n, :n] + bias).repeat_interleave(heads, dim=0)  # [B·heads, L, L]
+
+
+def token_features(model: torch.nn.Module, tokens: torch.Tensor,
+                   key_weights: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`text_token_features` with gradients (for training the text tower)."""
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)  # [B, L, width]
     x = x + model.positional_embedding[: tokens.shape[1]].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask)
+    mask = model.attn_mask
+    if key_weights is not None:
+        mask = weighted_causal_mask(mask, key_weights.to(x.device), model.transformer.resblocks[0].attn.num_heads)
+    x = model.transformer(x, attn_mask=mask)
     return model.ln_final(x)  # [B, L, width]
 
 

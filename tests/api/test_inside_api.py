@@ -10,6 +10,7 @@ pytestmark = pytest.mark.api
 
 MODEL = "toy-sd (bundled, 32 px)"
 CAT = "google/ddpm-cat-256 (hub)"
+SD3 = "toy-sd3 (bundled, 64 px, latent)"
 PROMPT = "a red circle on a navy background"
 ALL, CUM, ONE = "all layers (DAAM)", "steps 1 … this step (DAAM sums over time)", "this step only"
 
@@ -73,6 +74,27 @@ def test_reweight_and_swap(client):
     gallery, md = client.predict(MODEL, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1,
                                  api_name="/inside_swap")
     assert len(gallery) == 3 and "Shape centre" in md
+
+
+def test_reweight_in_the_text_encoder_too(client):
+    unet, md_u = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, False, "unet", api_name="/inside_reweight")
+    both, md_b = client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, False, "encoder",
+                                api_name="/inside_reweight")
+    assert "In the text encoder, every later token's attention to them × 0" in md_b and "text encoder" not in md_u.split("\n")[0]
+    assert "choose *text encoder and UNet*" in md_u and "choose *text encoder" not in md_b
+    assert np.abs(_img(unet[1]["image"]) - _img(both[1]["image"])).mean() > 1  # the later tokens no longer carry it
+    with pytest.raises(AppError, match="must be one of"):
+        client.predict(MODEL, PROMPT, "red", 0.0, False, 4, 4.0, 1, False, "vae", api_name="/inside_reweight")
+
+
+def test_toy_sd3_joint_attention_maps(client):
+    gallery, cap, step, layer, final = client.predict(SD3, PROMPT, 3, 4.0, 1, CUM, api_name="/inside_maps")
+    assert len(gallery) == 9 and gallery[2]["caption"] == "2: red" and "Joint attention" in cap
+    assert "8×8 patch grid of the 16×16 latents" in cap and "Step 3/3" in cap
+    g2, cap2 = client.predict(1, "transformer_blocks.0.attn", ONE, "share", api_name="/inside_scrub")
+    assert len(g2) == 9 and "Step 1/3" in cap2
+    with pytest.raises(AppError, match="re-weighting and word swap are offered for toy-sd only"):
+        client.predict(SD3, PROMPT, "red", 0.0, False, 3, 4.0, 1, api_name="/inside_reweight")
 
 
 @pytest.mark.parametrize("args, api, match", [

@@ -115,8 +115,8 @@ def test_sketch_runs_toy_sd3(client, tmp_path):
     assert "Done" in md and "64 px" in md
 
 
-def test_inside_model_tokens_work_and_maps_say_not_supported(client):
+def test_inside_model_tokens_work_and_control_says_not_offered(client):
     rows, md = client.predict(SD3, PROMPT, api_name="/inside_tokens")
-    assert "word pieces" in md
-    with pytest.raises(AppError, match="not supported by the attention-map views"):
-        client.predict(SD3, PROMPT, 4, 4.0, 1, "steps 1 … this step (DAAM sums over time)", api_name="/inside_maps")
+    assert "word pieces" in md  # its maps: tests/api/test_inside_api.py::test_toy_sd3_joint_attention_maps
+    with pytest.raises(AppError, match="offered for toy-sd only"):
+        client.predict(SD3, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1, api_name="/inside_swap")
