@@ -10,12 +10,15 @@ Classes a tab puts on its components (``elem_classes``):
 * ``dl-intro``: the two plain sentences a tab opens with.
 * ``dl-wrap`` (with ``dl-gallery``): as many columns as fit, wrapping onto more rows (one tile per token).
 * ``dl-side``: the column of a ``dl-big`` image beside other results (it takes the big image's width).
+* ``dl-pairs`` (with ``dl-gallery dl-big``): in presentation mode two items per row, each as large as a big
+  image (a before/after pair side by side, the next pair under it).
 """
 
 from __future__ import annotations
 
 MAIN, CONTROLS, OUTPUT, BIG, PIXELATED, GALLERY, INTRO = (
     "dl-main", "dl-controls", "dl-output", "dl-big", "dl-pixelated", "dl-gallery", "dl-intro")
+PAIRS = "dl-pairs"
 
 BASE = """
 /* slim header: title, presentation toggle and link button on one line */
@@ -120,6 +123,9 @@ body.dl-presentation .dl-gallery .grid-container { grid-template-columns: repeat
 body.dl-presentation .dl-gallery.dl-wrap .grid-container {
   grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)) !important; }
 body.dl-presentation .dl-side { flex: 0 0 41vw !important; min-width: 41vw !important; }
+body.dl-presentation .dl-gallery.dl-big.dl-pairs .grid-container {
+  grid-template-columns: repeat(2, min(41vw, calc((100% - 16px) / 2))) !important; justify-content: center; }
+body.dl-presentation .dl-controls > #latent-examples { flex: 3 1 680px !important; }  /* thumbnails in one row */
 """
 
 CSS = BASE + PRESENTATION
