@@ -167,6 +167,8 @@ def race(model, prompt: str, entries: list[tuple[str, int]], *, seed: int = 0, g
     """
     if not 1 <= len(entries) <= 4:
         raise ValueError(f"race 1 to 4 samplers, got {len(entries)}")
+    for sampler, _ in entries:  # a sampler the model cannot take is refused before any lane runs
+        model.make_scheduler(sampler)
     x_T = torch.randn((1, *model.sample_shape), generator=torch.Generator().manual_seed(int(seed)))
     for sampler, steps in entries:
         t0 = time.perf_counter()
