@@ -189,7 +189,7 @@ def build(runtime, model_name, scenes: list[str]) -> dict:
             rc_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             rc_seed = seed_input("seed")
         lanes = []
-        with gr.Row():
+        with gr.Row(elem_classes=["dl-lanes"]):
             for s, n, on in RACE_LANES:
                 with gr.Column(min_width=160):
                     # custom values: the choices follow the model (race_lanes); run_race checks the name

@@ -96,7 +96,7 @@ def encode_decode(runtime, model_name, path):
     r = latent.round_trip(model, _image(model, path))
     gal = [(_show(r.image), f"the image at {model.image_size[0]} px"), (_show(r.recon), "decoded D(E(x))"),
            (_show((r.error * 4 - 1).clamp(-1, 1)), "|error| × 4"),
-           (_show(r.preview), "cheap preview of the latent (no decoder)")]
+           (_show(r.preview), "cheap preview (no decoder)")]
     ch = [(_show(c), f"channel {k + 1}") for k, c in enumerate(latent.channel_images(r.latents))]
     c, h, w = r.latents.shape[1:]
     md = (f"**Reconstruction PSNR {r.psnr_db:.1f} dB.** The image's {r.image.numel():,} numbers became a "
