@@ -91,7 +91,8 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
     """
     if maths.space(model.make_scheduler()) == "flow":
         raise ValueError(f"{model.name} is a flow-matching model: this experiment walks DDPM's strided timesteps "
-                         "(t, t − stride, …), which it has none of. Choose toy-sd here; the viewer and SDEdit run it.")
+                         "(t, t − stride, …), which it has none of. Choose toy-sd here; the viewer, the sampler race and "
+                         "SDEdit run it.")
     x0 = model.encode(image)
     x_t, noise = noise_to(model, x0, t, generator)
     ts = strided_timesteps(t, stride)
