@@ -11,22 +11,26 @@ import math
 import gradio as gr
 import numpy as np
 
-from demos.common import image_file, snr_text, user_errors
+from demos.common import image_file, session_of, snr_text, user_errors
 from demos.components import SafeImage, seed_input
 from demos.style import GALLERY, PIXELATED
 from pipelines import denoising, images, validation
-from pipelines.models import SAMPLERS
+from pipelines.models import FLOW_SAMPLERS, SAMPLERS
 
 MAX_STEPS = 200
 STRIP_PX = 96
 SHOW_PX = 192
 SAMPLER_NAMES = list(SAMPLERS)
+FLOW_NAMES = list(FLOW_SAMPLERS)
 DEFAULT_PROMPT = "a red circle on a navy background"
+# the race's four lanes (sampler, steps, ticked): ε/v models, and flow-matching models (toy-sd3, flow digits)
+RACE_LANES = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True), ("Euler", 25, False)]
+FLOW_RACE_LANES = [("Euler", 28, True), ("Euler", 8, True), ("Euler, shift 3", 8, True), ("Euler, stochastic", 28, False)]
 
 
 def _sampler(name: str) -> str:
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLER_NAMES}")
+    if name not in SAMPLERS and name not in FLOW_SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLER_NAMES} (flow models: {FLOW_NAMES})")
     return name
 
 
@@ -98,7 +102,25 @@ def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=
         progress((k + 1) / len(entries), desc=f"{r['sampler']} done")
     md = ("Same x_T (seed {}) and prompt for every lane.\n\n| sampler | steps | wall time | per step |\n|---|---|---|---|\n"
           .format(seed) + "\n".join(lines))
+    if model.samplers == FLOW_NAMES:
+        md += (f"\n\n{model.name} is a flow-matching model: every lane is Euler on the flow ODE "
+               "(FlowMatchEulerDiscreteScheduler), x_{σ'} = x_σ + (σ' − σ)·v. **shift 3** (SD3's) re-spaces the σ "
+               "grid, σ → 3σ / (1 + 2σ), so more of the steps fall at high noise; **stochastic** re-noises "
+               "x̂0 = x_σ − σ·v with a fresh ε to the next σ at every step (the flow counterpart of DDPM).")
     return gallery, md
+
+
+def race_lanes(runtime, model_name, *samplers, request: gr.Request = None):
+    """The race's lanes follow the model: flow-matching models get the flow samplers (Euler with its shift, shift 3,
+    stochastic) and ε/v models the VP ones, each with its default steps; lanes already valid for the model stay."""
+    flow = runtime.flow_only(model_name, session_of(request))
+    names, defaults = (FLOW_NAMES, FLOW_RACE_LANES) if flow else (SAMPLER_NAMES, RACE_LANES)
+    if all(s in names for s in samplers):
+        return [gr.skip()] * (3 * len(samplers))
+    out = []
+    for s, n, on in defaults:
+        out += [gr.Checkbox(value=on), gr.Dropdown(choices=names, value=s), gr.Slider(value=n)]
+    return out
 
 
 def run_oracle(runtime, model_name, image, strength, sampler, steps, prompt, guidance_scale, seed):
@@ -167,11 +189,12 @@ def build(runtime, model_name, scenes: list[str]) -> dict:
             rc_guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5, label="guidance scale w")
             rc_seed = seed_input("seed")
         lanes = []
-        defaults = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True), ("Euler", 25, False)]
-        with gr.Row():
-            for s, n, on in defaults:
+        with gr.Row(elem_classes=["dl-lanes"]):
+            for s, n, on in RACE_LANES:
                 with gr.Column(min_width=160):
-                    lanes += [gr.Checkbox(on, label="race"), gr.Dropdown(SAMPLER_NAMES, value=s, label="sampler"),
+                    # custom values: the choices follow the model (race_lanes); run_race checks the name
+                    lanes += [gr.Checkbox(on, label="race"),
+                              gr.Dropdown(SAMPLER_NAMES, value=s, label="sampler", allow_custom_value=True),
                               gr.Slider(1, MAX_STEPS, value=n, step=1, label="steps")]
         rc_run = gr.Button("Race", variant="primary", elem_id="race-run")
         rc_gallery = gr.Gallery(label="results", columns=4, elem_id="race-gallery", **gal)
@@ -209,6 +232,8 @@ def build(runtime, model_name, scenes: list[str]) -> dict:
                  [tw_gallery, tw_md], api_name="three_ways")
     rc_run.click(bind(run_race), [model_name, rc_prompt, rc_guidance, rc_seed, *lanes], [rc_gallery, rc_md],
                  api_name="sampler_race")
+    model_name.change(bind(race_lanes), [model_name, *lanes[1::3]], lanes, api_visibility="private",
+                      show_progress="hidden")
     or_run.click(bind(run_oracle), [model_name, or_image, or_strength, or_sampler, or_steps, or_prompt, or_guidance,
                                     or_seed], [or_gallery, or_strip, or_md], api_name="oracle")
     return {"t": tw_t, "stride": tw_stride}  # lecture-mode URL keys

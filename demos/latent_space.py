@@ -14,7 +14,7 @@ import gradio as gr
 
 from demos.common import image_file, sample_paths, user_errors
 from demos.components import SafeImage, seed_input
-from demos.style import GALLERY, PIXELATED
+from demos.style import BIG, GALLERY, PAIRS, PIXELATED
 from pipelines import images, latent, validation
 from pipelines.toyworld.world import Scene, render
 
@@ -96,7 +96,7 @@ def encode_decode(runtime, model_name, path):
     r = latent.round_trip(model, _image(model, path))
     gal = [(_show(r.image), f"the image at {model.image_size[0]} px"), (_show(r.recon), "decoded D(E(x))"),
            (_show((r.error * 4 - 1).clamp(-1, 1)), "|error| × 4"),
-           (_show(r.preview), "cheap preview of the latent (no decoder)")]
+           (_show(r.preview), "cheap preview (no decoder)")]
     ch = [(_show(c), f"channel {k + 1}") for k, c in enumerate(latent.channel_images(r.latents))]
     c, h, w = r.latents.shape[1:]
     md = (f"**Reconstruction PSNR {r.psnr_db:.1f} dB.** The image's {r.image.numel():,} numbers became a "
@@ -188,22 +188,23 @@ def create(runtime) -> dict:
         with gr.Column(scale=1, min_width=260, elem_classes=["dl-controls"]):
             image = SafeImage(examples[0], type="filepath", label="image", height=180, sources=["upload"],
                               elem_id="latent-image")
-            gr.Examples([[p] for p in examples], [image], label="toy world and photos")
+            gr.Examples([[p] for p in examples], [image], label="toy world and photos", elem_id="latent-examples")
             run = gr.Button("Encode → decode", variant="primary", elem_id="latent-run", elem_classes=["dl-run"])
             with gr.Accordion("Advanced", open=False):
                 model = gr.Dropdown(names, value=names[0] if names else None, label="latent model",
                                     elem_id="latent-model")
         with gr.Column(scale=2, elem_classes=["dl-output"]):
-            rt_gallery = gr.Gallery(label="through the VAE", columns=4, elem_id="latent-roundtrip", height=230, **gal)
+            rt_gallery = gr.Gallery(label="through the VAE", columns=4, elem_id="latent-roundtrip",
+                                    **{**gal, "elem_classes": [GALLERY, PIXELATED, BIG, PAIRS]})
             rt_md = gr.Markdown(elem_id="latent-info")
-            ch_gallery = gr.Gallery(label="the latent's channels", columns=4, elem_id="latent-channels", height=170,
+            ch_gallery = gr.Gallery(label="the latent's channels", columns=4, elem_id="latent-channels",
                                     **gal)
     with gr.Accordion("Noise at the same level: pixel space vs latent space", open=False):
         with gr.Row():
             s = gr.Slider(0, 1, value=0.4, step=0.05, label="noise level s")
             n_seed = seed_input("noise seed")
             n_btn = gr.Button("Noise both", elem_id="latent-noise-run")
-        n_gallery = gr.Gallery(label="same s, same image", columns=3, height=230, elem_id="latent-noise", **gal)
+        n_gallery = gr.Gallery(label="same s, same image", columns=3, elem_id="latent-noise", **gal)
         n_md = gr.Markdown()
     with gr.Accordion("Interpolation: lerp vs slerp", open=False):
         with gr.Row():
@@ -216,8 +217,8 @@ def create(runtime) -> dict:
             i_prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt (noise walk)", max_lines=1)
             seed_a, seed_b = seed_input("seed A"), seed_input("seed B")
         i_btn = gr.Button("Interpolate", elem_id="latent-interp-run")
-        lerp_g = gr.Gallery(label="lerp", columns=latent.MAX_INTERPOLATION, height=130, elem_id="latent-lerp", **gal)
-        slerp_g = gr.Gallery(label="slerp", columns=latent.MAX_INTERPOLATION, height=130, elem_id="latent-slerp", **gal)
+        lerp_g = gr.Gallery(label="lerp", columns=latent.MAX_INTERPOLATION, elem_id="latent-lerp", **gal)
+        slerp_g = gr.Gallery(label="slerp", columns=latent.MAX_INTERPOLATION, elem_id="latent-slerp", **gal)
         i_md = gr.Markdown()
     with gr.Accordion("Cheap preview vs full decode, at every step", open=False):
         with gr.Row():
@@ -232,7 +233,7 @@ def create(runtime) -> dict:
             p_dec = gr.Image(label="x_t: decoded by the VAE", **img)
             p_x0 = gr.Image(label="x̂0: decoded", **img)
         p_md = gr.Markdown()
-        p_strip = gr.Gallery(label="along the run: preview | decoded", columns=2 * STRIP_STEPS, height=130,
+        p_strip = gr.Gallery(label="along the run: preview | decoded", columns=2 * STRIP_STEPS,
                              elem_id="latent-preview-strip", **gal)
     with gr.Accordion("Cost per step: pixel vs latent", open=False):
         c_btn = gr.Button("Measure", elem_id="latent-cost-run")

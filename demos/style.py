@@ -10,12 +10,16 @@ Classes a tab puts on its components (``elem_classes``):
 * ``dl-intro``: the two plain sentences a tab opens with.
 * ``dl-wrap`` (with ``dl-gallery``): as many columns as fit, wrapping onto more rows (one tile per token).
 * ``dl-side``: the column of a ``dl-big`` image beside other results (it takes the big image's width).
+* ``dl-pairs`` (with ``dl-gallery dl-big``): in presentation mode and on a phone two items per row (in
+  presentation each as large as a big image): a before/after pair side by side, the next pair under it.
+* ``dl-lanes``: a row of equal columns (the sampler race's lanes), two per row on a phone.
 """
 
 from __future__ import annotations
 
 MAIN, CONTROLS, OUTPUT, BIG, PIXELATED, GALLERY, INTRO = (
     "dl-main", "dl-controls", "dl-output", "dl-big", "dl-pixelated", "dl-gallery", "dl-intro")
+PAIRS = "dl-pairs"
 
 BASE = """
 /* slim header: title, presentation toggle and link button on one line */
@@ -76,6 +80,9 @@ button.dl-link { width: auto !important; flex: 0 0 auto !important; }
   .dl-panels > * { min-width: 150px !important; flex: 1 1 45% !important; height: 190px !important; }
   .dl-panels > .dl-optional { display: none !important; }  /* x_t and x̂0 side by side, the scrubber right under */
   .dl-gallery .grid-container { grid-template-columns: repeat(min(var(--grid-cols), 4), minmax(0, 1fr)) !important; }
+  .dl-gallery.dl-pairs .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
+  .dl-lanes { flex-wrap: wrap !important; gap: 6px !important; }
+  .dl-lanes > * { min-width: 150px !important; flex: 1 1 45% !important; }  /* two race lanes per row */
 }
 """
 
@@ -122,6 +129,9 @@ body.dl-presentation .dl-gallery .grid-container { grid-template-columns: repeat
 body.dl-presentation .dl-gallery.dl-wrap .grid-container {
   grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)) !important; }
 body.dl-presentation .dl-side { flex: 0 0 41vw !important; min-width: 41vw !important; }
+body.dl-presentation .dl-gallery.dl-big.dl-pairs .grid-container {
+  grid-template-columns: repeat(2, min(41vw, calc((100% - 16px) / 2))) !important; justify-content: center; }
+body.dl-presentation .dl-controls > #latent-examples { flex: 3 1 680px !important; }  /* thumbnails in one row */
 """
 
 CSS = BASE + PRESENTATION

@@ -91,7 +91,8 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
     """
     if maths.space(model.make_scheduler()) == "flow":
         raise ValueError(f"{model.name} is a flow-matching model: this experiment walks DDPM's strided timesteps "
-                         "(t, t − stride, …), which it has none of. Choose toy-sd here; the viewer and SDEdit run it.")
+                         "(t, t − stride, …), which it has none of. Choose toy-sd here; the viewer, the sampler race and "
+                         "SDEdit run it.")
     x0 = model.encode(image)
     x_t, noise = noise_to(model, x0, t, generator)
     ts = strided_timesteps(t, stride)
@@ -167,6 +168,8 @@ def race(model, prompt: str, entries: list[tuple[str, int]], *, seed: int = 0, g
     """
     if not 1 <= len(entries) <= 4:
         raise ValueError(f"race 1 to 4 samplers, got {len(entries)}")
+    for sampler, _ in entries:  # a sampler the model cannot take is refused before any lane runs
+        model.make_scheduler(sampler)
     x_T = torch.randn((1, *model.sample_shape), generator=torch.Generator().manual_seed(int(seed)))
     for sampler, steps in entries:
         t0 = time.perf_counter()

@@ -111,6 +111,11 @@ class DiffusionModel:
         f = 2 ** (len(self.vae.config.block_out_channels) - 1)
         return (h * f, w * f)
 
+    @property
+    def samplers(self) -> list[str]:
+        """The sampler names this model takes (flow models override it: :data:`pipelines.models.sd3.FLOW_SAMPLERS`)."""
+        return list(SAMPLERS)
+
     def make_scheduler(self, sampler: str = "DDIM", **overrides):
         """A fresh scheduler instance for one request (diffusers schedulers hold state)."""
         import diffusers

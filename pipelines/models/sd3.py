@@ -32,8 +32,15 @@ import torch
 from pipelines.models.registry import ClipModel, DiffusionModel, ModelUnavailable
 from pipelines.serving import compute_thread
 
-# Flow models walk the flow ODE; "Euler" is the name the UI already has for that integrator.
-FLOW_SAMPLERS: dict[str, tuple[str, dict]] = {"Euler": ("FlowMatchEulerDiscreteScheduler", {})}
+# Flow models walk the flow ODE; "Euler" (with the model's own shift) is the name the UI already has for that
+# integrator. The variants are the same FlowMatchEulerDiscreteScheduler with its σ grid re-spaced by SD3's shift
+# (σ' = sσ / (1 + (s − 1)σ), s = 3: more of the steps at high noise) or with stochastic steps (x̂0 = x_t − σ v
+# re-noised with a fresh ε to the next σ, the flow counterpart of DDPM's ancestral step).
+FLOW_SAMPLERS: dict[str, tuple[str, dict]] = {
+    "Euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "Euler, shift 3": ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    "Euler, stochastic": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+}
 LATENT_RGB_SCENES = 128  # toy-world scenes the linear latent preview is fitted on (at load)
 LATENT_RGB_SEED = 9_300_000
 
@@ -64,13 +71,15 @@ def unpack_text(emb: torch.Tensor, pooled_dim: int) -> tuple[torch.Tensor, torch
 
 
 def flow_scheduler(name: str, config: dict, sampler: str, overrides: dict):
-    """A fresh ``FlowMatchEulerDiscreteScheduler`` (its shift from ``config``) for one request of model ``name``.
-    ε/v samplers (DDIM, DPM-Solver++, ...) are refused: they integrate a VP schedule a flow model has not."""
+    """A fresh ``FlowMatchEulerDiscreteScheduler`` (its shift from ``config`` unless the sampler sets one) for one
+    request of model ``name``. ε/v samplers (DDIM, DPM-Solver++, ...) are refused: they integrate a VP schedule a
+    flow model has not."""
     import diffusers
 
     if sampler not in FLOW_SAMPLERS:
-        raise ValueError(f"{name} is a flow-matching model: its sampler is Euler on the flow ODE "
-                         f"(FlowMatchEulerDiscreteScheduler); {sampler!r} is for ε/v models. Choose Euler.")
+        raise ValueError(f"{name} is a flow-matching model: its samplers are Euler on the flow ODE "
+                         f"(FlowMatchEulerDiscreteScheduler), one of {list(FLOW_SAMPLERS)}; {sampler!r} is for ε/v "
+                         "models. Choose Euler.")
     cls_name, extra = FLOW_SAMPLERS[sampler]
     return getattr(diffusers, cls_name).from_config(config, **{**extra, **overrides})
 

@@ -120,3 +120,21 @@ def test_inside_model_tokens_work_and_control_says_not_offered(client):
     assert "word pieces" in md  # its maps: tests/api/test_inside_api.py::test_toy_sd3_joint_attention_maps
     with pytest.raises(AppError, match="offered for toy-sd only"):
         client.predict(SD3, PROMPT, "a red square on a navy background", 0.8, 0.4, 4, 4.0, 1, api_name="/inside_swap")
+
+
+def test_sampler_race_runs_toy_sd3_on_its_flow_samplers(client):
+    """The race's lanes on a flow model: Euler with the model's shift, SD3's shift 3, stochastic Euler; the same x_T
+    (seed) for all, each lane reproducible; a VP sampler is refused before any lane runs."""
+    lanes = [True, "Euler", 3, True, "Euler, shift 3", 3, True, "Euler, stochastic", 3, False, "DDIM", 2]
+    gallery, md = client.predict(SD3, PROMPT, 3.0, 1, *lanes, api_name="/sampler_race")
+    assert [g["caption"].split(", 3 steps")[0] for g in gallery] == ["Euler", "Euler, shift 3", "Euler, stochastic"]
+    assert "| Euler, shift 3 | 3 |" in md and "flow-matching model" in md and "seed 1" in md
+    euler, shifted, stochastic = (_img(g["image"]) for g in gallery)
+    assert euler.shape == (192, 192, 3)  # 64 px shown 3x
+    # shift 3 and the stochastic step are other σ grids / other updates: other pictures from the same x_T
+    assert np.abs(euler - shifted).mean() > 1 and np.abs(euler - stochastic).mean() > 1
+    again, _ = client.predict(SD3, PROMPT, 3.0, 1, *lanes, api_name="/sampler_race")
+    assert all(np.array_equal(_img(a["image"]), _img(g["image"])) for a, g in zip(again, gallery))
+    with pytest.raises(AppError, match="flow-matching model.*'DDIM' is for ε/v models"):
+        client.predict(SD3, PROMPT, 3.0, 1, True, "Euler", 2, True, "DDIM", 2, *([False, "Euler", 2] * 2),
+                       api_name="/sampler_race")

@@ -125,6 +125,33 @@ def test_flow_model_refuses_vp_samplers_clearly(tiny):
     assert type(tiny.make_scheduler("Euler")).__name__ == "FlowMatchEulerDiscreteScheduler"
 
 
+def test_flow_sampler_variants_are_the_shifted_grid_and_the_stochastic_step():
+    """"Euler, shift 3": σ' = 3σ / (1 + 2σ) on the unshifted grid (SD3's shift sσ / (1 + (s − 1)σ), s = 3); "Euler, stochastic": the
+    next sample is (1 − σ') x̂0 + σ' ε, x̂0 = x − σ v, ε from the request's generator."""
+    from pipelines.models.sd3 import FLOW_SAMPLERS, flow_scheduler
+
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
+    plain, shifted = (flow_scheduler("m", config, s, {}) for s in ("Euler", "Euler, shift 3"))
+    for sch in (plain, shifted):
+        sch.set_timesteps(5)
+    shift = lambda u: 3 * u / (1 + 2 * u)  # noqa: E731
+    torch.testing.assert_close(plain.sigmas[:-1].double(), torch.linspace(1, 1e-3, 5, dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    # the grid runs linearly from σ_max to the shifted σ_min (diffusers spaces it between the shifted ends), then shifts
+    grid = torch.linspace(1, shift(1e-3), 5, dtype=torch.float64)
+    torch.testing.assert_close(shifted.sigmas[:-1].double(), shift(grid), atol=1e-6, rtol=0)
+    sto = flow_scheduler("m", config, "Euler, stochastic", {})
+    sto.set_timesteps(5)
+    x, v = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    out = sto.step(v, sto.timesteps[0], x, generator=torch.Generator().manual_seed(3)).prev_sample
+    s0, s1 = float(sto.sigmas[0]), float(sto.sigmas[1])
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, (1 - s1) * (x - s0 * v) + s1 * eps, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="flow-matching model"):
+        flow_scheduler("m", config, "DDIM", {})
+    assert list(FLOW_SAMPLERS)[0] == "Euler"
+
+
 def test_pack_text_round_trip():
     tok, pooled = torch.randn(3, 16, 64), torch.randn(3, 100)  # 100 is not a multiple of 64: padded
     packed = pack_text(tok, pooled)
