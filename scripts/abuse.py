@@ -201,6 +201,21 @@ HEAVY = {
 }
 
 
+def warm_up(warm) -> None:
+    """Each heavy request once at few steps, same batch shapes: models load and the UNet's traced graph for
+    each batch shape is built once per process (pipelines/models/traced_unet.py); not what is measured."""
+    from gradio_client import handle_file
+
+    from demos.common import sample_paths
+
+    warm.predict(MODEL, P, "", 2, "DDIM", 0, 8, api_name="/guidance_tradeoff")
+    warm.predict(MODEL, handle_file(sample_paths()[0]), 999, 200, P, 1.0, 0, api_name="/three_ways")
+    warm.predict(*HEAVY["sampler race 4 x 200 steps"][1][:4], True, "DDIM", 2, True, "DDPM", 2, True, "Euler", 2,
+                 True, "DPM-Solver++", 2, api_name="/sampler_race")
+    warm.predict(CLIP, MODEL, P, "unconditional (empty prompt)", "", 3.0, 32, 200, "sqrt_alpha_bar", 2, 0,
+                 api_name="/clip_guidance_run")
+
+
 def latency(url: str, only: list[str] | None = None) -> None:
     from gradio_client import handle_file
 
@@ -208,28 +223,27 @@ def latency(url: str, only: list[str] | None = None) -> None:
 
     slider = client(url)
     slider.predict("linear", 10, api_name="/forward_mix")
-    # Warm-up at few steps, same batch shapes: models load and the UNet's traced graph for each batch shape is
-    # built once per process (pipelines/models/traced_unet.py); that one-off is not what is measured here.
-    warm = client(url)
-    warm.predict(MODEL, P, "", 2, "DDIM", 0, 8, api_name="/guidance_tradeoff")
-    warm.predict(MODEL, handle_file(sample_paths()[0]), 999, 200, P, 1.0, 0, api_name="/three_ways")
-    warm.predict(*HEAVY["sampler race 4 x 200 steps"][1][:4], True, "DDIM", 2, True, "DDPM", 2, True, "Euler", 2,
-                 True, "DPM-Solver++", 2, api_name="/sampler_race")
-    warm.predict(CLIP, MODEL, P, "unconditional (empty prompt)", "", 3.0, 32, 200, "sqrt_alpha_bar", 2, 0,
-                 api_name="/clip_guidance_run")
-    quiet = []
-    for t in range(10):
-        t0 = time.perf_counter()
-        slider.predict("linear", 100 + t, api_name="/forward_mix")
-        quiet.append(time.perf_counter() - t0)
+    warm_up(client(url))
+
+    def alone(n: int = 10) -> list[float]:
+        out = []
+        for t in range(n):
+            t0 = time.perf_counter()
+            slider.predict("linear", 100 + t, api_name="/forward_mix")
+            out.append(time.perf_counter() - t0)
+        return out
+
     print(f"\n## a Forward slider update (/forward_mix) while one heavy request runs ({load_note()})")
-    print(f"alone: median {statistics.median(quiet):.3f} s, worst {max(quiet):.3f} s")
-    print("| heavy request | its time | slider updates | median | worst |\n|---|---|---|---|---|")
+    print("Each row: the slider alone just before (10 updates, nothing else running in the app), then during the "
+          "heavy request; the ratio is worst during / median alone.")
+    print("| heavy request | its time | slider alone: median | updates during | median | worst | worst / alone "
+          "| load average |\n|---|---|---|---|---|---|---|---|")
     for name, (api, args) in HEAVY.items():
         if only and not any(o in name for o in only):
             continue
         if args is None:
             args = (MODEL, handle_file(sample_paths()[0]), 999, 1, P, 1.0, 0)
+        quiet = statistics.median(alone())
         heavy, done, out = client(url), threading.Event(), {}
 
         def run():
@@ -244,17 +258,19 @@ def latency(url: str, only: list[str] | None = None) -> None:
 
         threading.Thread(target=run, daemon=True).start()
         time.sleep(1.0)  # the heavy request is running
-        lat, k = [], 0
+        lat, k, loads = [], 0, []
         while not done.is_set():
             t0 = time.perf_counter()
             slider.predict("linear", 200 + k % 700, api_name="/forward_mix")
             lat.append(time.perf_counter() - t0)
+            loads.append(os.getloadavg()[0])
             k += 1
             time.sleep(0.25)
         if not lat:
-            lat = [float("nan")]
-        print(f"| {name} | {out['took']:.1f} s ({out['answer']}) | {len(lat)} | {statistics.median(lat):.3f} s "
-              f"| {max(lat):.3f} s |")
+            lat, loads = [float("nan")], [float("nan")]
+        print(f"| {name} | {out['took']:.1f} s ({out['answer']}) | {quiet:.3f} s | {len(lat)} | "
+              f"{statistics.median(lat):.3f} s | {max(lat):.3f} s | {max(lat) / quiet:.1f}x "
+              f"| {min(loads):.0f}-{max(loads):.0f} |", flush=True)
 
 
 def http(url: str, small: str) -> None:
@@ -318,7 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         port = app_process.free_port()
         proc = app_process.launch(port)
-        app_process.connect(proc, port)
+        try:
+            app_process.connect(proc, port, timeout=1200.0)  # an overloaded machine takes minutes to start it
+        except BaseException:
+            app_process.stop(proc)
+            raise
         url, pid = f"http://127.0.0.1:{port}/", proc.pid
     rss = RSS(pid)
     print(f"app pid {pid}, RSS at start {rss.now() / MB:.0f} MB; {load_note()}")

@@ -93,6 +93,7 @@ def test_many_fresh_sessions_keep_memory_bounded(app_url):
         text = raw_call(app_url, "forward_load", [img, i, 512, "linear", 10])
         assert "event: complete" in text, text[-300:]
     growth = _settle() - start
+    print(f"\n{SESSIONS} fresh sessions grew RSS by {growth / MB:.0f} MB (bound {SESSIONS_RSS_BOUND / MB:.0f} MB)")
     assert growth <= SESSIONS_RSS_BOUND, f"{SESSIONS} sessions grew RSS by {growth / MB:.0f} MB"
 
 
