@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/abuse.py                      # everything, against its own app.py process
     .venv/bin/python scripts/abuse.py --only sessions,decode
+    .venv/bin/python scripts/abuse.py --only latency --quick    # the heavy requests at a few steps, same shapes
     .venv/bin/python scripts/abuse.py --url http://127.0.0.1:7860/ --pid 1234   # a running app (loopback)
 
 Sections (each prints a table; RSS is the app process's resident memory, sampled every 5 ms):
@@ -216,7 +217,7 @@ def warm_up(warm) -> None:
                  api_name="/clip_guidance_run")
 
 
-def latency(url: str, only: list[str] | None = None) -> None:
+def latency(url: str, only: list[str] | None = None, quick: bool = False) -> None:
     from gradio_client import handle_file
 
     from demos.common import sample_paths
@@ -243,6 +244,10 @@ def latency(url: str, only: list[str] | None = None) -> None:
             continue
         if args is None:
             args = (MODEL, handle_file(sample_paths()[0]), 999, 1, P, 1.0, 0)
+        if quick:  # same batch shapes, a few steps: the longest turn, hence the worst wait, is the same
+            from scripts.bench_turns import QUICK
+
+            args, name = QUICK[api](list(args)), f"{name} (--quick: a few steps)"
         quiet = statistics.median(alone())
         heavy, done, out = client(url), threading.Event(), {}
 
@@ -314,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="sessions,decode,blobs,latency,http")
     ap.add_argument("--sessions", type=int, default=150)
     ap.add_argument("--heavy", default="", help="comma-separated words: run only the heavy requests matching one")
+    ap.add_argument("--quick", action="store_true", help="latency: the heavy requests at a few steps (same shapes)")
     args = ap.parse_args(argv)
     from scripts import app_process
     from tests.images_helpers import small_file_png
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         if "blobs" in only:
             blobs(url, rss, small, bomb)
         if "latency" in only:
-            latency(url, [h for h in args.heavy.split(",") if h])
+            latency(url, [h for h in args.heavy.split(",") if h], args.quick)
         if "http" in only:
             http(url, small)
         print(f"\nRSS at the end {rss.now() / MB:.0f} MB; {load_note()}")
