@@ -157,6 +157,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
                               "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k})
+    compute_thread.checkpoint()  # the rendering judge's verdict: a turn of its own
     md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
           f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
           f"Final CLIP loss (toy-clip, whole image, 2·arcsin(‖a−b‖/2)²; what guidance optimised, so not the "
