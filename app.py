@@ -72,6 +72,7 @@ def build_app(runtime: Runtime, queue_max_size: int = QUEUE_MAX_SIZE) -> gr.Bloc
     demo.queue(max_size=queue_max_size, default_concurrency_limit=1 if runtime.device.type == "cpu" else 2)
     guard.limit_queue_per_client(demo)  # one client cannot fill the queue for everyone
     guard.check_input_kinds(demo)  # a wrong kind of value gets a message naming the parameter
+    guard.compact_session_state()  # a fresh session no longer copies every component's config
     heap.start()  # freed memory goes back to the OS (pipelines/serving/heap.py)
     return demo
 

@@ -19,6 +19,7 @@ from demos.components import seed_input
 from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
 from pipelines import images, validation
+from pipelines.serving import compute_thread
 
 TITLE = "CLIP guidance"
 MAX_CLIP_SCALE = 2000.0
@@ -53,6 +54,15 @@ def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
         ax.legend(fontsize=7)
     fig.suptitle("gradient magnitude per pixel (each panel on its own scale)", fontsize=9)
     return fig
+
+
+def _figures(curves: dict, history: list[LG.GuidanceStep], n_steps: int) -> tuple[Figure, Figure]:
+    """(loss figure, heatmap figure), each built in a turn of its own on the compute thread: building both
+    took as long as several steps (serving/compute_thread.py; docs/measurements.md "Serving")."""
+    compute_thread.checkpoint()
+    loss = loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False)
+    compute_thread.checkpoint()
+    return loss, heatmap_figure(history, n_steps)
 
 
 def preset_values(preset: dict) -> list:
@@ -137,15 +147,17 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
             cap = "with CLIP guidance" if guided.is_last else f"with: step {guided.index + 1}/{n}, x̂0"
             curves = {"without": ref.losses(), "with": hook.losses()}
             yield ([(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without CLIP guidance"),
-                    (image_file(img, SHOW_PX, fmt='jpeg'), cap)],
-                   loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
-                   heatmap_figure(hook.history, n), f"step {guided.index + 1}/{n}…")
+                    (image_file(img, SHOW_PX, fmt='jpeg'), cap)], *_figures(curves, hook.history, n),
+                   f"step {guided.index + 1}/{n}…")
+    compute_thread.checkpoint()
     gal = [(image_file(base.image[0], SHOW_PX, fmt='jpeg'), "without CLIP guidance")]
     f0 = float(LG.final_clip_loss(clip, base.image, validation.prompt(prompt))[0])
+    compute_thread.checkpoint()
     f1 = float(LG.final_clip_loss(clip, guided.image, validation.prompt(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
                               "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k})
+    compute_thread.checkpoint()  # the rendering judge's verdict: a turn of its own
     md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
           f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
           f"Final CLIP loss (toy-clip, whole image, 2·arcsin(‖a−b‖/2)²; what guidance optimised, so not the "
@@ -154,8 +166,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     if keep:
         record.update({"without": without, "with": with_, "n": n})
     yield (gal + [(image_file(guided.image[0], SHOW_PX, fmt='jpeg'), "with CLIP guidance")],
-           loss_figure(curves, "CLIP loss of x̂0 (cutouts) per step", "loss", log=False),
-           heatmap_figure(hook.history, n), md)
+           *_figures(curves, hook.history, n), md)
 
 
 def clip_run_recorded(runtime, *args):

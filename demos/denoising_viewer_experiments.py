@@ -16,6 +16,7 @@ from demos.components import SafeImage, seed_input
 from demos.style import GALLERY, PIXELATED
 from pipelines import denoising, images, validation
 from pipelines.models import FLOW_SAMPLERS, SAMPLERS
+from pipelines.serving import compute_thread
 
 MAX_STEPS = 200
 STRIP_PX = 96
@@ -56,6 +57,7 @@ def run_three_ways(runtime, model_name, image, t, stride, prompt, guidance_scale
     r = denoising.three_ways(model, _load_image(model, image), t, prompt=prompt or "", guidance_scale=guidance_scale,
                              stride=stride, generator=validation.generator(seed))
     p = r["psnr"]
+    compute_thread.checkpoint()  # encoding the eight pictures: a turn of its own (serving/compute_thread.py)
     gallery = [
         (image_file(r["clean"], SHOW_PX, compress_level=1), "clean x0"),
         (image_file(r["noisy"], SHOW_PX, compress_level=1), f"noisy x_t, t={t}"),
@@ -97,6 +99,7 @@ def run_race(runtime, model_name, prompt, guidance_scale, seed, *rows, progress=
     gallery, lines = [], []
     progress(0, desc="racing")
     for k, r in enumerate(denoising.race(model, prompt or "", entries, seed=seed, guidance_scale=guidance_scale)):
+        compute_thread.checkpoint()  # between a lane's last step and the encoding of its picture
         gallery.append((image_file(r["image"], SHOW_PX, compress_level=1), f"{r['sampler']}, {r['steps']} steps, {r['seconds']:.2f} s"))
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['seconds']:.2f} s | {1000 * r['seconds'] / r['steps']:.0f} ms |")
         progress((k + 1) / len(entries), desc=f"{r['sampler']} done")

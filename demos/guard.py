@@ -14,6 +14,10 @@
 * :func:`check_input_kinds`: every input value is of the right kind before gradio preprocesses it
   (:func:`check_kind`), so None, strings, lists and objects in the wrong place get a message naming the
   parameter, and 1.5 steps are refused on every endpoint alike.
+* :func:`compact_session_state`: gradio's per-session ``SessionState`` computes the config of *every*
+  component of the app when a session starts (for its deep links, which this app does not offer): 666
+  blocks, ~1.2 MB and ~0.1 s of the event loop per fresh session, kept until the session cap evicts it.
+  Patched to compute a component's config when the session first uses it (the same dicts, on demand).
 * :func:`limit_queue_per_client`: at most ``DL_MAX_JOBS_PER_SESSION`` (6) waiting or running events per
   browser session and ``DL_MAX_JOBS_PER_IP`` (16) per client address, so one client cannot fill the
   queue (``QUEUE_MAX_SIZE`` places) for everyone; beyond it the join is refused at once (HTTP 503) with
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from copy import copy
 
 from pipelines import validation
 
@@ -96,6 +101,62 @@ async def _answer(send, status: int, detail: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class _LazyConfigs(dict):
+    """``SessionState.config_values`` filled on demand: ``config[id]`` is computed (as gradio does at session
+    start) the first time a caller reads it or lists all of them; what a session sets is kept as set."""
+
+    def __init__(self, blocks_config, root_blocks) -> None:
+        super().__init__()
+        self._config, self._root = blocks_config, root_blocks
+
+    def _compute(self, key):
+        return self._config.config_for_block(key, [], self._config.blocks[key])
+
+    def __missing__(self, key):
+        if key not in self._config.blocks or key not in self._root:
+            raise KeyError(key)
+        value = self[key] = self._compute(key)
+        return value
+
+    def _fill(self) -> None:
+        """Every component's config, in the app's order (gradio's eager order), before a full listing."""
+        missing = [k for k in self._config.blocks if k in self._root and not dict.__contains__(self, k)]
+        if missing:
+            extra = {k: v for k, v in dict.items(self) if k not in self._root}
+            filled = {k: (dict.__getitem__(self, k) if dict.__contains__(self, k) else self._compute(k))
+                      for k in self._config.blocks if k in self._root}
+            self.clear()
+            self.update(filled)
+            self.update(extra)
+
+    def items(self):
+        self._fill()
+        return dict.items(self)
+
+    def values(self):
+        self._fill()
+        return dict.values(self)
+
+
+def _lazy_session_init(self, blocks) -> None:
+    """gradio.state_holder.SessionState.__init__ (gradio 6) with ``config_values`` computed on demand."""
+    self.blocks_config = copy(blocks.default_config)
+    self.config_values = _LazyConfigs(self.blocks_config, blocks.blocks)
+    self.state_data, self._state_ttl, self.is_closed = {}, {}, False
+    self.STATE_TTL_WHEN_CLOSED = 1 if os.getenv("GRADIO_IS_E2E_TEST", None) else 3600
+
+
+def compact_session_state() -> None:
+    """Make every gradio ``SessionState`` of this process compute component configs on demand (process-wide:
+    gradio creates sessions inside its routes, before any app code runs)."""
+    from gradio import state_holder
+
+    cls = state_holder.SessionState
+    if not hasattr(cls, "gradio_init"):
+        cls.gradio_init = cls.__init__  # gradio's own, kept for the equivalence test
+    cls.__init__ = _lazy_session_init
 
 
 def client_address(request) -> str:

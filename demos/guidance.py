@@ -25,6 +25,7 @@ from pipelines import images, validation
 from pipelines.models import SAMPLERS
 from pipelines.diffusion.loop import sample_steps
 from pipelines.diffusion.previews import to_rgb
+from pipelines.serving import compute_thread
 
 TITLE = "Guidance playground"
 SHOW_PX = 256  # the toy model makes 32 px images; shown upscaled (nearest) to this side
@@ -130,6 +131,7 @@ def tradeoff(runtime, model_name, prompt, negative, steps, sampler, seed, sample
     score_name, match_name = (("digit judge: P(digit asked)", "labelled as asked (digit judge)") if digits
                               else ("tiny-CLIP score (cos)", "attributes match"))
     ws = [r["scale"] for r in rows]
+    compute_thread.checkpoint()  # the figure is a turn of its own (it runs on the compute thread too)
     fig = Figure(figsize=(8, 3.4), layout="constrained")
     ax1, ax3 = fig.subplots(1, 2, width_ratios=[3, 2])
     ax1.plot(ws, [r["clip_score"] for r in rows], "o-", color="tab:blue", label=score_name)

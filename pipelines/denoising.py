@@ -16,6 +16,7 @@ import torchvision.transforms.functional as TF
 
 from pipelines.diffusion import forward, loop, maths
 from pipelines.diffusion.previews import to_rgb
+from pipelines.serving import compute_thread
 
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 SEED_KERNELS = (3, 5, 9)  # CS180 1.2's kernel sizes
@@ -100,6 +101,7 @@ def three_ways(model, image: torch.Tensor, t: int, *, prompt: str = "", negative
                                       timesteps=ts, init_latents=x0, noise=noise, guidance_scale=guidance_scale,
                                       generator=generator, preview="none"))
     a = recs[0].alpha_bar
+    compute_thread.checkpoint()  # the blur search and the comparisons: a turn of their own
     clean = model.decode(x0).clamp(-1, 1)
     blur, sigma = blur_denoise(x_t, a, x0)
     out = {

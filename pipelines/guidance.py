@@ -18,6 +18,7 @@ import torch
 from pipelines import validation
 from pipelines.diffusion import maths
 from pipelines.diffusion.loop import sample_steps
+from pipelines.serving import compute_thread
 
 CFG_GRID_SCALES: tuple[float, ...] = (0.0, 1.0, 3.0, 7.5, 15.0)
 
@@ -176,11 +177,15 @@ def adherence_diversity(model, clip, prompts: Sequence[str], scales: Iterable[fl
         with torch.no_grad():
             imgs = sample(model, batch, guidance_scale=w, negative_prompt=negative_prompt, generator=gen,
                           **sample_kwargs).clamp(-1, 1)
+        # each scoring pass is a turn of its own on the compute thread (serving/compute_thread.py)
+        compute_thread.checkpoint()
         if scorer is not None:
             match_f, score, diversity = scorer(imgs, batch, k)
         else:
             match = attribute_match(clip, imgs, batch)
+            compute_thread.checkpoint()
             div = [pairwise_diversity(clip, imgs[i * k:(i + 1) * k]) for i in range(len(prompts))]
+            compute_thread.checkpoint()
             match_f = float(match.nanmean()) if not torch.isnan(match).all() else float("nan")
             score, diversity = float(clip_scores(clip, imgs, batch).mean()), sum(div) / len(div)
         rows.append({"scale": w, "match": match_f, "clip_score": score, "diversity": diversity, "images": imgs.cpu()})

@@ -39,6 +39,7 @@ from pipelines import validation
 from pipelines.diffusion import maths
 from pipelines.diffusion.loop import GuidanceContext, GuidanceOutput, sample_steps
 from pipelines.guidance import rms
+from pipelines.serving import compute_thread
 
 SCALINGS: dict[str, str] = {
     "none": "1",
@@ -350,6 +351,9 @@ class LossGuidance:
         return self.scale > 0.0 and ctx.alpha_bar >= MIN_ALPHA_BAR and lo <= frac < hi
 
     def __call__(self, ctx: GuidanceContext) -> GuidanceOutput | None:
+        # Other requests' turns between the UNet call and the loss, and between the loss's forward and
+        # backward pass: each pass through CLIP over many cutouts can be as long as a UNet call.
+        compute_thread.checkpoint()
         t = ctx.t.item() if torch.is_tensor(ctx.t) else ctx.t
         mirrored = None
         if self.scaling == "seed_bug":
@@ -367,6 +371,7 @@ class LossGuidance:
         with torch.enable_grad():
             x = ctx.x_t.detach().requires_grad_(True)  # before the UNet call when through_unet (seed 000)
             per_image = self._score(ctx, x)  # [B]
+            compute_thread.checkpoint()
             grad = torch.autograd.grad(per_image.sum(), x)[0]  # ∇_{x_t} L, [B, C, h, w]
         if self.smooth > 1:
             # low-pass: average over smooth × smooth blocks and upsample; keeps the shape- and colour-sized

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/abuse.py                      # everything, against its own app.py process
     .venv/bin/python scripts/abuse.py --only sessions,decode
+    .venv/bin/python scripts/abuse.py --only latency --quick    # the heavy requests at a few steps, same shapes
     .venv/bin/python scripts/abuse.py --url http://127.0.0.1:7860/ --pid 1234   # a running app (loopback)
 
 Sections (each prints a table; RSS is the app process's resident memory, sampled every 5 ms):
@@ -201,35 +202,53 @@ HEAVY = {
 }
 
 
-def latency(url: str, only: list[str] | None = None) -> None:
+def warm_up(warm) -> None:
+    """Each heavy request once at few steps, same batch shapes: models load and the UNet's traced graph for
+    each batch shape is built once per process (pipelines/models/traced_unet.py); not what is measured."""
     from gradio_client import handle_file
 
     from demos.common import sample_paths
 
-    slider = client(url)
-    slider.predict("linear", 10, api_name="/forward_mix")
-    # Warm-up at few steps, same batch shapes: models load and the UNet's traced graph for each batch shape is
-    # built once per process (pipelines/models/traced_unet.py); that one-off is not what is measured here.
-    warm = client(url)
     warm.predict(MODEL, P, "", 2, "DDIM", 0, 8, api_name="/guidance_tradeoff")
     warm.predict(MODEL, handle_file(sample_paths()[0]), 999, 200, P, 1.0, 0, api_name="/three_ways")
     warm.predict(*HEAVY["sampler race 4 x 200 steps"][1][:4], True, "DDIM", 2, True, "DDPM", 2, True, "Euler", 2,
                  True, "DPM-Solver++", 2, api_name="/sampler_race")
     warm.predict(CLIP, MODEL, P, "unconditional (empty prompt)", "", 3.0, 32, 200, "sqrt_alpha_bar", 2, 0,
                  api_name="/clip_guidance_run")
-    quiet = []
-    for t in range(10):
-        t0 = time.perf_counter()
-        slider.predict("linear", 100 + t, api_name="/forward_mix")
-        quiet.append(time.perf_counter() - t0)
+
+
+def latency(url: str, only: list[str] | None = None, quick: bool = False) -> None:
+    from gradio_client import handle_file
+
+    from demos.common import sample_paths
+
+    slider = client(url)
+    slider.predict("linear", 10, api_name="/forward_mix")
+    warm_up(client(url))
+
+    def alone(n: int = 10) -> list[float]:
+        out = []
+        for t in range(n):
+            t0 = time.perf_counter()
+            slider.predict("linear", 100 + t, api_name="/forward_mix")
+            out.append(time.perf_counter() - t0)
+        return out
+
     print(f"\n## a Forward slider update (/forward_mix) while one heavy request runs ({load_note()})")
-    print(f"alone: median {statistics.median(quiet):.3f} s, worst {max(quiet):.3f} s")
-    print("| heavy request | its time | slider updates | median | worst |\n|---|---|---|---|---|")
+    print("Each row: the slider alone just before (10 updates, nothing else running in the app), then during the "
+          "heavy request; the ratio is worst during / median alone.")
+    print("| heavy request | its time | slider alone: median | updates during | median | worst | worst / alone "
+          "| load average |\n|---|---|---|---|---|---|---|---|")
     for name, (api, args) in HEAVY.items():
         if only and not any(o in name for o in only):
             continue
         if args is None:
             args = (MODEL, handle_file(sample_paths()[0]), 999, 1, P, 1.0, 0)
+        if quick:  # same batch shapes, a few steps: the longest turn, hence the worst wait, is the same
+            from scripts.bench_turns import QUICK
+
+            args, name = QUICK[api](list(args)), f"{name} (--quick: a few steps)"
+        quiet = statistics.median(alone())
         heavy, done, out = client(url), threading.Event(), {}
 
         def run():
@@ -244,17 +263,19 @@ def latency(url: str, only: list[str] | None = None) -> None:
 
         threading.Thread(target=run, daemon=True).start()
         time.sleep(1.0)  # the heavy request is running
-        lat, k = [], 0
+        lat, k, loads = [], 0, []
         while not done.is_set():
             t0 = time.perf_counter()
             slider.predict("linear", 200 + k % 700, api_name="/forward_mix")
             lat.append(time.perf_counter() - t0)
+            loads.append(os.getloadavg()[0])
             k += 1
             time.sleep(0.25)
         if not lat:
-            lat = [float("nan")]
-        print(f"| {name} | {out['took']:.1f} s ({out['answer']}) | {len(lat)} | {statistics.median(lat):.3f} s "
-              f"| {max(lat):.3f} s |")
+            lat, loads = [float("nan")], [float("nan")]
+        print(f"| {name} | {out['took']:.1f} s ({out['answer']}) | {quiet:.3f} s | {len(lat)} | "
+              f"{statistics.median(lat):.3f} s | {max(lat):.3f} s | {max(lat) / quiet:.1f}x "
+              f"| {min(loads):.0f}-{max(loads):.0f} |", flush=True)
 
 
 def http(url: str, small: str) -> None:
@@ -298,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="sessions,decode,blobs,latency,http")
     ap.add_argument("--sessions", type=int, default=150)
     ap.add_argument("--heavy", default="", help="comma-separated words: run only the heavy requests matching one")
+    ap.add_argument("--quick", action="store_true", help="latency: the heavy requests at a few steps (same shapes)")
     args = ap.parse_args(argv)
     from scripts import app_process
     from tests.images_helpers import small_file_png
@@ -318,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         port = app_process.free_port()
         proc = app_process.launch(port)
-        app_process.connect(proc, port)
+        try:
+            app_process.connect(proc, port, timeout=1200.0)  # an overloaded machine takes minutes to start it
+        except BaseException:
+            app_process.stop(proc)
+            raise
         url, pid = f"http://127.0.0.1:{port}/", proc.pid
     rss = RSS(pid)
     print(f"app pid {pid}, RSS at start {rss.now() / MB:.0f} MB; {load_note()}")
@@ -331,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         if "blobs" in only:
             blobs(url, rss, small, bomb)
         if "latency" in only:
-            latency(url, [h for h in args.heavy.split(",") if h])
+            latency(url, [h for h in args.heavy.split(",") if h], args.quick)
         if "http" in only:
             http(url, small)
         print(f"\nRSS at the end {rss.now() / MB:.0f} MB; {load_note()}")

@@ -29,11 +29,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _patient_url_check() -> None:
+    """gradio's launch probes its own URL with 3 s timeouts and refuses to start when they pass; on the
+    shared, overloaded 2-core machine the freshly started server can take longer to answer (the tests then
+    failed before running). Probe for up to 120 s instead."""
+    import httpx
+    from gradio import networking
+
+    def url_ok(url: str) -> bool:
+        try:
+            return httpx.head(url, timeout=120).status_code < 400
+        except httpx.HTTPError:
+            return False
+
+    networking.url_ok = url_ok
+
+
 @pytest.fixture(scope="session")
 def app_url():
     import app
     from pipelines.runtime import Runtime
 
+    _patient_url_check()
     demo = app.build_app(Runtime.create("cpu"))
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                 quiet=True, share=False, **app.launch_kwargs(demo))

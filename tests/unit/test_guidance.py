@@ -253,3 +253,49 @@ def test_bad_guidance_arguments(kwargs, match):
 def test_clip_loss_needs_a_prompt(toy, toy_clip):
     with pytest.raises(ValueError, match="prompt"):
         LG.ClipLoss(toy_clip, "  ")
+
+
+
+def test_clip_guidance_steps_aside_inside_a_step_and_gives_the_same_image(toy, toy_clip, monkeypatch):
+    """On the compute thread, with another request waiting at every turn: the loss and its gradient are turns
+    of their own (per step a UNet call and the loss; a guided step also its backward pass), the other request
+    runs between them, and the image is the one the inline run gives, to the bit."""
+    import threading
+
+    from pipelines.serving import compute_thread
+
+    steps = 4
+    x0 = torch.randn(1, *toy.sample_shape, generator=gen(7))
+
+    def run():
+        hook = LG.clip_guidance(toy_clip, "a red circle", 300.0, n_cutouts=4, generator=torch.Generator().manual_seed(0))
+        return sample(toy, [""], latents=x0, cond_fn=hook, guidance_scale=1.0, num_inference_steps=steps), hook
+
+    inline, _ = run()
+    calls, other_turns, stop, started = [], [], threading.Event(), threading.Event()
+    checkpoint = compute_thread.checkpoint
+
+    def counted():
+        calls.append(1)
+        checkpoint()
+
+    def other():  # a second request, waiting for the next turn whenever the first one runs
+        started.set()
+        while not stop.is_set():
+            if compute_thread.waiting():
+                other_turns.append(1)
+            checkpoint()
+
+    t = threading.Thread(target=lambda: compute_thread.call(other))
+    t.start()
+    started.wait(60)
+    monkeypatch.setattr(compute_thread, "checkpoint", counted)
+    try:
+        threaded, hook = compute_thread.call(run)
+    finally:
+        stop.set()
+        t.join(60)
+    guided = sum(h.alpha_bar >= LG.MIN_ALPHA_BAR for h in hook.history)
+    assert torch.equal(threaded, inline)
+    assert guided >= 1 and len(calls) >= 2 * steps + guided, (len(calls), guided)
+    assert len(other_turns) >= len(calls) - 1  # the other request ran at (almost) every one of them
