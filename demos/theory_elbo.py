@@ -35,27 +35,29 @@ guess x̂0 in μ̃ and a fixed variance σ_t². With σ_t² = β̃_t the KL is �
 
 
 def _figure(res: E.ElboTerms, empty: E.ElboTerms | None) -> Figure:
-    fig = Figure(figsize=(8.5, 3.6), layout="constrained")
+    """Bars of L_{t−1} (bits/dim) over t on a log t axis (the terms change fastest near t = 0), and the three
+    loss weightings over every t on a second axis."""
+    fig = Figure(figsize=(8.5, 4.0), layout="constrained")
     ax = fig.subplots()
-    t = res.t[1:]
-    width = max(1.0, float(np.min(np.diff(res.t[1:]))) if len(t) > 1 else 1.0)
-    ax.bar(t, res.bits[1:], width=width * 0.9, color="tab:blue", label="L_{t−1}: KL term at t (prompt)")
+    t = res.t[1:].astype(float)
+    ax.bar(t, res.bits[1:], width=0.18 * t, color="tab:blue", alpha=0.8, label="L_{t−1}: KL term at t (prompt)")
     if empty is not None:
-        ax.plot(t, empty.bits[1:], ".", color="tab:orange", label="the same, empty prompt")
-    ax.set_yscale("log")
-    ax.set(xlabel="timestep index t (0 = clean … 959 = pure noise)", ylabel="bits per dimension",
+        ax.plot(t, empty.bits[1:], "o", ms=3, color="tab:orange", label="the same, empty prompt")
+    ax.set(xscale="log", yscale="log", xlabel="timestep index t (log scale; 1 = almost clean, 959 = pure noise)",
+           ylabel="bits per dimension",
            title=f"ELBO terms of {res.num_images} rendered scenes; L_0 = {res.l0:.3f}, L_T = {res.lT:.1e} bits/dim")
     ax2 = ax.twinx()
-    styles = {"ELBO": ("k-", "weight the ELBO puts on ‖x0−x̂0‖²"), "L_simple": ("g--", "L_simple (ε-MSE)"),
-              f"Min-SNR-{E.GAMMA:g}": ("r:", f"Min-SNR-γ, γ = {E.GAMMA:g}")}
+    styles = {"ELBO": ("k-", "ELBO's weight on ‖x0−x̂0‖²"), "L_simple": ("g--", "L_simple's (ε-MSE)"),
+              f"Min-SNR-{E.GAMMA:g}": ("r:", f"Min-SNR-γ's, γ = {E.GAMMA:g}")}
+    every_t = np.arange(1, res.num_timesteps)
     for name, w in res.weights.items():
         style, label = styles.get(name, ("-", name))
-        ax2.plot(res.t[1:], w[1:], style, lw=1.5, label=label)
+        ax2.plot(every_t, w, style, lw=1.5, label=label)
     ax2.set_yscale("log")
-    ax2.set_ylabel("loss weight per t (each sums to 1)")
+    ax2.set_ylabel("loss weight per t (sums to 1)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+    fig.legend(h1 + h2, l1 + l2, fontsize=7, loc="outside lower center", ncol=3)
     return fig
 
 

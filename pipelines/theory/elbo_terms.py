@@ -33,7 +33,7 @@ class ElboTerms:
     """Per evaluated timestep index ``t`` (diffusers' 0..N−1; index i holds L_{i} in DDPM's L_{t−1} with
     t = i + 1, i = 0 being L_0): ``bits`` (bits/dim, mean over images); ``l0``, ``lT``, ``total`` in bits/dim,
     ``total`` summing every term, the KL terms not evaluated interpolated between evaluated neighbours
-    (:func:`kl_sum`; exact when every t is evaluated); ``weights``: the weight each loss puts on ‖x0 − x̂0‖² at each t."""
+    (:func:`kl_sum`; exact when every t is evaluated); ``weights``: :func:`loss_weights` (every t = 1 … N−1)."""
 
     t: np.ndarray
     bits: np.ndarray
@@ -64,23 +64,19 @@ def kl_sum(timesteps: Sequence[int], values: Sequence[float], num_timesteps: int
     return float(np.interp(np.arange(1, num_timesteps), ts[keep], vs[keep]).sum())
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, timesteps: Sequence[int], gamma: float = GAMMA) -> dict[str, np.ndarray]:
-    """Weight on the x0-error ‖x0 − x̂0‖² at each timestep, each normalised to sum 1 over ``timesteps``:
+def loss_weights(alphas_cumprod: torch.Tensor, gamma: float = GAMMA) -> dict[str, np.ndarray]:
+    """Weight on the x0-error ‖x0 − x̂0‖² at every KL index t = 1 … N−1, each normalised to sum 1 over them:
 
-    * ``ELBO`` ½ (SNR_{t−1} − SNR_t) (the true L_{t−1} with β̃; at the first index, the decoder's 1/(2β_1));
+    * ``ELBO`` ½ (SNR_{t−1} − SNR_t) (the true L_{t−1} with β̃; Kingma et al. 2021, eq. 13);
     * ``L_simple`` SNR_t (DDPM's unweighted ε-MSE: ‖ε − ε̂‖² = SNR ‖x0 − x̂0‖², uniform t);
     * ``Min-SNR-γ`` min(SNR_t, γ) (Hang et al. 2023; toy-sd's v-loss variant is min(SNR + 1, γ)).
+    Arrays ``[N − 1]``, entry i for t = i + 1.
     """
     ac = alphas_cumprod.double()
-    snr = ac / (1 - ac)
-    out = {"ELBO": [], "L_simple": [], f"Min-SNR-{gamma:g}": []}
-    for t in timesteps:
-        s = float(snr[t])
-        prev = float(snr[t - 1]) if t > 0 else None
-        out["ELBO"].append(elbo.kl_weight_on_x0_mse(prev, s) if prev is not None else 0.5 / (1 - float(ac[0])))
-        out["L_simple"].append(s)
-        out[f"Min-SNR-{gamma:g}"].append(min(s, gamma))
-    return {k: np.asarray(v) / np.sum(v) for k, v in out.items()}
+    snr = (ac / (1 - ac)).numpy()
+    out = {"ELBO": elbo.kl_weight_on_x0_mse(snr[:-1], snr[1:]), "L_simple": snr[1:],
+           f"Min-SNR-{gamma:g}": np.minimum(snr[1:], gamma)}
+    return {k: v / v.sum() for k, v in out.items()}
 
 
 def _alpha_bars(scheduler, t: int) -> tuple[float, float]:
@@ -144,7 +140,7 @@ def elbo_terms(model, x0: torch.Tensor, prompt: str, *, stride: int = 20, varian
     kl_total = kl_sum(ts, bits_arr, n)  # the n − 1 KL terms L_1 .. L_{T−1}
     return ElboTerms(t=np.asarray(ts), bits=bits_arr, l0=float(bits_arr[0]), lT=l_t,
                      total=l_t + float(bits_arr[0]) + kl_total, num_timesteps=n, num_images=x0.shape[0],
-                     variance=variance, weights=loss_weights(ac, ts))
+                     variance=variance, weights=loss_weights(ac))
 
 
 def monte_carlo_check(model, x0: torch.Tensor, prompt: str, timesteps: Sequence[int], *, samples: int = 64,

@@ -126,17 +126,19 @@ def test_kl_sum_interpolates_and_is_exact_with_every_term():
     ts = list(range(n))
     vals = [0.0] + [float(t * t) for t in range(1, n)]
     assert E.kl_sum(ts, vals, n) == pytest.approx(sum(t * t for t in range(1, n)))
-    assert E.kl_sum([0, 1, 10], [5.0, 1.0, 10.0], n) == pytest.approx(sum(range(1, n)))  # linear: exact
+    assert E.kl_sum([0, 1, 4, 10], [5.0, 1.0, 4.0, 10.0], n) == pytest.approx(sum(range(1, n)))  # linear: exact
+    assert E.kl_sum([0, 1, 2, 10], [5.0, 1.0, 4.0, 4.0], n) == pytest.approx(1 + 4 * 9)  # flat after t = 2
     assert E.strided_timesteps(960, 100)[:12] == list(range(11)) + [100] and E.strided_timesteps(960, 100)[-1] == 959
 
 
 def test_loss_weights():
     ac = torch.tensor([0.999, 0.9, 0.5, 0.1, 0.001], dtype=torch.float64)
-    w = E.loss_weights(ac, [1, 2, 3, 4])
+    w = E.loss_weights(ac)
     snr = (ac / (1 - ac)).numpy()
-    assert np.allclose(w["ELBO"], (snr[:4] - snr[1:]) / (snr[0] - snr[4]))
+    assert np.allclose(w["ELBO"], (snr[:4] - snr[1:]) / (snr[0] - snr[4]))  # telescoping sum
     assert np.allclose(w["Min-SNR-5"], np.minimum(snr[1:], 5) / np.minimum(snr[1:], 5).sum())
-    assert all(v.sum() == pytest.approx(1.0) for v in w.values())
+    assert np.allclose(w["L_simple"], snr[1:] / snr[1:].sum())
+    assert all(v.shape == (4,) and v.sum() == pytest.approx(1.0) for v in w.values())
 
 
 def test_elbo_terms_on_a_tiny_model(tiny_model):
