@@ -28,9 +28,9 @@ t it is a sum of one KL divergence per step, each between two Gaussians, so each
 $$-\\log p_\\theta(x_0) \\le \\underbrace{D_{KL}(q(x_T|x_0)\\,\\|\\,p(x_T))}_{L_T} + \\sum_{t>1}
 \\underbrace{D_{KL}(q(x_{t-1}|x_t,x_0)\\,\\|\\,p_\\theta(x_{t-1}|x_t))}_{L_{t-1}} \\underbrace{-\\log p_\\theta(x_0|x_1)}_{L_0}$$
 
-q(x_{t−1}|x_t, x0) = N(μ̃_t, β̃_t) is the true reverse step when x0 is known (eq. 7); the model's step uses its own
-guess x̂0 in μ̃ and a fixed variance σ_t². With σ_t² = β̃_t the KL is ½(SNR_{t−1} − SNR_t)·‖x0 − x̂0‖²: a
-*weighted* x0-error. Training with L_simple or Min-SNR changes only that weight.
+q(x\\_(t−1)|x\\_t, x0) = N(μ̃\\_t, β̃\\_t) is the true reverse step when x0 is known (eq. 7); the model's step uses its own
+guess x̂0 in μ̃ and a fixed variance σ\\_t². With σ\\_t² = β̃\\_t the KL is ½(SNR\\_(t−1) − SNR\\_t)·‖x0 − x̂0‖²: a
+*weighted* x0-error. Training with L\\_simple or Min-SNR changes only that weight.
 """
 
 
