@@ -19,7 +19,7 @@ def test_elbo_terms_plot_and_summary(client):
 
 
 def test_elbo_with_the_empty_prompt_and_beta(client):
-    _, _, md = client.predict(PROMPT, 1, 480, "beta", True, 1, api_name="/theory_elbo")
+    _, _, md = client.predict(PROMPT, 1, 240, "beta", True, 1, api_name="/theory_elbo")
     assert "With the **empty prompt**" in md
 
 
