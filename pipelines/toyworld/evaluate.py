@@ -24,6 +24,12 @@ prints instead prompt adherence by phrasing (``captions.py``), judged by renderi
 where the prompt names it, background): the old template on seen and on held-out (colour, shape) pairs,
 the training phrasings, and each held-out phrasing, on seen and held-out pairs; and tiny-CLIP's
 zero-shot accuracy when its 160 labels are written in each phrasing.
+
+    python -m pipelines.toyworld.evaluate --fid [--n 200] [--fid-steps 20] [--scales 0 1 3 7.5] [--pca K]
+
+prints instead the FID (toy-clip image embeddings) of toy-sd samples against rendered scenes for each w, with
+its mean and covariance parts, beside the real-vs-real floor (two independent rendered sets of the same size):
+:mod:`pipelines.theory.fid_sweep`.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from pipelines.toyworld.world import (BACKGROUNDS, COLORS, HELD_OUT, SHAPES, Sce
                                       make_batch, parse_caption, render_batch, sample_scene)
 
 SCALES = (0.0, 1.0, 3.0, 5.0, 7.5, 10.0)
+DEFAULT_FID_SCALES = (0.0, 1.0, 3.0, 7.5)
 
 
 @torch.no_grad()
@@ -215,6 +222,20 @@ def phrasing_report(clip, model, scales: tuple[float, ...], n: int, n_held: int)
             print(f"  {label:<36} {_mean(hits):>6.1%}  ({sum(hits)}/{len(hits)})   {detail}", flush=True)
 
 
+def fid_report(clip, model, scales: tuple[float, ...], n: int, steps: int, pca: int | None) -> None:
+    """FID over w with its parts and the real-vs-real floor (``pipelines.theory.fid_sweep``)."""
+    from pipelines.theory.fid_sweep import fid_sweep, table
+
+    t0 = time.time()
+    res = fid_sweep(model, clip, scales, n=n, steps=steps, pca=pca,
+                    callback=lambda d, t, what: print(f"  [{d}/{t}] {what}", flush=True))
+    print(f"\nFID in toy-clip image-embedding space ({res.dims} dims{', PCA of real A' if pca else ''}), "
+          f"{n} images per set, samples: DDIM {steps} steps, prompts = captions of the real-B scenes, "
+          "same initial noise at every w; judged right = shape, colour and background by rendering\n")
+    print(table(res))
+    print(f"\n({time.time() - t0:.0f}s, {torch.get_num_threads()} threads)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
@@ -228,7 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phrasings", action="store_true",
                     help="adherence by phrasing (captions.py: old template, training and held-out phrasings)")
     ap.add_argument("--scales", type=float, nargs="+", default=None,
-                    help="guidance scales (default: 0 1 3 5 7.5 10; with --phrasings: 3)")
+                    help="guidance scales (default: 0 1 3 5 7.5 10; with --phrasings: 3; with --fid: 0 1 3 7.5)")
+    ap.add_argument("--fid", action="store_true",
+                    help="FID of samples vs rendered scenes over w, with the real-vs-real floor (--n per set, "
+                         "default 200)")
+    ap.add_argument("--fid-steps", type=int, default=20, help="DDIM steps of the --fid samples")
+    ap.add_argument("--pca", type=int, default=None, help="with --fid: FID on this many principal axes")
     args = ap.parse_args(argv)
     n = args.n or (24 if args.quick else 80)
     registry = ModelRegistry("cpu")
@@ -242,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         folder = args.model_dir or TOY_SD_DIR
         model = load_toy_diffusion(folder, clip_dir, torch.device("cpu"), name=str(folder))
+    if args.fid:
+        fid_report(clip, model, tuple(args.scales or DEFAULT_FID_SCALES), args.n or (48 if args.quick else 200),
+                   args.fid_steps, args.pca)
+        return
     if args.phrasings:
         t0 = time.time()
         phrasing_report(clip, model, tuple(args.scales or (3.0,)), n, args.held_out or max(6, n // 4))
