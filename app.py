@@ -29,6 +29,7 @@ TAB_MODULES = [
     "demos.inpainting",
     "demos.train_your_own",
     "demos.latent_space",
+    "demos.theory",
 ]
 MAX_FILE_SIZE = "20mb"  # per file; and at most guard.MAX_REQUEST_BYTES (21 MB) per request, all files together
 QUEUE_MAX_SIZE = 32

@@ -14,7 +14,7 @@ import gradio as gr
 TITLE = "Theory"
 
 # Sub-tab modules, in order. Each: TITLE, create(runtime) -> {url key: control}.
-SECTIONS: list[str] = []
+SECTIONS: list[str] = ["demos.theory_score", "demos.theory_targets"]
 
 
 def create(runtime) -> dict:
