@@ -27,7 +27,7 @@ TITLE = "Score and Langevin"
 SHOW_PX = 192
 DEFAULT_PROMPT = "a red circle on a white background"
 DEFAULT_DELTA = 1.5  # the δ scripts/langevin_eval.py measures (docs/measurements.md, "Theory (issue 21)")
-TRAIN_STEPS = 1000
+TRAIN_STEPS = 800
 STATE_TTL = 1800
 
 EXPLAIN = r"""
@@ -106,19 +106,20 @@ def _field_figure(tr, t: int, particles: np.ndarray | None) -> Figure:
     return fig
 
 
-def field_2d(state, distribution, t, langevin, seed):
+def field_2d(state, distribution, t, langevin, steps, seed):
     """Train the 2-D ε-model if needed (streamed), then draw the score field at t (+ Langevin samples).
     Yields (state, plot, markdown)."""
     t = validation.integer("t", t, 1, 999)
-    key = (distribution, validation.seed(seed))
+    steps = validation.integer("training steps", steps, 1, score2d.MAX_TRAIN_STEPS)
+    key = (distribution, steps, validation.seed(seed))
     if state is None or state[0] != key:
         tr = None
-        for tr, done in score2d.train(distribution, TRAIN_STEPS, key[1]):
-            if done % 250 == 0 and done < TRAIN_STEPS:
-                yield gr.skip(), _field_figure(tr, t, None), f"training the 2-D ε-model: step {done}/{TRAIN_STEPS}…"
+        for tr, done in score2d.train(distribution, steps, key[2]):
+            if done % 200 == 0 and done < steps:
+                yield gr.skip(), _field_figure(tr, t, None), f"training the 2-D ε-model: step {done}/{steps}…"
         state = (key, tr)
     tr = state[1]
-    parts = score2d.langevin(tr, seed=key[1]).numpy() if langevin else None
+    parts = score2d.langevin(tr, seed=key[2]).numpy() if langevin else None
     note = (" Red: 800 particles after annealed Langevin (10 levels × 10 steps, δ = 0.2) with this score."
             if langevin else "")
     yield state, _field_figure(tr, t, parts), (
@@ -133,8 +134,9 @@ def create(runtime) -> dict:
             prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="theory-score-prompt")
             scale = gr.Slider(0, validation.MAX_GUIDANCE, value=5.0, step=0.5, label="guidance scale w (both samplers)")
             with gr.Row():
-                levels = gr.Slider(1, 50, value=10, step=1, label="noise levels L")
-                per_level = gr.Slider(1, L.MAX_STEPS_PER_LEVEL, value=3, step=1, label="Langevin steps per level K")
+                levels = gr.Slider(1, 50, value=10, step=1, label="noise levels L", elem_id="theory-lv-levels")
+                per_level = gr.Slider(1, L.MAX_STEPS_PER_LEVEL, value=3, step=1, label="Langevin steps per level K",
+                                      elem_id="theory-lv-steps")
             delta = gr.Slider(0.05, 2.0, value=DEFAULT_DELTA, step=0.05, label="step size δ (η = δ·(1 − ᾱ_t))")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 seed = seed_input("seed", min_width=120)
@@ -156,6 +158,8 @@ def create(runtime) -> dict:
                 dist = gr.Dropdown(list(score2d.DISTRIBUTIONS), value="two moons", label="data")
                 t2d = gr.Slider(1, 999, value=100, step=1, label="timestep t of the arrows")
                 with_lv = gr.Checkbox(True, label="also sample with annealed Langevin")
+                train_steps = gr.Slider(100, score2d.MAX_TRAIN_STEPS, value=TRAIN_STEPS, step=100,
+                                        label="training steps (retrains when changed)")
                 seed2d = seed_input("training seed", min_width=120)
                 field_btn = gr.Button("Train (if needed) and draw", elem_id="theory-field-run")
             with gr.Column(scale=2):
@@ -164,8 +168,8 @@ def create(runtime) -> dict:
     run.click(user_errors(functools.partial(langevin_vs_ddim, runtime)),
               [prompt, scale, levels, per_level, delta, seed], [lang_img, ddim_img, info], api_name="theory_langevin")
     fn = user_errors(field_2d)
-    field_btn.click(fn, [state, dist, t2d, with_lv, seed2d], [state, plot, field_md], api_name="theory_score_field")
-    t2d.release(fn, [state, dist, t2d, with_lv, seed2d], [state, plot, field_md], api_name="theory_score_field_t",
-                show_progress="hidden")
+    inputs = [state, dist, t2d, with_lv, train_steps, seed2d]
+    field_btn.click(fn, inputs, [state, plot, field_md], api_name="theory_score_field")
+    t2d.release(fn, inputs, [state, plot, field_md], api_name="theory_score_field_t", show_progress="hidden")
     return {"lv_prompt": prompt, "lv_w": scale, "lv_levels": levels, "lv_steps": per_level, "lv_delta": delta,
             "lv_seed": seed, "field_t": t2d}

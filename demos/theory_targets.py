@@ -127,13 +127,13 @@ def create(runtime) -> dict:
             t = gr.Slider(0, 959, value=500, step=1, label="timestep t")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 noise_seed = seed_input("noise seed", min_width=120)
-                run = gr.Button("Compare ε, x0, v", variant="primary", elem_id="theory-targets-run",
-                                elem_classes=["dl-run"], size="lg", min_width=120)
+                run = gr.Button("Compare ε, x0, v", variant="primary", elem_id="theory-targets-run", size="lg",
+                                min_width=120)  # the tab's run=1 button is the Langevin section's
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="true | predicted | error, for ε, x0, v", columns=3, height=420,
                                  object_fit="contain", elem_id="theory-targets-gallery",
                                  elem_classes=["dl-gallery", "dl-pixelated"])
-            info = gr.Markdown()
+            info = gr.Markdown(elem_id="theory-targets-info")
     with gr.Accordion("Error against t: where each target is easy or hard", open=True):
         curve_btn = gr.Button(f"Measure over t ({CURVE_IMAGES} scenes × {CURVE_TS} timesteps)",
                               elem_id="theory-targets-curve-run")
