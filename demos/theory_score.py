@@ -128,7 +128,9 @@ def field_2d(state, distribution, t, langevin, steps, seed):
 
 
 def create(runtime) -> dict:
-    gr.Markdown(EXPLAIN, elem_classes=["dl-intro"])
+    gr.Markdown("A denoiser's ε̂ is the gradient of the log-density of noisy images, so it can sample **without a "
+                "scheduler**: annealed Langevin dynamics, beside DDIM with the same model calls. Press **Sample both**.",
+                elem_classes=["dl-intro"])
     with gr.Row(elem_classes=["dl-main"]):
         with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
             prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="theory-score-prompt")
@@ -149,6 +151,7 @@ def create(runtime) -> dict:
                 ddim_img = gr.Image(label="DDIM, same calls, same x_T", interactive=False, height=240,
                                     elem_id="theory-ddim-image", elem_classes=["dl-pixelated"])
             info = gr.Markdown(elem_id="theory-langevin-info")
+            gr.Markdown(EXPLAIN)
     with gr.Accordion("The score field on a 2-D slice", open=True):
         gr.Markdown("A small MLP learns ε on 2-D points (the Train-your-own playground's DDPM objective, trained "
                     "here in a few seconds); its ε̂ read as a score is drawn as arrows at the timestep you pick.")

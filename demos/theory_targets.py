@@ -117,7 +117,9 @@ def over_t(runtime, scene_seed, noise_seed, progress=gr.Progress()):
 
 def create(runtime) -> dict:
     bind = lambda fn: user_errors(functools.partial(fn, runtime))  # noqa: E731
-    gr.Markdown(EXPLAIN, elem_classes=["dl-intro"])
+    gr.Markdown("toy-sd is trained to predict **v**; from it, and the noisy image, follow its guesses of the noise "
+                "**ε** and of the clean image **x0**. Pick a timestep and press **Compare**; the table below says "
+                "why v.", elem_classes=["dl-intro"])
     with gr.Row(elem_classes=["dl-main"]):
         with gr.Column(scale=1, min_width=260, elem_classes=["dl-controls"]):
             scene_seed = seed_input("toy scene (seed)", min_width=120)
@@ -134,6 +136,7 @@ def create(runtime) -> dict:
                                  object_fit="contain", elem_id="theory-targets-gallery",
                                  elem_classes=["dl-gallery", "dl-pixelated"])
             info = gr.Markdown(elem_id="theory-targets-info")
+    gr.Markdown(EXPLAIN)
     with gr.Accordion("Error against t: where each target is easy or hard", open=True):
         curve_btn = gr.Button(f"Measure over t ({CURVE_IMAGES} scenes × {CURVE_TS} timesteps)",
                               elem_id="theory-targets-curve-run")
