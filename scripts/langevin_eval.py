@@ -26,7 +26,7 @@ from pipelines.guidance_judge import expected, roughness  # noqa: E402
 from pipelines.models import ModelRegistry  # noqa: E402
 from pipelines.theory.langevin import DEFAULT_DELTA, langevin_sample, model_calls  # noqa: E402
 from pipelines.toyworld.render_judge import classify_by_rendering  # noqa: E402
-from pipelines.toyworld.world import HELD_OUT, all_captions, parse_caption  # noqa: E402
+from pipelines.toyworld.world import HELD_OUT, all_captions, make_batch, parse_caption  # noqa: E402
 
 
 def prompts_and_latents(model, n: int) -> tuple[list[str], torch.Tensor]:
@@ -60,6 +60,10 @@ def main(argv=None) -> None:
     print(f"{args.seeds} seeds (prompt i with x_T from seed i), w = {args.w:g}, δ = {args.delta:g}")
     print("| sampler | budget | model calls | colour+background | shape | roughness (median) | time (s, loaded) |")
     print("|---|---|---|---|---|---|---|")
+    ref, scenes = make_batch(args.seeds, 0)
+    r = judged(ref, [sc.caption() for sc in scenes])
+    print(f"| rendered scenes (reference) | - | - | {r['colour+background']:.0%} | {r['shape']:.0%} "
+          f"| {r['roughness']:.1f} | - |", flush=True)
     for b in args.budgets:
         levels, k = (int(v) for v in b.lower().split("x"))
         calls = model_calls(model.make_scheduler("DDIM"), levels, k)
