@@ -21,7 +21,7 @@ def test_langevin_refuses_bad_settings(client):
     with pytest.raises(AppError, match="noise levels"):
         client.predict(PROMPT, 5.0, 0, 1, 1.5, 0, api_name="/theory_langevin")
     with pytest.raises(AppError, match="step size"):
-        client.predict(PROMPT, 5.0, 2, 1, float("nan"), 0, api_name="/theory_langevin")
+        client.predict(PROMPT, 5.0, 2, 1, 5.0, 0, api_name="/theory_langevin")
 
 
 @pytest.mark.parametrize("api", ["/theory_score_field", "/theory_score_field_t"])
