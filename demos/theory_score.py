@@ -24,7 +24,7 @@ from pipelines.theory import score2d
 from pipelines.toyworld.render_judge import classify_by_rendering
 
 TITLE = "Score and Langevin"
-SHOW_PX = 192
+SHOW_PX = 256
 DEFAULT_PROMPT = "a red circle on a white background"
 DEFAULT_DELTA = 1.5  # the δ scripts/langevin_eval.py measures (docs/measurements.md, "Theory (issue 21)")
 TRAIN_STEPS = 800
@@ -47,9 +47,9 @@ def _verdict(image: torch.Tensor, prompt: str) -> str:
     """What the rendering judge reads in ``image`` ``[1, 3, H, W]``, against what the prompt names."""
     got, want = classify_by_rendering(image)[0], expected(prompt)
     ok = [k for k in ("color", "background") if want[k] is not None]
-    mark = "✅" if all(got[k] == want[k] for k in ok) else "❌"
-    return (f"{mark} judge reads **{got['color'] or 'no'} {got['shape'] or 'shape'}** on **{got['background']}**; "
-            f"roughness {float(roughness(image)[0]):.1f}")
+    mark = "right" if all(got[k] == want[k] for k in ok) else "wrong"
+    return (f"colour and background **{mark}**: the judge reads **{got['color'] or 'no'} {got['shape'] or 'shape'}** "
+            f"on **{got['background']}**; roughness {float(roughness(image)[0]):.1f}")
 
 
 def langevin_vs_ddim(runtime, prompt, scale, levels, per_level, delta, seed):
@@ -137,7 +137,7 @@ def create(runtime) -> dict:
             scale = gr.Slider(0, validation.MAX_GUIDANCE, value=5.0, step=0.5, label="guidance scale w (both samplers)")
             with gr.Row():
                 levels = gr.Slider(1, 50, value=10, step=1, label="noise levels L", elem_id="theory-lv-levels")
-                per_level = gr.Slider(1, L.MAX_STEPS_PER_LEVEL, value=3, step=1, label="Langevin steps per level K",
+                per_level = gr.Slider(1, L.MAX_STEPS_PER_LEVEL, value=3, step=1, label="steps per level K",
                                       elem_id="theory-lv-steps")
             delta = gr.Slider(0.05, 2.0, value=DEFAULT_DELTA, step=0.05, label="step size δ (η = δ·(1 − ᾱ_t))")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
@@ -147,9 +147,9 @@ def create(runtime) -> dict:
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             with gr.Row():
                 lang_img = gr.Image(label="annealed Langevin (chain x while it runs)", interactive=False,
-                                    height=240, elem_id="theory-langevin-image", elem_classes=["dl-pixelated"])
+                                    height=240, elem_id="theory-langevin-image", elem_classes=["dl-pixelated", "dl-big"])
                 ddim_img = gr.Image(label="DDIM, same calls, same x_T", interactive=False, height=240,
-                                    elem_id="theory-ddim-image", elem_classes=["dl-pixelated"])
+                                    elem_id="theory-ddim-image", elem_classes=["dl-pixelated", "dl-big"])
             info = gr.Markdown(elem_id="theory-langevin-info")
             gr.Markdown(EXPLAIN)
     with gr.Accordion("The score field on a 2-D slice", open=True):

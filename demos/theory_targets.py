@@ -134,7 +134,7 @@ def create(runtime) -> dict:
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="true | predicted | error, for ε, x0, v", columns=3, height=420,
                                  object_fit="contain", elem_id="theory-targets-gallery",
-                                 elem_classes=["dl-gallery", "dl-pixelated"])
+                                 elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
             info = gr.Markdown(elem_id="theory-targets-info")
     gr.Markdown(EXPLAIN)
     with gr.Accordion("Error against t: where each target is easy or hard", open=True):

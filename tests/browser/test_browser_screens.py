@@ -34,6 +34,7 @@ SCREENS = {
     "inpainting": ("#inpaint-run", "#inpaint-result", "&steps=4&resamples=1"),
     "inside_model": ("#inside-maps-run", "#inside-final", "&steps=4"),
     "train_your_own": ("#train2d-btn", "#train2d-plot", "&steps=100"),
+    "theory": ("#theory-langevin-run", "#theory-langevin-image", "&lv_levels=2&lv_steps=1"),
 }
 # Not yet: "latent_space" (#latent-run, #latent-roundtrip) fails the one-screen check at 1366x768 (issue 18, open).
 if "start_here" in TITLES:
