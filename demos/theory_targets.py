@@ -131,8 +131,8 @@ def create(runtime) -> dict:
                 noise_seed = seed_input("noise seed", min_width=120)
                 run = gr.Button("Compare ε, x0, v", variant="primary", elem_id="theory-targets-run", size="lg",
                                 min_width=120)  # the tab's run=1 button is the Langevin section's
-        with gr.Column(scale=2, elem_classes=["dl-output"]):
-            gallery = gr.Gallery(label="true | predicted | error, for ε, x0, v", columns=3, height=420,
+        with gr.Column(scale=1, elem_classes=["dl-output"]):
+            gallery = gr.Gallery(label="true | predicted | error, for ε, x0, v", columns=3, height="auto",
                                  object_fit="contain", elem_id="theory-targets-gallery",
                                  elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
             info = gr.Markdown(elem_id="theory-targets-info")
