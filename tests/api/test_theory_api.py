@@ -29,7 +29,7 @@ def test_score_field_trains_and_draws(client, api):
     plot, md = client.predict("8 gaussians", 300, False, 100, 0, api_name=api)
     assert plot is not None and "ε-MLP trained 100 steps" in md
     assert "8 gaussians" in md
-    with pytest.raises(AppError, match="t must be"):
+    with pytest.raises(AppError, match="must be between 1 and 999"):
         client.predict("8 gaussians", 0, False, 100, 0, api_name=api)
 
 
