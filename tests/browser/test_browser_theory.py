@@ -19,13 +19,13 @@ def test_theory_tab_runs_langevin_and_the_targets(page):
     _set(page, "theory-lv-steps", "1")
     page.locator("#theory-langevin-run").click()
     page.wait_for_function("() => document.querySelector('#theory-langevin-info').innerText.includes('DDIM (3 steps')",
-                           timeout=240_000)
+                           timeout=600_000)
     assert page.locator("#theory-langevin-image img").count() == 1
     assert page.locator("#theory-ddim-image img").count() == 1
     open_tab(page, "Prediction targets")
     page.locator("#theory-targets-run").click()
     page.wait_for_function("() => document.querySelectorAll('#theory-targets-gallery img').length == 9",
-                           timeout=240_000)
+                           timeout=600_000)
     assert "ᾱ = " in page.locator("#theory-targets-info").inner_text()
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()
