@@ -14,7 +14,7 @@ import gradio as gr
 TITLE = "Theory"
 
 # Sub-tab modules, in order. Each: TITLE, create(runtime) -> {url key: control}.
-SECTIONS: list[str] = ["demos.theory_elbo", "demos.theory_fid"]
+SECTIONS: list[str] = ["demos.theory_score", "demos.theory_targets", "demos.theory_elbo", "demos.theory_fid"]
 
 
 def create(runtime) -> dict:

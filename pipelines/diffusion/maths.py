@@ -136,6 +136,11 @@ def from_eps(eps: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float, pre
     raise ValueError(f"unsupported prediction_type {prediction_type!r}; one of {PREDICTION_TYPES}")
 
 
+def velocity(x0: torch.Tensor, eps: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """The v-prediction target v = α ε − σ x0 (Salimans & Ho 2022, §4; diffusers' ``get_velocity``)."""
+    return alpha * eps - sigma * x0
+
+
 def x0_from_eps(eps: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
     """x̂0 = (x − σ ε) / α (DDPM eq. 15, rearranged)."""
     return (x - sigma * eps) / alpha

@@ -36,6 +36,7 @@ SCREENS = {
     "inside_model": ("#inside-maps-run", "#inside-final", "&steps=4"),
     "train_your_own": ("#train2d-btn", "#train2d-plot", "&steps=100"),
     "latent_space": ("#latent-run", "#latent-roundtrip", ""),
+    "theory": ("#theory-langevin-run", "#theory-langevin-image", "&lv_levels=2&lv_steps=1"),
 }
 if "start_here" in TITLES:
     SCREENS["start_here"] = ("#start-run", "#start-x0", "&steps=8")
