@@ -57,6 +57,48 @@ def user_errors(fn):
     return _with_hints(wrapper, fn)
 
 
+def replayed(fn):
+    """For a generator handler that streams through the runtime's replay cache (``pipelines.serving.replay``):
+    it runs in gradio's worker thread, where a follower of an identical run may wait, and hands its own torch
+    work to the compute thread itself (a producer wrapped in :func:`user_errors`). ValueError -> gr.Error;
+    gradio sees ``fn``'s hints (its ``request``)."""
+    @functools.wraps(fn)
+    def gen_wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+
+    return _with_hints(gen_wrapper, fn)
+
+
+def file_digest(path) -> str | None:
+    """sha256 of a (server-side) file's bytes, for replay keys; None for no file."""
+    import hashlib
+
+    if not path:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def room_limit(runtime) -> dict:
+    """Event kwargs for the runs a whole room starts at once (viewer Denoise, Start here): on CPU up to
+    ``DL_ROOM_RUNS`` (32) of them at once in one shared group, their UNet calls stacked on the compute thread
+    (``pipelines.serving.compute_thread.batched``); the rest wait in gradio's queue, which shows each its place.
+    Elsewhere (GPU: no compute thread) the app's default limit."""
+    if runtime.device.type != "cpu":
+        return {}
+    return {"concurrency_limit": int(os.environ.get("DL_ROOM_RUNS", 32)), "concurrency_id": "room"}
+
+
+def room_note(others: int) -> str:
+    """What a run that shares the model says on its first frame: how many other runs are ahead in line."""
+    if others <= 0:
+        return ""
+    return (f" · {others} other run{'s' if others > 1 else ''} ahead of you on the model: their steps and yours "
+            "are computed together, one step each per turn")
+
+
 def _with_hints(wrapper, fn):
     """Give ``wrapper`` ``fn``'s resolved type hints, so that gradio sees a ``request: gr.Request`` parameter
     (and passes the request) also through ``functools.partial``, which carries no annotations."""
