@@ -45,7 +45,7 @@ def user_errors(fn):
             except ValueError as e:
                 raise gr.Error(str(e)) from e
 
-        return _with_hints(gen_wrapper, fn)
+        return with_hints(gen_wrapper, fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,22 +54,7 @@ def user_errors(fn):
         except ValueError as e:
             raise gr.Error(str(e)) from e
 
-    return _with_hints(wrapper, fn)
-
-
-def replayed(fn):
-    """For a generator handler that streams through the runtime's replay cache (``pipelines.serving.replay``):
-    it runs in gradio's worker thread, where a follower of an identical run may wait, and hands its own torch
-    work to the compute thread itself (a producer wrapped in :func:`user_errors`). ValueError -> gr.Error;
-    gradio sees ``fn``'s hints (its ``request``)."""
-    @functools.wraps(fn)
-    def gen_wrapper(*args, **kwargs):
-        try:
-            yield from fn(*args, **kwargs)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-
-    return _with_hints(gen_wrapper, fn)
+    return with_hints(wrapper, fn)
 
 
 def file_digest(path) -> str | None:
@@ -99,7 +84,7 @@ def room_note(others: int) -> str:
             "are computed together, one step each per turn")
 
 
-def _with_hints(wrapper, fn):
+def with_hints(wrapper, fn):
     """Give ``wrapper`` ``fn``'s resolved type hints, so that gradio sees a ``request: gr.Request`` parameter
     (and passes the request) also through ``functools.partial``, which carries no annotations."""
     import typing

@@ -27,7 +27,7 @@ import torch
 from demos import denoising_viewer_experiments as experiments
 from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import (file_digest, i_start_note, image_file, replayed, room_limit, room_note,
+from demos.common import (file_digest, i_start_note, image_file, room_limit, room_note,
                           sampler_follows_model, session_of, snr_text, user_errors)
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
@@ -380,7 +380,7 @@ def create(runtime) -> dict:
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
-        fn=replayed(functools.partial(run_viewer, runtime)),
+        fn=player.errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
         outputs=[xt_img, x0_img, eps_img, prev_img, info, traj], show_progress="minimal", **room_limit(runtime))
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
