@@ -148,45 +148,55 @@ def _levels(a_path, b_path) -> int:
 
 
 def room_rows(students=(16, 32)) -> list[tuple[str, str]]:
+    """Both servers (scheduler on, off) are started first; then each scenario runs on one and then the other,
+    so the pair sees about the same load from other programs."""
     from gradio_client import Client
 
     from scripts import app_process
 
-    out, finals = [], {}
-    for label, env in MODES:
-        port = app_process.free_port()
-        proc = app_process.launch(port, {**ROOM_ENV, **env})
-        try:
-            app_process.connect(proc, port)
-            url = f"http://127.0.0.1:{port}/"
-            clients = [Client(url, verbose=False) for _ in range(max(students))]
+    out, finals, procs, servers = [], {}, [], []
+    try:
+        for label, env in MODES:
+            port = app_process.free_port()
+            procs.append(app_process.launch(port, {**ROOM_ENV, **env}))
+            servers.append((label, port))
+        rooms = []
+        for (label, port), proc in zip(servers, procs):
+            app_process.connect(proc, port, timeout=1800)
+            clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(max(students))]
             for n in (1, 2, 4, 8):  # warm-up: model load, a traced graph per stacked shape
                 _room(clients[:n], list(range(900 + 10 * n, 900 + 11 * n)), steps=3)
+            rooms.append(clients)
+        base = {}
+        for (label, _), clients in zip(servers, rooms):
             lone = []
             for k in range(3):
                 r = {}
                 _one(clients[0], 100 + k, time.perf_counter(), r)
                 lone.append(r["done"])
-            base = statistics.median(lone)
+            base[label] = statistics.median(lone)
             out.append((f"{label}: a lone {STEPS}-step viewer run (click to last frame, gradio_client)",
-                        f"{base:.2f} s median of 3 (load avg {os.getloadavg()[0]:.1f})"))
-            for n in students:
-                for kind, seeds in (("own seeds", [1000 * n + i for i in range(n)]), ("one preset", [n + 7] * n)):
+                        f"{base[label]:.2f} s median of 3 (load avg {os.getloadavg()[0]:.1f})"))
+            print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+        for n in students:
+            for kind, seeds in (("own seeds", [1000 * n + i for i in range(n)]), ("one preset", [n + 7] * n)):
+                for (label, _), clients in zip(servers, rooms):
                     res = _room(clients[:n], seeds)
                     first, done = [r["first"] for r in res], [r["done"] for r in res]
                     finals[(label, n, kind)] = [r["final"] for r in res]
                     out.append((f"{label}: {n} students at once, {kind}",
                                 f"first frame p50 {_pct(first, 50):.2f} s / p95 {_pct(first, 95):.2f} s; done p50 "
-                                f"{_pct(done, 50):.2f} s / p95 {_pct(done, 95):.2f} s = **{_pct(done, 95) / base:.1f}x** "
+                                f"{_pct(done, 50):.2f} s / p95 {_pct(done, 95):.2f} s = **{_pct(done, 95) / base[label]:.1f}x** "
                                 f"the lone run (load avg {os.getloadavg()[0]:.1f})"))
-        finally:
+                    print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+                on, off = (finals[(lbl, n, kind)] for lbl, _ in servers)
+                diffs = [_levels(a, b) for a, b in zip(on, off)]
+                out.append((f"{n} students, {kind}: final image, scheduler on vs each run alone (off), max |diff|",
+                            f"{max(diffs)} / 255 (over {len(diffs)} runs; {sum(d > 0 for d in diffs)} differ at all)"))
+                print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+    finally:
+        for proc in procs:
             app_process.stop(proc)
-    on, off = MODES[0][0], MODES[1][0]
-    for n in students:
-        for kind in ("own seeds", "one preset"):
-            diffs = [_levels(a, b) for a, b in zip(finals[(on, n, kind)], finals[(off, n, kind)])]
-            out.append((f"{n} students, {kind}: final image, scheduler on vs each run alone (off), max |diff|",
-                        f"{max(diffs)} / 255 (over {len(diffs)} runs; {sum(d > 0 for d in diffs)} differ at all)"))
     return out
 
 
