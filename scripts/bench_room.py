@@ -158,7 +158,9 @@ def room_rows(students=(16, 32)) -> list[tuple[str, str]]:
     try:
         for label, env in MODES:
             port = app_process.free_port()
-            procs.append(app_process.launch(port, {**ROOM_ENV, **env}))
+            while any(port == p for _, p in servers):  # the first server may not have bound its port yet
+                port = app_process.free_port()
+            procs.append(app_process.launch(port, {**ROOM_ENV, **env}, log=os.environ.get("DL_BENCH_APP_LOG")))
             servers.append((label, port))
         rooms = []
         for (label, port), proc in zip(servers, procs):
