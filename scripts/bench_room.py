@@ -202,10 +202,89 @@ def room_rows(students=(16, 32)) -> list[tuple[str, str]]:
     return out
 
 
+def handler_rows(students=(16,)) -> list[tuple[str, str]]:
+    """The room without HTTP: N threads (as gradio's workers) each stream the viewer's Denoise handler
+    (``run_viewer``: replay cache, compute thread, PNG frames) in this process, pressing at once; each scenario
+    with the scheduler on and then off, in one process, so the pair sees about the same load. For a machine too
+    loaded for :func:`room_rows` (gradio's launch gives up when its own HEAD request takes over 3 s)."""
+    from demos import denoising_viewer as dv
+    from pipelines.runtime import Runtime
+    from pipelines.serving import compute_thread
+    from pipelines.serving.replay import ReplayCache
+
+    compute_thread.keep_this_thread_serial()
+    runtime = Runtime.create("cpu")
+
+    def one(seed, t0, out, steps=STEPS):
+        first = None
+        for msg in dv.run_viewer(runtime, *_viewer_args(seed, steps)[:]):
+            if first is None:
+                first = time.perf_counter() - t0
+        out.update(first=first, done=time.perf_counter() - t0, final=msg[0])
+
+    def room(seeds, steps=STEPS):
+        res = [dict() for _ in seeds]
+        barrier, t0 = threading.Barrier(len(seeds) + 1), [0.0]
+
+        def student(i):
+            barrier.wait()
+            one(seeds[i], t0[0], res[i], steps)
+
+        threads = [threading.Thread(target=student, args=(i,)) for i in range(len(seeds))]
+        for t in threads:
+            t.start()
+        t0[0] = time.perf_counter()
+        barrier.wait()
+        for t in threads:
+            t.join(3600)
+        return res
+
+    def mode(on: bool):
+        os.environ["DL_STEP_BATCHING"] = "1" if on else "0"
+        runtime.replay = ReplayCache() if on else ReplayCache(0)
+
+    labels = {True: "scheduler on (stacked UNet calls + replay)", False: "scheduler off (round robin, each call alone)"}
+    for n in (1, 2, 4, 8, 16):  # warm-up: model load, a traced graph per stacked shape
+        mode(True)
+        room(list(range(900 + 10 * n, 900 + 11 * n)), steps=3)
+    out, base = [], {}
+    for on in (True, False):
+        mode(on)
+        lone = []
+        for k in range(3):
+            r = {}
+            one(100 + k + (0 if on else 10), time.perf_counter(), r)
+            lone.append(r["done"])
+        base[on] = statistics.median(lone)
+        out.append((f"in-process handler, {labels[on]}: a lone {STEPS}-step run", f"{base[on]:.2f} s median of 3 "
+                    f"(load avg {os.getloadavg()[0]:.1f})"))
+        print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+    for n in students:
+        for kind, seeds in (("own seeds", [1000 * n + i for i in range(n)]), ("one preset", [n + 7] * n)):
+            finals = {}
+            for on in (True, False):
+                mode(on)
+                res = room(seeds)
+                first, done = [r["first"] for r in res], [r["done"] for r in res]
+                finals[on] = [r["final"] for r in res]
+                out.append((f"in-process handler, {labels[on]}: {n} students at once, {kind}",
+                            f"first frame p50 {_pct(first, 50):.2f} s / p95 {_pct(first, 95):.2f} s; done p50 "
+                            f"{_pct(done, 50):.2f} s / p95 {_pct(done, 95):.2f} s = **{_pct(done, 95) / base[on]:.1f}x** "
+                            f"the lone run (load avg {os.getloadavg()[0]:.1f})"))
+                print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+            diffs = [_levels(a, b) for a, b in zip(finals[True], finals[False])]
+            out.append((f"{n} students, {kind}: final image (PNG), scheduler on vs each run alone, max |diff|",
+                        f"{max(diffs)} / 255 over {len(diffs)} runs ({sum(d > 0 for d in diffs)} differ at all)"))
+            print(f"| {out[-1][0]} | {out[-1][1]} |", file=sys.stderr, flush=True)
+    os.environ.pop("DL_STEP_BATCHING", None)
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--students", type=int, nargs="+", default=[16, 32])
     p.add_argument("--skip-curve", action="store_true", help="only the simulated room")
+    p.add_argument("--in-process", action="store_true", help="the room without HTTP (handler_rows): for a loaded machine")
     args = p.parse_args(argv)
     print(f"# lecture room ({os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f})\n\n| what | figure |\n|---|---|")
     if not args.skip_curve:
@@ -213,7 +292,7 @@ def main(argv=None) -> None:
 
         for what, fig in rows(Runtime.create("cpu"), room=False):
             print(f"| {what} | {fig} |", flush=True)
-    for what, fig in room_rows(tuple(args.students)):
+    for what, fig in (handler_rows if args.in_process else room_rows)(tuple(args.students)):
         print(f"| {what} | {fig} |", flush=True)
 
 
