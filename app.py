@@ -107,6 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pipelines.serving").setLevel(logging.INFO)  # replay hits/misses (pipelines/serving/replay.py)
     if os.environ.get("DL_COMPUTE_THREAD", "1") != "0":  # DL_COMPUTE_THREAD=0: old behaviour, for benchmarks
         compute_thread.keep_this_thread_serial()  # before build_app's first torch op: see pipelines/serving/compute_thread.py
     else:

@@ -45,7 +45,7 @@ def user_errors(fn):
             except ValueError as e:
                 raise gr.Error(str(e)) from e
 
-        return _with_hints(gen_wrapper, fn)
+        return with_hints(gen_wrapper, fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,10 +54,37 @@ def user_errors(fn):
         except ValueError as e:
             raise gr.Error(str(e)) from e
 
-    return _with_hints(wrapper, fn)
+    return with_hints(wrapper, fn)
 
 
-def _with_hints(wrapper, fn):
+def file_digest(path) -> str | None:
+    """sha256 of a (server-side) file's bytes, for replay keys; None for no file."""
+    import hashlib
+
+    if not path:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def room_limit(runtime) -> dict:
+    """Event kwargs for the runs a whole room starts at once (viewer Denoise, Start here): on CPU up to
+    ``DL_ROOM_RUNS`` (32) of them at once in one shared group, their UNet calls stacked on the compute thread
+    (``pipelines.serving.compute_thread.batched``); the rest wait in gradio's queue, which shows each its place.
+    Elsewhere (GPU: no compute thread) the app's default limit."""
+    if runtime.device.type != "cpu":
+        return {}
+    return {"concurrency_limit": int(os.environ.get("DL_ROOM_RUNS", 32)), "concurrency_id": "room"}
+
+
+def room_note(others: int) -> str:
+    """What a run that shares the model says on its first frame: how many other runs are ahead in line."""
+    if others <= 0:
+        return ""
+    return (f" · {others} other run{'s' if others > 1 else ''} ahead of you on the model: their steps and yours "
+            "are computed together, one step each per turn")
+
+
+def with_hints(wrapper, fn):
     """Give ``wrapper`` ``fn``'s resolved type hints, so that gradio sees a ``request: gr.Request`` parameter
     (and passes the request) also through ``functools.partial``, which carries no annotations."""
     import typing

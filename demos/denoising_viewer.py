@@ -27,13 +27,15 @@ import torch
 from demos import denoising_viewer_experiments as experiments
 from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import i_start_note, image_file, sampler_follows_model, session_of, snr_text, user_errors
+from demos.common import (file_digest, i_start_note, image_file, room_limit, room_note,
+                          sampler_follows_model, session_of, snr_text, user_errors)
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
 from pipelines import denoising_views, images, validation
 from pipelines.diffusion import loop, maths
 from pipelines.diffusion.previews import to_rgb
 from pipelines.models import SAMPLERS, DiffusionModel
+from pipelines.models.specs import SESSION_DIGITS
 
 TITLE = "Denoising viewer"
 DISPLAY_PX = 256  # streamed images are upscaled (nearest) to this side
@@ -169,15 +171,42 @@ def preview_visible(runtime, model_name):
 
 def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
                use_image, image, strength, request: gr.Request = None):
-    """Generator: stream (x_t, x̂0, ε̂, info) at most every FRAME_INTERVAL s; the last message also
+    """Generator: stream (x_t, x̂0, ε̂, preview, info) at most every FRAME_INTERVAL s; the last message also
     carries the trajectory (gr.State), which :func:`finish_view` turns into the scrubber and filmstrip.
+
+    Through the runtime's replay cache (``pipelines.serving.replay``): a run identical to one already done is
+    replayed, and identical runs in flight are computed once and streamed to all (a room on one slide's
+    preset). The key holds everything that determines the frames; a session's own trained model is not shared."""
+    args = (model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale, use_image, image, strength)
+    k = None
+    if model_name != SESSION_DIGITS:
+        from pipelines.serving import replay
+
+        k = replay.key(tab="viewer", model=model_name, prompt=prompt, negative_prompt=negative_prompt,
+                       sampler=sampler, steps=steps, eta=eta, seed=seed, w=guidance_scale, use_image=bool(use_image),
+                       image=file_digest(image) if use_image else None, strength=strength if use_image else None)
+    t_start = time.perf_counter()
+    skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
+    for panels, text, traj in runtime.replay.stream(k, lambda: _FRAMES(runtime, *args, request=request)):
+        if traj is None and len(panels) == 1:  # x_T, before the first model call (this run's next item is in line)
+            from pipelines.serving import compute_thread
+
+            yield (_stream_png(panels[0]), None, None, None, text + room_note(compute_thread.waiting() - 1), skip)
+        elif traj is None:
+            yield (*_panels(panels), text, skip)
+        else:  # the whole streamed run, sending (or waiting for a shared run) included
+            yield (*_panels(panels), text + f" · done in {time.perf_counter() - t_start:.2f} s", traj)
+
+
+def viewer_frames(runtime, model_name, prompt, negative_prompt, sampler, steps, eta, seed, guidance_scale,
+                  use_image, image, strength, request: gr.Request = None):
+    """Generator of the run's frames (uint8 panels, info, trajectory on the last): what the replay cache keeps.
     A step's frame is complete when the next step starts (its x_t is the step's output)."""
     steps = validation.integer("steps", steps, 1, MAX_STEPS)
     eta = validation.number("eta", eta, 0.0, 1.0)
     guidance_scale = validation.number("guidance scale", guidance_scale, 0.0, validation.MAX_GUIDANCE)
     strength = validation.number("strength", strength, 0.0, 1.0)
     prompt, negative_prompt = validation.prompt(prompt), validation.prompt(negative_prompt, "negative prompt")
-    t_start = time.perf_counter()
     model = runtime.diffusion(model_name, session_of(request))  # a shared model, or this session's digits
     gen = validation.generator(seed)
     if use_image:
@@ -191,12 +220,11 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         x_T = torch.randn((1, *model.sample_shape), generator=gen, dtype=model.unet.dtype).to(model.device)
         kw = dict(latents=x_T)
         first = _u8(to_rgb(model, x_T, pred_x0=False))
-    skip = gr.skip()  # only for the State: a skipped *component* costs gradio a rebuild of its config per message
     if model.vae is not None:  # the noise decoded: what a latent x_T looks like in pixels
         with torch.no_grad():
             first = _u8(model.decode(kw["latents"])) if not use_image else first
-    yield (_stream_png(first), None, None, None, f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · "
-           "running the model…", skip)
+    yield ((first,), f"**step 0 / {steps}** · {'start image' if use_image else 'pure noise'} · running the model…",
+           None)
     records = loop.sample_steps(model, prompt or "", negative_prompt=negative_prompt or "",
                                 scheduler=_scheduler(model, sampler), num_inference_steps=steps, guidance_scale=guidance_scale,
                                 eta=eta, generator=gen, preview="vae" if model.vae is not None else "auto", **kw)
@@ -212,12 +240,13 @@ def run_viewer(runtime, model_name, prompt, negative_prompt, sampler, steps, eta
         now = time.perf_counter()
         if frames and now - last_sent >= FRAME_INTERVAL:
             last_sent = now
-            yield (*_panels(frames[-1]), _info(meta[-1]), skip)
+            yield frames[-1], _info(meta[-1]), None
     frames.append(_frame(model, rec, rec.image))
     meta.append({"index": rec.index, "n": rec.num_steps, "t": float(rec.t), "a": rec.alpha_bar})
-    traj = {"frames": np.stack(frames), "meta": meta, "final": _u8(rec.image)}
-    took = time.perf_counter() - t_start  # the whole streamed run, sending included
-    yield (*_panels(frames[-1]), _info(meta[-1]) + f" · done in {took:.2f} s", traj)
+    yield frames[-1], _info(meta[-1]), {"frames": np.stack(frames), "meta": meta, "final": _u8(rec.image)}
+
+
+_FRAMES = user_errors(viewer_frames)  # on the compute thread, step by step
 
 
 def finish_view(traj):
@@ -351,9 +380,9 @@ def create(runtime) -> dict:
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
-        fn=user_errors(functools.partial(run_viewer, runtime)),
+        fn=player.errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],
-        outputs=[xt_img, x0_img, eps_img, prev_img, info, traj], show_progress="minimal")
+        outputs=[xt_img, x0_img, eps_img, prev_img, info, traj], show_progress="minimal", **room_limit(runtime))
     finish_io = dict(fn=user_errors(finish_view), inputs=[traj], outputs=[scrub_slider, strip], show_progress="hidden")
     run.click(**viewer_io, api_name="viewer_run").success(**finish_io, api_name="viewer_filmstrip")
     # An example fills the inputs, then runs at once (streams like the button; not cached: the run *is* the demo).

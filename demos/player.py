@@ -45,10 +45,13 @@ def step_by(show: Callable, count: Callable, state, current, delta: int):
 
 
 def errors(fn):
-    """ValueError -> gr.Error. Not via demos.common.user_errors: replaying runs no torch, so it must
-    not sleep on the shared compute thread."""
+    """ValueError -> gr.Error, in gradio's worker thread. Not via demos.common.user_errors: replaying runs no
+    torch, so it must not sleep on the shared compute thread (and a handler that streams through the replay
+    cache, whose followers wait, hands its own torch work there). gradio sees ``fn``'s hints (its request)."""
     import functools
     import inspect
+
+    from demos.common import with_hints
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -57,7 +60,7 @@ def errors(fn):
                 yield from fn(*a, **k)
             except ValueError as e:
                 raise gr.Error(str(e)) from e
-        return gen
+        return with_hints(gen, fn)
 
     @functools.wraps(fn)
     def plain(*a, **k):

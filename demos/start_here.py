@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from demos import player
-from demos.common import image_file, user_errors
+from demos.common import image_file, room_limit, user_errors
 from demos.components import seed_input
 from demos.style import BIG, PIXELATED
 from pipelines import images, tour, validation
@@ -185,7 +185,8 @@ def create(runtime) -> dict:
         gr.Markdown(MATHS)
 
     ev = go.click(user_errors(functools.partial(run, runtime)), [prompt, seed, steps],
-                  [tokens, feats, xt, x0, info, final, traj], api_name="start_here", show_progress="minimal")
+                  [tokens, feats, xt, x0, info, final, traj], api_name="start_here", show_progress="minimal",
+                  **room_limit(runtime))
     ev.success(lambda tr: gr.Slider(maximum=max(_count(tr), 2), value=_count(tr)), traj, step,
                api_visibility="private", show_progress="hidden")
     step.input(player.errors(scrub), [traj, step], [xt, x0, info], api_name="start_scrub", show_progress="hidden",

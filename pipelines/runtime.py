@@ -14,6 +14,7 @@ import torch
 
 from pipelines.models import DiffusionModel, ModelRegistry, specs_with_default
 from pipelines.models.specs import SESSION_DIGITS
+from pipelines.serving.replay import ReplayCache
 from pipelines.serving.session_models import SessionModels
 
 
@@ -45,6 +46,7 @@ class Runtime:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     session_models: SessionModels = field(default_factory=SessionModels)
+    replay: ReplayCache = field(default_factory=ReplayCache)  # finished runs' frames, shared by all (not per user)
 
     def diffusion(self, name: str | None, session: str | None = None) -> DiffusionModel:
         """The model ``name`` for the browser session ``session``: the session's own trained digits model for

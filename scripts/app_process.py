@@ -19,11 +19,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(port: int, env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start the app on ``127.0.0.1:port`` (CPU, offline, no analytics); output discarded."""
+def launch(port: int, env_extra: dict[str, str] | None = None, log: str | None = None) -> subprocess.Popen:
+    """Start the app on ``127.0.0.1:port`` (CPU, offline, no analytics); output discarded, or appended to ``log``."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
     return subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
 
 
 def connect(proc: subprocess.Popen, port: int, timeout: float = 300.0, **client_kw):

@@ -121,6 +121,9 @@ def loop_rows(runtime, repeats: int = 11) -> list[tuple[str, str]]:
             for k, v in med.items()]
 
 
+NO_REPLAY = {"DL_REPLAY_MB": "0"}  # every timed run computes (the warm-up's seed recurs)
+
+
 def _args(seed: int):
     from pipelines.models import DEFAULT_DIFFUSION_SPECS
 
@@ -150,7 +153,7 @@ def app_vs_bare_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     for label, env, n_threads in variants:
         label = label % ((n_threads,) * label.count("%d") + ("" if n_threads == 1 else "s",))
         port = app_process.free_port()
-        proc = app_process.launch(port, env)
+        proc = app_process.launch(port, {**NO_REPLAY, **env})
         try:
             client = app_process.connect(proc, port)
             client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)
@@ -187,7 +190,7 @@ def client_rows(runtime, trials: int = 5) -> list[tuple[str, str]]:
     """Launch the app in its own process (as in real use: the browser is another process), then
     time the first streamed frames and count the bytes of a 50-step run through gradio_client."""
     port = app_process.free_port()
-    proc = app_process.launch(port)
+    proc = app_process.launch(port, NO_REPLAY)
     try:
         client = app_process.connect(proc, port)
         client.predict(*_args(0), api_name="/viewer_run")  # warm-up (model load)

@@ -153,7 +153,17 @@ class DiffusionModel:
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _unet(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
-        compute_thread.checkpoint()  # other requests' turn first
+        """Other requests' turn first. A plain no-grad text-conditioned call (the traced path) may be stacked
+        with other requests' calls to this UNet (``compute_thread.batched``); the rest run alone."""
+        from pipelines.models import traced_unet
+
+        if (emb is not None and torch.is_tensor(t) and t.dim() <= 1 and not torch.is_grad_enabled()
+                and isinstance(self.unet.forward, traced_unet.TracedForward) and traced_unet.enabled()):
+            return compute_thread.batched(("unet", id(self.unet)), self._forward, x_in, t, emb)
+        compute_thread.checkpoint()
+        return self._forward(x_in, t, emb)
+
+    def _forward(self, x_in: torch.Tensor, t, emb: torch.Tensor | None) -> torch.Tensor:
         kw = {} if emb is None else {"encoder_hidden_states": emb}
         return self.unet(x_in, t, **kw, return_dict=False)[0]
 

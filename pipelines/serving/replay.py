@@ -8,6 +8,11 @@ come (computed once, streamed to all); otherwise it runs ``produce()`` and recor
 bytes (least recently used first out); a run larger than the bound is streamed but not kept. Hits, misses
 and coalesced followers are counted and logged. Frames must not be changed after they are yielded.
 
+Followers wait on a condition in *their own* thread (gradio's worker thread, not the compute thread, where
+a blocked greenlet would stall every request): call :meth:`ReplayCache.stream` outside the compute thread,
+with a ``produce`` that hands its work there (``compute_thread.iterate``). If the first asker closes its tab
+mid-run, a follower computes the run itself. ``DL_REPLAY_MB`` bounds the bytes (0: off).
+
 A process resource (like the model cache), not per-user state; frames hold no user data beyond the inputs
 that keyed them.
 """
@@ -17,13 +22,20 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import os
 import threading
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_BYTES = 64 * 2**20  # ~200 viewer runs of 30 steps with the toy model (~0.3 MB each)
+
+
+def bound_from_env() -> int:
+    """The process's replay bound: ``DL_REPLAY_MB`` megabytes (0: keep nothing, coalesce nothing), else 64."""
+    env = os.environ.get("DL_REPLAY_MB", "").strip()
+    return int(float(env) * 2**20) if env else DEFAULT_MAX_BYTES
 
 
 def key(**parts: Any) -> str:
@@ -50,6 +62,10 @@ def nbytes(frame: Any) -> int:
     return 64
 
 
+class _LeaderStopped(RuntimeError):
+    """The request computing a run was closed before the end (its tab closed): its followers go on alone."""
+
+
 class _Flight:
     """A run being computed: its frames so far, whether it ended, its error."""
 
@@ -63,8 +79,8 @@ class _Flight:
 class ReplayCache:
     """LRU cache of finished runs' frames, bounded by ``max_bytes``, with in-flight coalescing."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = int(bound_from_env() if max_bytes is None else max_bytes)
         self._runs: collections.OrderedDict[str, tuple[list, int]] = collections.OrderedDict()
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
@@ -72,7 +88,11 @@ class ReplayCache:
         self.hits = self.misses = self.coalesced = 0
 
     def stream(self, k: str, produce: Callable[[], Iterator]) -> Iterator:
-        """The frames of run ``k``: replayed, followed (another request computes it), or produced here."""
+        """The frames of run ``k``: replayed, followed (another request computes it), or produced here.
+        With a bound of 0 bytes (or ``k`` None) every request computes its own run."""
+        if self.max_bytes <= 0 or k is None:
+            yield from produce()
+            return
         with self._lock:
             if k in self._runs:
                 self._runs.move_to_end(k)
@@ -94,7 +114,12 @@ class ReplayCache:
             yield from frames
             return
         if flight is not None:
-            yield from self._follow(flight)
+            try:
+                yield from self._follow(flight)
+                return
+            except _LeaderStopped:  # the first asker left: compute it here (from the start: frames are throttled)
+                log.info("replay: the run followed was stopped by its first asker; computing it again")
+            yield from self.stream(k, produce)
             return
         yield from self._produce(k, own, produce)
 
@@ -126,7 +151,7 @@ class ReplayCache:
             raise
         finally:
             if not ok and own.error is None:  # closed early (tab closed): followers see it stopped
-                own.error = RuntimeError("the run this request followed was stopped; press the button again")
+                own.error = _LeaderStopped("the run this request followed was stopped")
             with own.cond:
                 own.done = True
                 own.cond.notify_all()
