@@ -23,7 +23,8 @@ import time
 import torch
 
 CHECKPOINTS = (60.0, 150.0, 300.0)
-N = 24
+N = 20
+JUDGE_STEPS = 20  # DDIM steps of every judged sample (the app's preview uses the same)
 
 
 def _train_for(tuner, seconds: float, chunk: int = 5) -> float:
@@ -40,7 +41,8 @@ def _fmt(r: dict, base: dict) -> str:
             f"({keep:.0%} of the base's), roughness {r['roughness']:.3f}")
 
 
-def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, **cfg) -> list[tuple[str, str]]:
+def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, priors=(0.5, 0.0), base_row: bool = True, log=None,
+                  **cfg) -> list[tuple[str, str]]:
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     from pipelines.models import TOY_CLIP_DIR, TOY_SD_DIR, load_toy_clip, load_toy_diffusion
@@ -48,9 +50,12 @@ def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, **cfg) -> list[tuple[str,
 
     cpu = torch.device("cpu")
     clip = load_toy_clip(TOY_CLIP_DIR / "open_clip_model.safetensors", TOY_CLIP_DIR / "toy-clip.json", cpu)
-    base = judge_rates(load_toy_diffusion(TOY_SD_DIR, TOY_CLIP_DIR, cpu, clip=clip), n)
-    out = [(f"bundled toy-sd (n={n} seeds per prompt set)", _fmt(base, base))]
-    for prior in (0.5, 0.0):
+    base = judge_rates(load_toy_diffusion(TOY_SD_DIR, TOY_CLIP_DIR, cpu, clip=clip), n, steps=JUDGE_STEPS) \
+        if base_row else {"old": 0.0}
+    out = [(f"bundled toy-sd (n={n} seeds per prompt set, {JUDGE_STEPS} DDIM steps, CFG 4)", _fmt(base, base))][:base_row]
+    if out and log:
+        log(*out[-1])
+    for prior in priors:
         c = FineTuneConfig(**{**cfg, "prior": prior})
         tuner = FineTuner(UNet2DConditionModel.from_pretrained(TOY_SD_DIR / "unet"), clip,
                           DDPMScheduler.from_pretrained(TOY_SD_DIR / "scheduler"), c)
@@ -58,10 +63,11 @@ def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, **cfg) -> list[tuple[str,
         for cp in checkpoints:
             trained += _train_for(tuner, cp - trained)
             with tempfile.TemporaryDirectory() as d:
-                r = judge_rates(load_toy_diffusion(tuner.save(d), TOY_CLIP_DIR, cpu, clip=clip), n)
+                r = judge_rates(load_toy_diffusion(tuner.save(d), TOY_CLIP_DIR, cpu, clip=clip), n, steps=JUDGE_STEPS)
             out.append((f"fine-tune, prior {prior} (lr {c.lr:g}, batch {c.batch}, {c.train}): "
                         f"{trained:.0f} CPU s, {tuner.step} steps", _fmt(r, base)))
-            print(f"| finetune | {out[-1][0]} | {out[-1][1]} |", flush=True)
+            if log:  # a row as soon as it is measured (the probe's runs are long)
+                log(*out[-1])
     return out
 
 
@@ -106,12 +112,12 @@ def rows(runtime=None) -> list[tuple[str, str]]:
     return out + rows_interleave()
 
 
-if __name__ == "__main__":  # a recipe probe: python -m scripts.bench_finetune lr=5e-4 checkpoints=60,300
+if __name__ == "__main__":  # a recipe probe: python -m scripts.bench_finetune priors=0 base=0 lr=5e-4 checkpoints=60,300
     import sys
 
     torch.set_num_threads(1)
     kw = dict(a.split("=", 1) for a in sys.argv[1:])
     n, cps = int(kw.pop("n", N)), tuple(map(float, kw.pop("checkpoints", "60,150,300").split(",")))
+    priors, base_row = tuple(map(float, kw.pop("priors", "0.5,0").split(","))), kw.pop("base", "1") == "1"
     kw = {k: (v if k == "train" else float(v) if "." in v or "e" in v else int(v)) for k, v in kw.items()}
-    for what, fig in rows_finetune(n, cps, **kw):
-        print(f"| {what} | {fig} |")
+    rows_finetune(n, cps, priors, base_row, lambda what, fig: print(f"| {what} | {fig} |", flush=True), **kw)

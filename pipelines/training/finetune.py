@@ -77,25 +77,43 @@ class FineTuner:
     """A session's fine-tune: its own copy of the UNet, optimiser and step counter."""
 
     def __init__(self, unet, clip, scheduler, cfg: FineTuneConfig):
+        """``clip``: the frozen toy-clip (a ``ClipModel``) or a prompt encoder ``list[str] -> [B, L, D]``."""
         self.unet = copy.deepcopy(unet).train()  # the bundled model stays untouched
+        # A loaded toy-sd carries a traced, frozen forward (pipelines.models.traced_unet): its graphs fold the
+        # weights in, so the copy, whose weights change at every step, samples on the eager forward.
+        self.unet.__dict__.pop("forward", None)
         self.clip, self.scheduler, self.cfg = clip, scheduler, cfg
         self.params = trainable(self.unet, cfg.train)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.step, self.losses = 0, []
         self._features: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def from_model(cls, model, cfg: FineTuneConfig) -> "FineTuner":
+        """A fine-tune of a loaded toy-sd (a :class:`pipelines.models.DiffusionModel`): a copy of its UNet, its
+        prompt encoder (frozen) and a DDPM scheduler of its training config."""
+        from diffusers import DDPMScheduler
+
+        return cls(model.unet, model.encode_prompt, DDPMScheduler.from_config(model.scheduler_config), cfg)
+
     def features(self, captions: list[str]) -> torch.Tensor:
         """Frozen toy-clip token features ``[B, L, D]``, cached per caption."""
         missing = sorted({c for c in captions if c not in self._features})
+        if len(self._features) + len(missing) > 1024:  # bounded: the toy world has thousands of captions
+            self._features.clear()
+            missing = sorted(set(captions))
         if missing:
             with torch.no_grad():
-                feats = text_token_features(self.clip.model, self.clip.tokenizer(missing))
+                feats = (text_token_features(self.clip.model, self.clip.tokenizer(missing))
+                         if hasattr(self.clip, "tokenizer") else self.clip(missing))
             self._features.update(zip(missing, feats))
         return torch.stack([self._features[c] for c in captions])
 
     def run(self, n_steps: int) -> list[float]:
-        """``n_steps`` optimiser steps (one bounded chunk); returns their losses."""
+        """``n_steps`` optimiser steps (one bounded chunk); returns their losses. The UNet is left in eval
+        mode, ready to sample."""
         cfg, out = self.cfg, []
+        self.unet.train()
         for _ in range(n_steps):
             x0, caps = finetune_batch(self.step, cfg.batch, cfg.prior, cfg.seed)
             rng = random.Random(self.step)
@@ -114,18 +132,28 @@ class FineTuner:
             self.step += 1
             out.append(loss.item())
         self.losses += out
+        self.unet.eval()
         return out
+
+    def release(self) -> None:
+        """Drop the optimiser's moments, the gradients and the caption cache (3/4 of a session's memory); the next :meth:`run`
+        starts Adam's moments afresh."""
+        self.opt.state.clear()
+        self.opt.zero_grad(set_to_none=True)
+        self._features.clear()
 
     def train(self, n_steps: int) -> list[float]:
         """Alias of :meth:`run`: the interface the app's chunked trainers share (``trainer.train(n)``)."""
         return self.run(n_steps)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``folder/unet`` (safetensors + config, ``from_pretrained``-loadable) and the step counter."""
+    def save(self, folder: str | Path, optimizer: bool = True) -> Path:
+        """Write ``folder/unet`` (safetensors + config, ``from_pretrained``-loadable), the step counter and
+        (``optimizer``) the optimiser's state, to resume."""
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet")
         self.scheduler.save_pretrained(folder / "scheduler")  # so load_toy_diffusion reads the folder as a toy-sd
-        torch.save(self.opt.state_dict(), folder / "optimizer.pt")
+        if optimizer:
+            torch.save(self.opt.state_dict(), folder / "optimizer.pt")
         (folder / "finetune_state.json").write_text(json.dumps({"step": self.step, "config": self.cfg.__dict__}))
         return folder
 
