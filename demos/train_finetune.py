@@ -22,16 +22,18 @@ from demos.common import png
 from demos.components import SafeNumber
 from demos.training_ui import CHUNK_SECONDS, compute, take_slot, train_chunk, user_errors
 from pipelines import validation
+from pipelines.models.specs import DEFAULT_DIFFUSION_SPECS, TOY_SD_DIR
 from pipelines.training import figures
 from pipelines.training import finetune_view as view
 from pipelines.training.finetune import TRAINABLE, FineTuneConfig, FineTuner
 from pipelines.training.slots import SLOTS
 
 TITLE = "Fine-tune toy-sd"
-BASE = "toy-sd"
+BASE = next(s.name for s in DEFAULT_DIFFUSION_SPECS if s.kind == "toy" and Path(s.source) == TOY_SD_DIR)  # toy-sd
 STATE_TTL = 1800
 MAX_STEPS, MAX_SECONDS = 3000, 300  # per session / per click
 PREVIEW_EVERY = 10.0  # seconds of training between before/after refreshes
+LOSS_EVERY = 2.0  # seconds between loss curves
 PREVIEW_STEPS, SAMPLE_CHUNK = 20, 4  # DDIM steps of a preview; sampling steps per compute-thread call
 MAX_JUDGE_SEEDS = 32
 NEW_PROMPTS = "a red heart on a white background\na blue heart on a black background\na yellow heart on a gray background"
@@ -105,21 +107,23 @@ def train(runtime, state, new_text, old_text, prior_on, prior, steps, seconds, s
             tuner = state["tuner"] = compute(FineTuner.from_model, runtime.diffusion(BASE), cfg)
         if tuner.step >= MAX_STEPS:
             raise gr.Error(f"this session has fine-tuned {tuner.step} steps, the cap; change a setting to start afresh")
-        yield (state, *_preview(runtime, state, new, old, cfg.seed, ticket), gr.skip(),
-               _status(tuner, t0, "Before: the bundled model and the copy agree. Training…"))
-        target, last = min(tuner.step + steps, MAX_STEPS), time.monotonic()
+        fig, judge_md = _preview(runtime, state, new, old, cfg.seed, ticket)
+        note = "training…" if tuner.step else "Step 0: the copy still equals the bundled model. Training…"
+        yield state, fig, gr.skip(), judge_md, _status(tuner, t0, note)
+        target, last, last_loss = min(tuner.step + steps, MAX_STEPS), time.monotonic(), 0.0
         while tuner.step < target and time.monotonic() - t0 < seconds:
             train_chunk(ticket, tuner, CHUNK_SECONDS, target - tuner.step)
-            fig, judge = gr.skip(), gr.skip()
+            fig, judge_md, curve = gr.skip(), gr.skip(), gr.skip()
             if time.monotonic() - last > PREVIEW_EVERY:
-                fig, judge = _preview(runtime, state, new, old, cfg.seed, ticket)
+                fig, judge_md = _preview(runtime, state, new, old, cfg.seed, ticket)
                 last = time.monotonic()
-            yield (state, fig, png(compute(figures.loss_curve, tuner.losses, "fine-tuning loss"), 1), judge,
-                   _status(tuner, t0, "training…"))
+            if time.monotonic() - last_loss > LOSS_EVERY:
+                curve, last_loss = png(compute(figures.loss_curve, tuner.losses, "fine-tuning loss"), 1), time.monotonic()
+            yield state, fig, curve, judge_md, _status(tuner, t0, "training…")
         capped = "" if tuner.step >= target else f"Stopped at the {seconds:.0f} s cap; press Train to go on."
         compute(tuner.release)
-        yield (state, *_preview(runtime, state, new, old, cfg.seed, ticket),
-               png(compute(figures.loss_curve, tuner.losses, "fine-tuning loss"), 1),
+        fig, judge_md = _preview(runtime, state, new, old, cfg.seed, ticket)
+        yield (state, fig, png(compute(figures.loss_curve, tuner.losses, "fine-tuning loss"), 1), judge_md,
                _status(tuner, t0, capped or "done."))
     finally:
         SLOTS.leave(ticket)

@@ -52,7 +52,8 @@ def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, priors=(0.5, 0.0), base_r
     clip = load_toy_clip(TOY_CLIP_DIR / "open_clip_model.safetensors", TOY_CLIP_DIR / "toy-clip.json", cpu)
     base = judge_rates(load_toy_diffusion(TOY_SD_DIR, TOY_CLIP_DIR, cpu, clip=clip), n, steps=JUDGE_STEPS) \
         if base_row else {"old": 0.0}
-    out = [(f"bundled toy-sd (n={n} seeds per prompt set, {JUDGE_STEPS} DDIM steps, CFG 4)", _fmt(base, base))][:base_row]
+    out = [(f"bundled toy-sd (n={n} seeds per prompt set, {JUDGE_STEPS} DDIM steps, CFG 4)", _fmt(base, base))] \
+        if base_row else []
     if out and log:
         log(*out[-1])
     for prior in priors:

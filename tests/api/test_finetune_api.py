@@ -44,7 +44,7 @@ def test_train_rejects_bad_input(client):
         client.predict(*_args(old="\n".join([OLD] * 5)), api_name="/finetune_train")
     with pytest.raises(AppError, match="learning rate"):
         client.predict(*_args(lr=5.0), api_name="/finetune_train")
-    with pytest.raises(AppError, match="trained layers"):
+    with pytest.raises(AppError, match="text tower"):
         client.predict(*_args(layers="text tower"), api_name="/finetune_train")
     with pytest.raises(AppError, match="steps"):
         client.predict(*_args(steps=0), api_name="/finetune_train")
