@@ -1,7 +1,8 @@
-"""Tab "Train your own": train a diffusion model live, 2-D points first, then MNIST digits (CS180 part B).
+"""Tab "Train your own": train a diffusion model live, 2-D points first, then MNIST digits (CS180 part B); a
+second sub-tab fine-tunes the bundled toy-sd on a new shape (:mod:`demos.train_finetune`, seed 000).
 
 UI only: training, sampling and figures are :mod:`pipelines.training`. Training runs in chunks of about
-``CHUNK_SECONDS`` on the compute thread (:mod:`pipelines.serving.compute_thread`), so other users' requests
+``CHUNK_SECONDS`` on the compute thread (:mod:`demos.training_ui`), so other users' requests
 interleave between chunks; a global cap (:mod:`pipelines.training.slots`) bounds concurrent trainings
 and a per-session cap bounds each one. Trained models live in ``gr.State`` (small: an MLP, or a
 620k-parameter UNet), dropped after ``STATE_TTL`` seconds.
@@ -296,7 +297,8 @@ def download_digits(state):
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``; ``runtime`` keeps the models sent on."""
     gr.Markdown("Train a diffusion model **live**, on this machine's CPU: 2-D points first (seconds), then "
-                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.",
+                "handwritten digits (minutes), or teach the bundled toy-sd a new shape (the second sub-tab). "
+                "Trainings take turns with everyone else's requests, a few at a time.",
                 elem_classes=["dl-intro"])
     with gr.Tabs(elem_id="train-tabs"):
         with gr.Tab("2-D points and digits", elem_id="train-basics"):

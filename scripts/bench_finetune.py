@@ -16,7 +16,6 @@ gets in 5 minutes of wall time on one idle core, less than 2 idle cores give it.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 
@@ -73,34 +72,13 @@ def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, priors=(0.5, 0.0), base_r
 
 
 def rows_interleave() -> list[tuple[str, str]]:
-    from scripts import app_process
+    from scripts.bench_train import interleave_rows
 
-    port = app_process.free_port()
-    proc = app_process.launch(port)
-    try:
-        a = app_process.connect(proc, port)
-        b = app_process.connect(proc, port)
-        b.predict("linear", 500, api_name="/forward_mix")
+    from pipelines.training.finetune import RED_HEART
 
-        def trips(k=20):
-            xs = []
-            for i in range(k):
-                s = time.perf_counter()
-                b.predict("linear", (i * 37) % 1000, api_name="/forward_mix")
-                xs.append(time.perf_counter() - s)
-            return sorted(xs)
-
-        idle = trips()
-        job = a.submit(None, "a red heart on a white background", True, 0.5, 200, 120, 0,
-                       api_name="/finetune_train")
-        time.sleep(5.0)
-        busy = trips()
-        job.cancel()
-    finally:
-        app_process.stop(proc)
-    fmt = lambda xs: f"median {statistics.median(xs) * 1e3:.0f} ms, max {xs[-1] * 1e3:.0f} ms (n={len(xs)})"
-    return [("forward-noising update (gradio_client), nothing else running", fmt(idle)),
-            ("same, while another session fine-tunes toy-sd", fmt(busy))]
+    return interleave_rows(lambda a: a.submit(RED_HEART, "a green square on a black background", True, 0.5, 400,
+                                              120, 0, 2e-4, "all", api_name="/finetune_train"),
+                           "same, while another session fine-tunes toy-sd")
 
 
 def rows(runtime=None) -> list[tuple[str, str]]:
