@@ -72,9 +72,8 @@ def rows_finetune(n: int = N, checkpoints=CHECKPOINTS, priors=(0.5, 0.0), base_r
 
 
 def rows_interleave() -> list[tuple[str, str]]:
-    from scripts.bench_train import interleave_rows
-
     from pipelines.training.finetune import RED_HEART
+    from scripts.bench_train import interleave_rows
 
     return interleave_rows(lambda a: a.submit(RED_HEART, "a green square on a black background", True, 0.5, 400,
                                               120, 0, 2e-4, "all", api_name="/finetune_train"),
