@@ -71,8 +71,8 @@ def _preview(runtime, state, new, old, seed, ticket):
     prompts = new + old
     before = _before(runtime, state, prompts, seed, ticket)
     after = _sample(view.tuned_model(runtime.diffusion(BASE), tuner), prompts, seed, ticket)
-    vn = view.verdicts(after[:len(new)], new, ("shape",))
-    vo = view.verdicts(after[len(new):], old, ("shape", "color"))
+    vn = compute(view.verdicts, after[:len(new)], new, ("shape",))
+    vo = compute(view.verdicts, after[len(new):], old, ("shape", "color"))
     img = compute(view.before_after, (new, before[:len(new)], after[:len(new)], vn),
                   (old, before[len(new):], after[len(new):], vo), tuner.step)
     (h, hn), (o, on) = view.rate(vn), view.rate(vo)
@@ -141,7 +141,7 @@ def judge(runtime, state, new_text, old_text, n, seed):
     for name, model in models.items():
         for kind, (prompts, keys) in sets.items():
             yield f"Judging: sampling {n} {kind} prompts with the {name} model…"
-            got[name, kind] = view.rate(view.verdicts(_sample(model, prompts, seed), prompts, keys))
+            got[name, kind] = view.rate(compute(view.verdicts, _sample(model, prompts, seed), prompts, keys))
 
     def pct(name, kind):
         r, k = got[name, kind]
