@@ -74,9 +74,9 @@ def _preview(runtime, state, new, old, seed, ticket):
     vn = compute(view.verdicts, after[:len(new)], new, ("shape",))
     vo = compute(view.verdicts, after[len(new):], old, ("shape", "color"))
     img = compute(view.before_after, (new, before[:len(new)], after[:len(new)], vn),
-                  (old, before[len(new):], after[len(new):], vo), tuner.step)
+                  (old, before[len(new):], after[len(new):], vo))
     (h, hn), (o, on) = view.rate(vn), view.rate(vo)
-    md = (f"**Judge** (rendering judge, these samples, seed {seed}): new prompts read back as their shape "
+    md = (f"**Judge** (rendering judge, these samples, step {tuner.step}, seed {seed}): new prompts read back as their shape "
           f"**{h}/{hn}**; old prompts right in shape and colour **{o}/{on}**. For a figure over many seeds, "
           "press **Judge on more seeds**.")
     return png(img, 1), md

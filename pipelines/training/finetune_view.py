@@ -86,7 +86,7 @@ def _label(prompt: str) -> str:
     return head + (f"\non {p['background']}" if p["background"] else "")
 
 
-def before_after(new: tuple, old: tuple, step: int) -> Image.Image:
+def before_after(new: tuple, old: tuple) -> Image.Image:
     """Figure: columns = prompts (new concept, then old prompts), rows = the bundled model and the
     fine-tuned one from the same noise; frames green / red where the rendering judge reads the prompt
     back / does not (grey: nothing to judge). ``new``/``old``: (prompts, before ``[B,3,H,W]``, after, verdicts)."""
@@ -105,7 +105,7 @@ def before_after(new: tuple, old: tuple, step: int) -> Image.Image:
                 s.set_linewidth(3 if i else 1)
         axes[0, j].set_title(("new: " if kind == "new" else "old: ") + _label(p), fontsize=8)
     axes[0, 0].set_ylabel("bundled", fontsize=9)
-    axes[1, 0].set_ylabel(f"fine-tuned\n(step {step})", fontsize=9)
+    axes[1, 0].set_ylabel("fine-tuned", fontsize=9)  # no step number: the figure changes only when samples do
     return to_image(fig, dpi=90)
 
 
