@@ -111,7 +111,8 @@ def train(runtime, state, new_text, old_text, prior_on, prior, steps, seconds, s
         note = "training…" if tuner.step else "Step 0: the copy still equals the bundled model. Training…"
         yield state, fig, gr.skip(), judge_md, _status(tuner, t0, note)
         target, last, last_loss = min(tuner.step + steps, MAX_STEPS), time.monotonic(), 0.0
-        while tuner.step < target and time.monotonic() - t0 < seconds:
+        start = tuner.step
+        while tuner.step < target and (tuner.step == start or time.monotonic() - t0 < seconds):  # >= 1 chunk
             train_chunk(ticket, tuner, CHUNK_SECONDS, target - tuner.step)
             fig, judge_md, curve = gr.skip(), gr.skip(), gr.skip()
             if time.monotonic() - last > PREVIEW_EVERY:

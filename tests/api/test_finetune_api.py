@@ -17,7 +17,7 @@ NEW = "a red heart on a white background"
 OLD = "a green square on a black background"
 
 
-def _args(steps=2, seconds=60, prior_on=True, prior=0.5, seed=0, lr=2e-4, layers="all", new=NEW, old=OLD):
+def _args(steps=2, seconds=300, prior_on=True, prior=0.5, seed=0, lr=2e-4, layers="all", new=NEW, old=OLD):
     return (new, old, prior_on, prior, steps, seconds, seed, lr, layers)
 
 
