@@ -28,7 +28,8 @@ SHOW_PX = 256  # the toy model's 32 px images, upscaled (nearest)
 HEATMAP_PANELS = 8
 STREAM_EVERY = 3  # redraw the plots every this many steps
 BASE_MODES = ["unconditional (empty prompt)", "conditional (base prompt + CFG)"]
-TOWERS = ["noise-aware (toy-clip-noisy, scores x_t)", "plain CLIP (scores cutouts of x̂0)"]
+TOWERS = ["noise-aware (toy-clip-noisy, scores x_t)", "plain CLIP (scores cutouts of x̂0)",
+          "plain CLIP on x̂0, gradient through the UNet (x̂0 re-predicted with autograd; ~2–3x the cost)"]
 DEFAULT = LG.CLIP_PRESETS["default"]
 NAIVE = LG.CLIP_PRESETS["naive"]
 
@@ -58,7 +59,8 @@ def heatmap_figure(history: list[LG.GuidanceStep], n_steps: int) -> Figure:
 def preset_values(preset: dict) -> list:
     """A preset as the tab's (cutouts, scale, scaling, tower, normalize, guide_end, smooth) inputs."""
     return [preset.get("n_cutouts", 4), preset["scale"], preset.get("scaling", "none"),
-            TOWERS[0] if preset.get("noise_aware") else TOWERS[1], bool(preset.get("normalize", False)),
+            TOWERS[0] if preset.get("noise_aware") else TOWERS[2 if preset.get("through_unet") else 1],
+            bool(preset.get("normalize", False)),
             float(preset.get("guide_range", (0.0, 1.0))[1]), int(preset.get("smooth", 1))]
 
 
@@ -117,7 +119,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
         return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0,
                                noisy_encoder=encoder, normalize=bool(normalize), guide_range=(0.0, end),
-                               smooth=k)
+                               smooth=k, through_unet=tower == TOWERS[2])
 
     base = guided = ref = hook = None
     keep = record is not None
@@ -145,7 +147,8 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     f1 = float(LG.final_clip_loss(clip, guided.image, validation.prompt(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
-                              "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k})
+                              "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k,
+                              "through_unet": tower == TOWERS[2]})
     md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
           f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
           f"Final CLIP loss (toy-clip, whole image, 2·arcsin(‖a−b‖/2)²; what guidance optimised, so not the "
