@@ -55,12 +55,15 @@ COLOUR_SCALE_DEFAULT = 400.0  # the playground's default (docs/measurements.md, 
 MAX_CUTOUTS = 64
 
 # Named settings, chosen by the rendering judge (``python -m pipelines.guidance_judge``; docs/measurements.md).
-# "naive" is the old tab default, kept as the lesson: it lowers the CLIP loss by drawing adversarial noise.
+# "naive" is the old tab default (scale 200 on the raw gradient, "naive_raw") as a unit-RMS step, kept as the
+# lesson: it lowers the CLIP loss by drawing adversarial noise. "noisy": the noise-aware tower's best setting.
 CLIP_PRESETS: dict[str, dict] = {
-    "naive": {"scale": 200.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4},
-    # best of the levers measured so far on the tuned pairs (issue 15's 75 % target not reached; see the report)
-    "default": {"scale": 0.3, "scaling": "none", "normalize": True, "noise_aware": True, "guide_range": (0.0, 0.3),
-                "smooth": 4},
+    "naive": {"scale": 2.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4, "normalize": True},
+    "naive_raw": {"scale": 200.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4},
+    "noisy": {"scale": 0.3, "scaling": "none", "normalize": True, "noise_aware": True, "guide_range": (0.0, 0.3),
+              "smooth": 4},
+    "default": {"scale": 0.3, "scaling": "none", "normalize": True, "n_cutouts": 8, "through_unet": True,
+                "guide_range": (0.0, 0.3), "smooth": 4},
 }
 COLOUR_PRESETS: dict[str, dict] = {
     "default": {"scale": COLOUR_SCALE_DEFAULT, "scaling": "sqrt_alpha_bar"},
