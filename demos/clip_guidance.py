@@ -253,7 +253,7 @@ def create(runtime) -> dict:
                 run = gr.Button("Run with and without", variant="primary", elem_id="clip-run",
                                 elem_classes=["dl-run"], size="lg", min_width=140)
             with gr.Accordion("Advanced", open=False):
-                clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
+                clip_name = gr.Dropdown(reg.clip_names(), value=DEFAULT.get("clip", reg.default_clip), label="CLIP model")
                 model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
                 tower = gr.Radio(TOWERS, value=preset_values(DEFAULT)[3], label="CLIP image tower")
                 base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
@@ -286,14 +286,15 @@ def create(runtime) -> dict:
         heat = gr.Plot(label="gradient magnitude")
     # Run on click, cached server-side after the first run (deterministic: same seed, same images).
     clip0, model0 = reg.default_clip, reg.default_diffusion
+    clip_d = DEFAULT.get("clip", clip0)  # the defaults' CLIP (the naive example keeps toy-clip)
     fixed = [BASE_MODES[0], "", 3.0]
     cuts_d, scale_d, scaling_d, tower_d, norm_d, end_d, sm_d = preset_values(DEFAULT)
     cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n = preset_values(NAIVE)
     inputs = [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed, tower,
               normalize, guide_end, smooth]
-    gr.Examples([[clip0, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
+    gr.Examples([[clip_d, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
                   tower_d, norm_d, end_d, sm_d],
-                 [clip0, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
+                 [clip_d, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
                   tower_d, norm_d, end_d, sm_d],
                  [clip0, model0, "a red circle on a white background", *fixed, cuts_n, scale_n, scaling_n, 30, 0,
                   tower_n, norm_n, end_n, sm_n],

@@ -150,11 +150,13 @@ def _batch(model, items):
 
 def eval_clip(model, clip, items, settings: dict, steps: int = 30, noisy_encoder=None) -> list[Verdict]:
     """CLIP guidance of an unconditional base (empty prompt) at ``settings`` (kwargs of
-    :func:`LG.clip_guidance` plus ``scale``), judged against the unguided sample of the same seed.
+    :func:`LG.clip_guidance` plus ``scale``; a ``clip`` key, the registry's CLIP name, is the caller's), judged
+    against the unguided sample of the same seed.
     All pairs run as one batch, each image steered towards its own prompt (cutouts shared)."""
     settings = dict(settings)
     scale = settings.pop("scale")
     use_noisy = settings.pop("noise_aware", False)
+    settings.pop("clip", None)
     prompts, seeds, held, kw = _batch(model, items)
     kw.update(guidance_scale=1.0, num_inference_steps=steps)
     with torch.no_grad():
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.models import ModelRegistry
 
     reg = ModelRegistry("cpu")
-    model, clip = reg.diffusion(), reg.clip()
+    model = reg.diffusion()
     items, t0 = pairs(args.quick), time.time()
     sections = set(args.sections.split(","))
     if "clip" in sections:
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.clip_settings.split(","):
             preset = LG.CLIP_PRESETS[name]
             enc = reg.noisy_clip() if preset.get("noise_aware") else None
-            res[f"{name} ({LG.describe_clip(preset)})"] = rows = eval_clip(model, clip, items, preset, args.steps, enc)
+            res[f"{name} ({LG.describe_clip(preset)})"] = rows = eval_clip(model, reg.clip(preset.get("clip")), items,
+                                                                           preset, args.steps, enc)
             if args.verbose:
                 for r in rows:
                     print(f"   {name:8} {r.prompt!r:45} seed {r.seed}: {r.guided}  rough {r.rough_plain:.1f} → "
