@@ -63,7 +63,7 @@ CLIP_PRESETS: dict[str, dict] = {
     "noisy": {"scale": 0.3, "scaling": "none", "normalize": True, "noise_aware": True, "guide_range": (0.0, 0.3),
               "smooth": 4},
     "default": {"scale": 0.3, "scaling": "none", "normalize": True, "n_cutouts": 8, "through_unet": True,
-                "guide_range": (0.0, 0.3), "smooth": 4},
+                "guide_range": (0.0, 0.3), "smooth": 4, "clip": "toy-clip-natural (bundled)"},
 }
 COLOUR_PRESETS: dict[str, dict] = {
     "default": {"scale": COLOUR_SCALE_DEFAULT, "scaling": "sqrt_alpha_bar"},

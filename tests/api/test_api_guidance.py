@@ -102,7 +102,17 @@ def test_clip_guidance_run(client, mode):
     assert np.abs(_img(gallery[0]["image"]) - _img(gallery[1]["image"])).mean() > 1  # and changed the image
 
 
-def test_clip_guidance_defaults_use_the_noise_aware_tower_and_report_the_judge(client):
+def test_clip_guidance_defaults_run_through_the_unet_and_report_the_judge(client):
+    from demos.clip_guidance import DEFAULT, TOWERS, preset_values
+
+    cuts, scale, scaling, tower, norm, end, smooth = preset_values(DEFAULT)
+    assert tower == TOWERS[2] and DEFAULT["clip"] == "toy-clip-natural (bundled)"
+    gallery, _, _, md = client.predict(DEFAULT["clip"], MODEL, PROMPT, UNCOND, "", 3.0, cuts, scale, scaling, 6, 0,
+                                       tower, norm, end, smooth, api_name="/clip_guidance_run")
+    assert len(gallery) == 2 and "gradient through the UNet" in md and "Judged by rendering" in md
+
+
+def test_clip_guidance_noise_aware_tower_reports_the_judge(client):
     gallery, _, _, md = client.predict(CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 4, 0.3, "none", 6, 0,
                                        "noise-aware (toy-clip-noisy, scores x_t)", True, 0.3, 4,
                                        api_name="/clip_guidance_run")
