@@ -22,14 +22,15 @@ from pipelines import images, validation
 from pipelines.serving import compute_thread
 
 TITLE = "CLIP guidance"
-MAX_CLIP_SCALE = 2000.0
+MAX_CLIP_SCALE = 3.0  # the slider's range: a unit-RMS step per guided step; the naive example sits at 2
 MAX_CFG = validation.MAX_GUIDANCE
 MAX_STEPS = 100
 SHOW_PX = 256  # the toy model's 32 px images, upscaled (nearest)
 HEATMAP_PANELS = 8
 STREAM_EVERY = 3  # redraw the plots every this many steps
 BASE_MODES = ["unconditional (empty prompt)", "conditional (base prompt + CFG)"]
-TOWERS = ["noise-aware (toy-clip-noisy, scores x_t)", "plain CLIP (scores cutouts of x̂0)"]
+TOWERS = ["noise-aware (toy-clip-noisy, scores x_t)", "plain CLIP (scores cutouts of x̂0)",
+          "plain CLIP on x̂0, gradient through the UNet (x̂0 re-predicted with autograd; ~2–3x the cost)"]
 DEFAULT = LG.CLIP_PRESETS["default"]
 NAIVE = LG.CLIP_PRESETS["naive"]
 
@@ -68,7 +69,8 @@ def _figures(curves: dict, history: list[LG.GuidanceStep], n_steps: int) -> tupl
 def preset_values(preset: dict) -> list:
     """A preset as the tab's (cutouts, scale, scaling, tower, normalize, guide_end, smooth) inputs."""
     return [preset.get("n_cutouts", 4), preset["scale"], preset.get("scaling", "none"),
-            TOWERS[0] if preset.get("noise_aware") else TOWERS[1], bool(preset.get("normalize", False)),
+            TOWERS[0] if preset.get("noise_aware") else TOWERS[2 if preset.get("through_unet") else 1],
+            bool(preset.get("normalize", False)),
             float(preset.get("guide_range", (0.0, 1.0))[1]), int(preset.get("smooth", 1))]
 
 
@@ -127,7 +129,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
         return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0,
                                noisy_encoder=encoder, normalize=bool(normalize), guide_range=(0.0, end),
-                               smooth=k)
+                               smooth=k, through_unet=tower == TOWERS[2])
 
     base = guided = ref = hook = None
     keep = record is not None
@@ -156,7 +158,8 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     f1 = float(LG.final_clip_loss(clip, guided.image, validation.prompt(prompt))[0])
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
-                              "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k})
+                              "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k,
+                              "through_unet": tower == TOWERS[2]})
     compute_thread.checkpoint()  # the rendering judge's verdict: a turn of its own
     md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
           f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
@@ -208,7 +211,9 @@ few pixels.
 **The nudge.** Before each step, x_t moves a little downhill on L: x_t ← x_t − s·g(ᾱ_t)·∇_{x_t} L, with s the
 CLIP guidance scale and g a per-step factor of ᾱ_t (the share of the picture left at timestep t), e.g.
 √ᾱ_t: small while the image is mostly noise. x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t is the clean picture the model's
-noise estimate ε̂ implies, so the gradient flows through the model too.
+noise estimate ε̂ implies. With ε̂ held fixed (plain tower) ∇_{x_t} L is just ∇_{x̂0} L/√ᾱ_t: a per-pixel push.
+*Through the UNet*, ε̂ is re-predicted from x_t with autograd, so the push passes back through the denoiser,
+which turns it into changes the model can draw (a shape, a colour) rather than pixel noise.
 
 **Base model.** *Unconditional*: the diffusion model gets no prompt, so CLIP does all the steering.
 *Conditional*: it also gets a base prompt with classifier-free guidance w (Guidance tab). Hub models need a
@@ -227,10 +232,12 @@ in sampling x̂0 is a blur CLIP never saw, so its gradient there is close to arb
 become the picture. A lower loss only says the optimiser worked on CLIP, so the tab judges the picture by
 rendering instead, and warns when the loss falls while the roughness more than doubles.
 
-**What helps** (measured with `python -m pipelines.guidance_judge`): a *noise-aware* image tower trained on noised
-images x_t with the timestep as input (GLIDE), so its gradient means something at every step; smoothing the
-gradient (only shape- and colour-sized changes), a unit-size step, guiding only the early steps (where the
-picture's layout is decided and later denoising cleans up), and a small scale.
+**What helps** (measured with `python -m pipelines.guidance_judge`, table in docs/measurements.md): the gradient
+*through the UNet* (the default: the denoiser's Jacobian keeps only changes it could draw, so the shape moves
+too, not just the colour); guiding only the early steps (where the picture's layout is decided, and the later
+unguided steps clean it up); smoothing the gradient (only shape- and colour-sized changes); a unit-size step
+and a small scale. A *noise-aware* image tower trained on noised x_t with the timestep as input (GLIDE) gives
+a meaningful gradient at every step too, but this small one moves the colour more than the shape.
 
 **The seed's bug** (fourth example). Seed 000 runs `set_timesteps(1000)` and multiplies the gradient by
 `alphas_cumprod[i]` with the loop counter i = 999 − t, so its factor is √ᾱ at 999 − t: full strength at the
@@ -250,14 +257,14 @@ def create(runtime) -> dict:
         with gr.Column(scale=1, min_width=300, elem_classes=["dl-controls"]):
             prompt = gr.Textbox("a red circle on a white background", label="CLIP prompt (what to steer towards)",
                                 max_lines=2, elem_id="clip-prompt")
-            scale = gr.Slider(0, MAX_CLIP_SCALE, value=DEFAULT["scale"], step=0.01,
+            scale = gr.Slider(0, MAX_CLIP_SCALE, value=DEFAULT["scale"], step=0.05,
                               label="how hard to steer (CLIP guidance scale)", elem_id="clip-scale")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 seed = seed_input("seed", min_width=120)
                 run = gr.Button("Run with and without", variant="primary", elem_id="clip-run",
                                 elem_classes=["dl-run"], size="lg", min_width=140)
             with gr.Accordion("Advanced", open=False):
-                clip_name = gr.Dropdown(reg.clip_names(), value=reg.default_clip, label="CLIP model")
+                clip_name = gr.Dropdown(reg.clip_names(), value=DEFAULT.get("clip", reg.default_clip), label="CLIP model")
                 model = gr.Dropdown(reg.diffusion_names(), value=reg.default_diffusion, label="diffusion model")
                 tower = gr.Radio(TOWERS, value=preset_values(DEFAULT)[3], label="CLIP image tower")
                 base_mode = gr.Radio(BASE_MODES, value=BASE_MODES[0], label="base model")
@@ -270,7 +277,8 @@ def create(runtime) -> dict:
                 scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()],
                                       value=DEFAULT.get("scaling", "none"), label="gradient × per step")
                 with gr.Row():
-                    normalize = gr.Checkbox(bool(DEFAULT.get("normalize")), label="unit-RMS gradient per step")
+                    normalize = gr.Checkbox(bool(DEFAULT.get("normalize")), label="unit-RMS gradient per step "
+                                            "(off: the raw gradient, whose size is the loss's slope: tiny here)")
                     guide_end = gr.Slider(0.05, 1.0, value=DEFAULT.get("guide_range", (0, 1.0))[1], step=0.05,
                                           label="guide only the first … of the steps")
                     smooth = gr.Slider(1, 16, value=DEFAULT.get("smooth", 1), step=1,
@@ -289,22 +297,23 @@ def create(runtime) -> dict:
         heat = gr.Plot(label="gradient magnitude")
     # Run on click, cached server-side after the first run (deterministic: same seed, same images).
     clip0, model0 = reg.default_clip, reg.default_diffusion
+    clip_d = DEFAULT.get("clip", clip0)  # the defaults' CLIP (the naive example keeps toy-clip)
     fixed = [BASE_MODES[0], "", 3.0]
     cuts_d, scale_d, scaling_d, tower_d, norm_d, end_d, sm_d = preset_values(DEFAULT)
     cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n = preset_values(NAIVE)
     inputs = [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed, tower,
               normalize, guide_end, smooth]
-    gr.Examples([[clip0, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
+    gr.Examples([[clip_d, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
                   tower_d, norm_d, end_d, sm_d],
-                 [clip0, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
+                 [clip_d, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
                   tower_d, norm_d, end_d, sm_d],
                  [clip0, model0, "a red circle on a white background", *fixed, cuts_n, scale_n, scaling_n, 30, 0,
                   tower_n, norm_n, end_n, sm_n],
-                 [clip0, model0, "a red circle on a white background", *fixed, cuts_n, 40.0, "seed_bug", 30, 0,
+                 [clip0, model0, "a red circle on a white background", *fixed, cuts_n, 1.0, "seed_bug", 30, 0,
                   tower_n, norm_n, end_n, sm_n]],
                 inputs, [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
                 example_labels=["steers: red circle (defaults)", "steers: blue square (defaults)",
-                                "fooled CLIP: the naive setting (scale 200, plain tower)",
+                                f"fooled CLIP: the naive setting (scale {NAIVE['scale']:g} every step, plain tower)",
                                 "the seed's bug: factor running backwards"],
                 cache_examples=True, cache_mode="lazy", label="examples (click to run; cached after the first run)",
                 elem_id="clip-examples")

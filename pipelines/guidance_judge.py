@@ -112,13 +112,17 @@ class Verdict:
         return self.color_ok and self.shape_ok and self.clean
 
 
-def judge(plain: torch.Tensor, guided: torch.Tensor, prompt: str, seeds, held_out=False,
+def judge(plain: torch.Tensor, guided: torch.Tensor, prompt, seeds, held_out=False,
           target_color: str | None = None) -> list[Verdict]:
-    """Judge a batch of guided images ``[B, 3, H, W]`` against the unguided ones from the same noise."""
-    want = expected(prompt)
+    """Judge a batch of guided images ``[B, 3, H, W]`` against the unguided ones from the same noise.
+    ``prompt`` and ``held_out``: one for the batch, or one per image."""
+    n = len(seeds)
+    prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+    held = [held_out] * n if isinstance(held_out, bool) else list(held_out)
     r0, r1 = roughness(plain), roughness(guided)
-    return [Verdict(prompt, int(s), held_out, want, a, b, float(x), float(y), target_color)
-            for s, a, b, x, y in zip(seeds, classify_by_rendering(plain), classify_by_rendering(guided), r0, r1)]
+    return [Verdict(p, int(s), h, expected(p), a, b, float(x), float(y), target_color)
+            for p, s, h, a, b, x, y in zip(prompts, seeds, held, classify_by_rendering(plain),
+                                           classify_by_rendering(guided), r0, r1)]
 
 
 def summary(rows: list[Verdict]) -> dict:
@@ -138,65 +142,59 @@ def _latents(model, seeds) -> torch.Tensor:
                       for s in seeds])
 
 
-def _by_prompt(items):
-    groups: dict[str, list] = {}
-    for p, s, h in items:
-        groups.setdefault(p, []).append((s, h))
-    return groups
+def _batch(model, items):
+    """The pairs as one batch: (prompts, seeds, held-out flags, DDIM sampling kwargs with one x_T per seed)."""
+    prompts, seeds, held = (list(c) for c in zip(*items))
+    return prompts, seeds, held, dict(sampler="DDIM", latents=_latents(model, seeds))
 
 
 def eval_clip(model, clip, items, settings: dict, steps: int = 30, noisy_encoder=None) -> list[Verdict]:
     """CLIP guidance of an unconditional base (empty prompt) at ``settings`` (kwargs of
-    :func:`LG.clip_guidance` plus ``scale``), judged against the unguided sample of the same seed."""
+    :func:`LG.clip_guidance` plus ``scale``; a ``clip`` key, the registry's CLIP name, is the caller's), judged
+    against the unguided sample of the same seed.
+    All pairs run as one batch, each image steered towards its own prompt (cutouts shared)."""
     settings = dict(settings)
     scale = settings.pop("scale")
     use_noisy = settings.pop("noise_aware", False)
-    rows = []
-    for prompt, ss in _by_prompt(items).items():
-        seeds = [s for s, _ in ss]
-        kw = dict(guidance_scale=1.0, num_inference_steps=steps, sampler="DDIM", latents=_latents(model, seeds))
-        with torch.no_grad():
-            plain = sample(model, [""] * len(seeds), **kw)
-        hook = LG.clip_guidance(clip, prompt, scale, generator=torch.Generator().manual_seed(seeds[0]),
-                                noisy_encoder=noisy_encoder if use_noisy else None, **settings)
-        guided = sample(model, [""] * len(seeds), cond_fn=hook, **kw)
-        l0, l1 = LG.final_clip_loss(clip, plain, prompt), LG.final_clip_loss(clip, guided, prompt)
-        for j, v in enumerate(judge(plain, guided, prompt, seeds, ss[0][1])):
-            v.extra = {"loss_plain": float(l0[j]), "loss_guided": float(l1[j])}
-            rows.append(v)
+    settings.pop("clip", None)
+    prompts, seeds, held, kw = _batch(model, items)
+    kw.update(guidance_scale=1.0, num_inference_steps=steps)
+    with torch.no_grad():
+        plain = sample(model, [""] * len(seeds), **kw)
+    hook = LG.clip_guidance(clip, prompts, scale, generator=torch.Generator().manual_seed(seeds[0]),
+                            noisy_encoder=noisy_encoder if use_noisy else None, **settings)
+    guided = sample(model, [""] * len(seeds), cond_fn=hook, **kw)
+    l0, l1 = LG.final_clip_loss(clip, plain, prompts), LG.final_clip_loss(clip, guided, prompts)
+    rows = judge(plain, guided, prompts, seeds, held)
+    for j, v in enumerate(rows):
+        v.extra = {"loss_plain": float(l0[j]), "loss_guided": float(l1[j])}
     return rows
 
 
 def eval_colour(model, items, target: str, settings: dict, steps: int = 30, w: float = 3.0) -> list[Verdict]:
-    """Colour guidance towards the named colour ``target`` on CFG samples of each prompt (w = 3)."""
+    """Colour guidance towards the named colour ``target`` on CFG samples of each prompt (w = 3), one batch."""
     settings = dict(settings)
     scale = settings.pop("scale")
     rgb = tuple(c / 255 for c in COLORS[target])
-    rows = []
-    for prompt, ss in _by_prompt(items).items():
-        seeds = [s for s, _ in ss]
-        kw = dict(guidance_scale=w, num_inference_steps=steps, sampler="DDIM", latents=_latents(model, seeds))
-        with torch.no_grad():
-            plain = sample(model, [prompt] * len(seeds), **kw)
-        guided = sample(model, [prompt] * len(seeds), cond_fn=LG.color_guidance(rgb, scale, **settings), **kw)
-        rows += judge(plain, guided, prompt, seeds, ss[0][1], target_color=target)
-    return rows
+    prompts, seeds, held, kw = _batch(model, items)
+    kw.update(guidance_scale=w, num_inference_steps=steps)
+    with torch.no_grad():
+        plain = sample(model, prompts, **kw)
+    guided = sample(model, prompts, cond_fn=LG.color_guidance(rgb, scale, **settings), **kw)
+    return judge(plain, guided, prompts, seeds, held, target_color=target)
 
 
 @torch.no_grad()
 def eval_cfg(model, items, ws=(0.0, 1.0, 3.0, 7.5), steps: int = 30) -> list[dict]:
     """CFG at each w, judged: shape, colour and background all as named, and roughness."""
+    prompts, seeds, _, kw = _batch(model, items)
+    kw.update(num_inference_steps=steps)
     out = []
     for w in ws:
-        hit, rough = [], []
-        for prompt, ss in _by_prompt(items).items():
-            seeds = [s for s, _ in ss]
-            img = sample(model, [prompt] * len(seeds), guidance_scale=w, num_inference_steps=steps,
-                         sampler="DDIM", latents=_latents(model, seeds))
-            want = expected(prompt)
-            hit += [all(want[k] is None or got[k] == want[k] for k in want) for got in classify_by_rendering(img)]
-            rough += roughness(img).tolist()
-        out.append({"w": w, "match": sum(hit) / len(hit), "rough": statistics.median(rough)})
+        img = sample(model, prompts, guidance_scale=w, **kw)
+        hit = [all(want[k] is None or got[k] == want[k] for k in want)
+               for want, got in zip(map(expected, prompts), classify_by_rendering(img))]
+        out.append({"w": w, "match": sum(hit) / len(hit), "rough": statistics.median(roughness(img).tolist())})
     return out
 
 
@@ -224,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.models import ModelRegistry
 
     reg = ModelRegistry("cpu")
-    model, clip = reg.diffusion(), reg.clip()
+    model = reg.diffusion()
     items, t0 = pairs(args.quick), time.time()
     sections = set(args.sections.split(","))
     if "clip" in sections:
@@ -232,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.clip_settings.split(","):
             preset = LG.CLIP_PRESETS[name]
             enc = reg.noisy_clip() if preset.get("noise_aware") else None
-            res[f"{name} ({LG.describe_clip(preset)})"] = rows = eval_clip(model, clip, items, preset, args.steps, enc)
+            res[f"{name} ({LG.describe_clip(preset)})"] = rows = eval_clip(model, reg.clip(preset.get("clip")), items,
+                                                                           preset, args.steps, enc)
             if args.verbose:
                 for r in rows:
                     print(f"   {name:8} {r.prompt!r:45} seed {r.seed}: {r.guided}  rough {r.rough_plain:.1f} → "

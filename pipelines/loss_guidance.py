@@ -56,12 +56,15 @@ COLOUR_SCALE_DEFAULT = 400.0  # the playground's default (docs/measurements.md, 
 MAX_CUTOUTS = 64
 
 # Named settings, chosen by the rendering judge (``python -m pipelines.guidance_judge``; docs/measurements.md).
-# "naive" is the old tab default, kept as the lesson: it lowers the CLIP loss by drawing adversarial noise.
+# "naive" is the old tab default (scale 200 on the raw gradient, "naive_raw") as a unit-RMS step, kept as the
+# lesson: it lowers the CLIP loss by drawing adversarial noise. "noisy": the noise-aware tower's best setting.
 CLIP_PRESETS: dict[str, dict] = {
-    "naive": {"scale": 200.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4},
-    # best of the levers measured so far on the tuned pairs (issue 15's 75 % target not reached; see the report)
-    "default": {"scale": 0.3, "scaling": "none", "normalize": True, "noise_aware": True, "guide_range": (0.0, 0.3),
-                "smooth": 4},
+    "naive": {"scale": 2.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4, "normalize": True},
+    "naive_raw": {"scale": 200.0, "scaling": "sqrt_alpha_bar", "n_cutouts": 4},
+    "noisy": {"scale": 0.3, "scaling": "none", "normalize": True, "noise_aware": True, "guide_range": (0.0, 0.3),
+              "smooth": 4},
+    "default": {"scale": 0.3, "scaling": "none", "normalize": True, "n_cutouts": 8, "through_unet": True,
+                "guide_range": (0.0, 0.3), "smooth": 4, "clip": "toy-clip-natural (bundled)"},
 }
 COLOUR_PRESETS: dict[str, dict] = {
     "default": {"scale": COLOUR_SCALE_DEFAULT, "scaling": "sqrt_alpha_bar"},
@@ -74,7 +77,8 @@ def describe_clip(preset: dict) -> str:
     """One line naming a CLIP preset's levers."""
     p = {"n_cutouts": 4, "scaling": "sqrt_alpha_bar", "normalize": False, "guide_range": (0.0, 1.0), **preset}
     parts = [f"scale {p['scale']:g}", f"× {SCALINGS[p['scaling']]}"]
-    parts.append("noise-aware tower on x_t" if p.get("noise_aware") else f"{p['n_cutouts']} cutouts of x̂0")
+    parts.append("noise-aware tower on x_t" if p.get("noise_aware") else f"{p['n_cutouts']} cutouts of x̂0"
+                 + (" (gradient through the UNet)" if p.get("through_unet") else ""))
     if p["normalize"]:
         parts.append("unit-RMS gradient")
     if p.get("smooth", 1) > 1:
@@ -208,6 +212,14 @@ def make_cutouts(images: torch.Tensor, n: int, cut_size: int, generator: torch.G
     return torch.cat(cuts)  # [n * B, 3, S, S]
 
 
+def _prompt_embeddings(clip, prompt: str | Sequence[str]) -> torch.Tensor:
+    """One prompt (``[1, D]``, shared by the batch) or one per image (``[B, D]``), unit text embeddings."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or not all(str(p).strip() for p in prompts):
+        raise ValueError("CLIP guidance needs a prompt to steer towards")
+    return clip.encode_text([str(p) for p in prompts])
+
+
 class ClipLoss:
     """Per-image CLIP loss: mean over ``n_cutouts`` cutouts of the spherical distance between
     the cutout's CLIP image embedding and the prompt's text embedding.
@@ -217,16 +229,13 @@ class ClipLoss:
     ``[B]``. ``n_cutouts = 0`` scores the whole image once (deterministic).
     """
 
-    def __init__(self, clip, prompt: str, n_cutouts: int = 4, generator: torch.Generator | None = None,
-                 min_frac: float = 0.75):
-        if not str(prompt).strip():
-            raise ValueError("CLIP guidance needs a prompt to steer towards")
+    def __init__(self, clip, prompt: str | Sequence[str], n_cutouts: int = 4,
+                 generator: torch.Generator | None = None, min_frac: float = 0.75):
         self.clip = clip
-        self.prompt = str(prompt)
         self.n = validation.integer("cutouts", n_cutouts, 0, MAX_CUTOUTS)
         self.generator = generator if generator is not None else torch.Generator("cpu").manual_seed(0)
         self.min_frac = float(min_frac)
-        self.text = clip.encode_text([self.prompt])  # [1, D], unit
+        self.text = _prompt_embeddings(clip, prompt)  # [1 or B, D], unit
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
@@ -249,10 +258,8 @@ class NoisyClipLoss:
 
     on_x_t = True
 
-    def __init__(self, encoder, clip, prompt: str):
-        if not str(prompt).strip():
-            raise ValueError("CLIP guidance needs a prompt to steer towards")
-        self.encoder, self.text = encoder, clip.encode_text([str(prompt)])  # [1, D], unit
+    def __init__(self, encoder, clip, prompt: str | Sequence[str]):
+        self.encoder, self.text = encoder, _prompt_embeddings(clip, prompt)  # [1 or B, D], unit
 
     def __call__(self, x_t: torch.Tensor, t) -> torch.Tensor:
         tt = torch.as_tensor(t, device=x_t.device).flatten().expand(x_t.shape[0])  # [B]
@@ -260,8 +267,9 @@ class NoisyClipLoss:
 
 
 @torch.no_grad()
-def final_clip_loss(clip, images: torch.Tensor, prompt: str) -> torch.Tensor:
-    """Spherical distance loss of whole images ``[B, 3, H, W]`` (no cutouts) to ``prompt`` -> ``[B]``."""
+def final_clip_loss(clip, images: torch.Tensor, prompt: str | Sequence[str]) -> torch.Tensor:
+    """Spherical distance loss of whole images ``[B, 3, H, W]`` (no cutouts) to ``prompt`` (one, or one
+    per image) -> ``[B]``."""
     return ClipLoss(clip, prompt, n_cutouts=0)(images)
 
 
@@ -424,7 +432,7 @@ def guided_vs_unguided(model, prompt: str, make_hook: Callable[[float], LossGuid
         yield base, ref, rec, hook
 
 
-def clip_guidance(clip, prompt: str, scale: float, *, n_cutouts: int = 4, scaling: str = "sqrt_alpha_bar",
+def clip_guidance(clip, prompt: str | Sequence[str], scale: float, *, n_cutouts: int = 4, scaling: str = "sqrt_alpha_bar",
                   generator: torch.Generator | None = None, min_frac: float = 0.75, apply: str = "x_t",
                   through_unet: bool = False, keep_maps: bool = False, noisy_encoder=None,
                   normalize: bool = False, guide_range: tuple[float, float] = (0.0, 1.0),
@@ -433,9 +441,11 @@ def clip_guidance(clip, prompt: str, scale: float, *, n_cutouts: int = 4, scalin
 
     Without ``noisy_encoder``: :class:`ClipLoss` over cutouts of x̂0 (the HF class's recipe). With it
     (a noise-aware image tower, e.g. ``noisy_clip.load()``): :class:`NoisyClipLoss` on x_t and t.
-    ``generator`` drives the cutouts only (default: a fresh one seeded 0, so runs repeat).
+    ``generator`` drives the cutouts only (default: a fresh one seeded 0, so runs repeat). ``prompt``: one
+    text, or one per image of the batch (the judge's batched runs).
     """
-    prompt = validation.prompt(prompt, "CLIP prompt")
+    prompt = (validation.prompt(prompt, "CLIP prompt") if isinstance(prompt, str)
+              else [validation.prompt(p, "CLIP prompt") for p in prompt])
     if noisy_encoder is not None:
         loss = NoisyClipLoss(noisy_encoder, clip, prompt)
     else:

@@ -10,6 +10,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
 TOY_CLIP_NATURAL_DIR = ASSETS / "toy-clip-natural"  # text tower also tuned on captions as people write them
+TOY_CLIP_NATURAL = "toy-clip-natural (bundled)"  # its registry name (the CLIP tab's default: issue 15)
 # The digits (kind "digits", 1-channel, class labels as the condition) open in the viewer and the guidance tab
 # only: ``ModelRegistry.diffusion_names(digits=True)`` lists them; SESSION_DIGITS is the model a user trained
 # in the "Train your own" tab and sent on (kept per session by ``pipelines.serving.session_models``).
@@ -73,5 +74,8 @@ DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
 DEFAULT_CLIP_SPECS: tuple[ClipSpec, ...] = (
     ClipSpec("toy-clip (bundled)", "toy-clip", str(TOY_CLIP_DIR / "open_clip_model.safetensors"),
              "Tiny CLIP trained on the toy world; offline.", str(TOY_CLIP_DIR / "toy-clip.json")),
+    ClipSpec(TOY_CLIP_NATURAL, "toy-clip", str(TOY_CLIP_NATURAL_DIR / "open_clip_model.safetensors"),
+             "toy-clip with its text tower tuned on captions as people write them (the same image tower); offline.",
+             str(TOY_CLIP_NATURAL_DIR / "toy-clip.json")),
     ClipSpec("ViT-B-32 / openai (hub)", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32; needs network.", hub=True),
 )

@@ -91,8 +91,8 @@ def test_colour_with_and_without(client):
 
 @pytest.mark.parametrize("mode", [UNCOND, COND])
 def test_clip_guidance_run(client, mode):
-    gallery, loss_plot, heat, md = client.predict(CLIP, MODEL, PROMPT, mode, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0,
-                                                  "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1,
+    gallery, loss_plot, heat, md = client.predict(CLIP, MODEL, PROMPT, mode, "", 3.0, 2, 2.0, "sqrt_alpha_bar", 4, 0,
+                                                  "plain CLIP (scores cutouts of x̂0)", True, 1.0, 1,
                                                   api_name="/clip_guidance_run")
     assert len(gallery) == 2 and loss_plot is not None and heat is not None
     assert "Final CLIP loss" in md and "Judged by rendering" in md and "roughness" in md
@@ -102,7 +102,17 @@ def test_clip_guidance_run(client, mode):
     assert np.abs(_img(gallery[0]["image"]) - _img(gallery[1]["image"])).mean() > 1  # and changed the image
 
 
-def test_clip_guidance_defaults_use_the_noise_aware_tower_and_report_the_judge(client):
+def test_clip_guidance_defaults_run_through_the_unet_and_report_the_judge(client):
+    from demos.clip_guidance import DEFAULT, TOWERS, preset_values
+
+    cuts, scale, scaling, tower, norm, end, smooth = preset_values(DEFAULT)
+    assert tower == TOWERS[2] and DEFAULT["clip"] == "toy-clip-natural (bundled)"
+    gallery, _, _, md = client.predict(DEFAULT["clip"], MODEL, PROMPT, UNCOND, "", 3.0, cuts, scale, scaling, 6, 0,
+                                       tower, norm, end, smooth, api_name="/clip_guidance_run")
+    assert len(gallery) == 2 and "gradient through the UNet" in md and "Judged by rendering" in md
+
+
+def test_clip_guidance_noise_aware_tower_reports_the_judge(client):
     gallery, _, _, md = client.predict(CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 4, 0.3, "none", 6, 0,
                                        "noise-aware (toy-clip-noisy, scores x_t)", True, 0.3, 4,
                                        api_name="/clip_guidance_run")
@@ -116,7 +126,7 @@ def test_colour_through_the_unet_reports_its_cost(client):
 
 def test_clip_hub_model_offline_gives_a_clear_message(client):
     with pytest.raises(AppError, match="network"):
-        client.predict("ViT-B-32 / openai (hub)", MODEL, PROMPT, UNCOND, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0,
+        client.predict("ViT-B-32 / openai (hub)", MODEL, PROMPT, UNCOND, "", 3.0, 2, 1.0, "sqrt_alpha_bar", 4, 0,
                        api_name="/clip_guidance_run")
 
 
@@ -125,7 +135,8 @@ def test_clip_hub_model_offline_gives_a_clear_message(client):
     ("/guidance_generate", (MODEL, PROMPT, "", 5.0, 1e9, "DDIM", 0), "steps|maximum"),
     ("/guidance_decompose", (MODEL, PROMPT, "", 5.0, 4, "DDIM", 0, 9), "step must be between 1 and 4"),
     ("/guidance_colour", (MODEL, PROMPT, "not a colour", 60, "sqrt_alpha_bar", 4, 0), "colour"),
-    ("/clip_guidance_run", (CLIP, MODEL, "  ", UNCOND, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0), "prompt"),
+    ("/clip_guidance_run", (CLIP, MODEL, "  ", UNCOND, "", 3.0, 2, 1.0, "sqrt_alpha_bar", 4, 0), "prompt"),
+    ("/clip_guidance_run", (CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 2, 200, "sqrt_alpha_bar", 4, 0), "maximum"),
 ])
 def test_bad_input_is_reported(client, api, args, match):
     with pytest.raises(AppError, match=match):
@@ -150,7 +161,7 @@ def _raw_call(app_url: str, api: str, data_json: str) -> str:
     ("guidance_tradeoff", [MODEL, PROMPT, "", "NaN", "DDIM", 0, 2]),
     ("guidance_colour", [MODEL, PROMPT, "#00ff00", "Infinity", "sqrt_alpha_bar", 4, 0, False]),
     ("clip_guidance_run", [CLIP, MODEL, PROMPT, UNCOND, "", 3.0, 2, "NaN", "sqrt_alpha_bar", 4, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1]),
-    ("clip_guidance_run", [CLIP, MODEL, PROMPT, COND, "", "-Infinity", 2, 100, "sqrt_alpha_bar", 4, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1]),
+    ("clip_guidance_run", [CLIP, MODEL, PROMPT, COND, "", "-Infinity", 2, 1.0, "sqrt_alpha_bar", 4, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1]),
 ])
 def test_nan_and_inf_through_raw_http_get_a_clear_error(app_url, api, data):
     body = json.dumps(data).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity").replace('"-Infinity"', "-Infinity")

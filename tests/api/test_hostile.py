@@ -236,7 +236,7 @@ def _numeric_calls(app_url: str, f: dict) -> dict[str, tuple[list, list[int]]]:
         "guidance_decompose": ([MODEL, P, "", 5.0, 2, "DDIM", 0, 1], [3, 4, 6, 7]),
         "guidance_tradeoff": ([MODEL, P, "", 2, "DDIM", 0, 2], [3, 5, 6]),
         "guidance_colour": ([MODEL, P, "#00ff00", 60, "sqrt_alpha_bar", 2, 0, False], [3, 5, 6]),
-        "clip_guidance_run": ([CLIP, MODEL, P, UNCOND, "", 3.0, 2, 100, "sqrt_alpha_bar", 2, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1],
+        "clip_guidance_run": ([CLIP, MODEL, P, UNCOND, "", 3.0, 2, 1.0, "sqrt_alpha_bar", 2, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1],
                               [5, 6, 7, 9, 10]),
         "inpaint": ([MODEL, ed, P, "", 5.0, 5, "DDIM", 0, 1, 2], [4, 5, 7, 8, 9]),
         "sketch": ([MODEL, sk, P, 0.6, 5.0, 5, 0], [3, 4, 5, 6]),
@@ -309,8 +309,8 @@ def _prompt_calls(prompt: str) -> dict[str, tuple]:
         "/viewer_run": (MODEL, prompt, "", "DDIM", 2, 0.0, 0, 3.0, False, None, 0.6),
         "/sampler_race": (MODEL, prompt, 3.0, 1, True, "DDIM", 2, True, "DDPM", 2, False, "DDIM", 2, False, "DDIM", 2),
         "/guidance_colour": (MODEL, prompt, "#00ff00", 60, "sqrt_alpha_bar", 2, 0),
-        "/clip_guidance_run": (CLIP, MODEL, prompt, UNCOND, "", 3.0, 2, 100, "sqrt_alpha_bar", 2, 0),
-        "/clip_guidance_run#base": (CLIP, MODEL, P, "conditional (base prompt + CFG)", prompt, 3.0, 2, 100,
+        "/clip_guidance_run": (CLIP, MODEL, prompt, UNCOND, "", 3.0, 2, 1.0, "sqrt_alpha_bar", 2, 0),
+        "/clip_guidance_run#base": (CLIP, MODEL, P, "conditional (base prompt + CFG)", prompt, 3.0, 2, 1.0,
                                     "sqrt_alpha_bar", 2, 0),
     }
 

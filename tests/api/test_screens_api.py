@@ -202,7 +202,7 @@ def test_clip_play_shows_both_runs_in_lock_step(client):
     from demos.clip_guidance import BASE_MODES
 
     job = client.submit("toy-clip (bundled)", DEFAULT_DIFFUSION_SPECS[0].name, "a red circle on a white background", BASE_MODES[0], "",
-                        3.0, 2, 200, "sqrt_alpha_bar", 3, 0, "plain CLIP (scores cutouts of x̂0)", False, 1.0, 1,
+                        3.0, 2, 2.0, "sqrt_alpha_bar", 3, 0, "plain CLIP (scores cutouts of x̂0)", True, 1.0, 1,
                             api_name="/clip_guidance_run")
     job.result(timeout=300)
     final_gallery = job.outputs()[-1][0]

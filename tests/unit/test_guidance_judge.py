@@ -164,3 +164,30 @@ def test_colour_gradient_through_the_unet_matches_finite_differences(toy):
         # and it differs from the ε-held-fixed gradient (the UNet's Jacobian matters)
     finally:
         model.unet.float()
+
+
+class ColourClip:
+    """A CLIP that reads the mean colour: text "r"/"g"/"b" -> that axis; image -> its mean RGB (unit)."""
+
+    image_size = 32
+
+    def encode_text(self, prompts):
+        axes = {"r": 0, "g": 1, "b": 2}
+        return torch.eye(3)[[axes[p] for p in prompts]]  # [B, 3]
+
+    def encode_image(self, x):
+        return torch.nn.functional.normalize(((x + 1) / 2).mean(dim=(2, 3)) + 1e-3, dim=-1)
+
+
+def test_clip_loss_with_one_prompt_per_image_equals_each_prompt_alone():
+    """The judge's batched runs: image b is scored (and steered) towards prompt b only."""
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    batched = LG.ClipLoss(ColourClip(), ["r", "g", "b"], n_cutouts=0)(x)
+    alone = torch.cat([LG.ClipLoss(ColourClip(), p, n_cutouts=0)(x[i:i + 1]) for i, p in enumerate("rgb")])
+    assert torch.allclose(batched, alone) and not torch.allclose(batched, LG.ClipLoss(ColourClip(), "r", 0)(x))
+    # the gradient of image b comes from its own prompt: pushing towards red raises image 0's red channel
+    xg = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(LG.ClipLoss(ColourClip(), ["r", "g", "b"], n_cutouts=0)(xg).sum(), xg)[0]
+    assert [int(grad[b].mean(dim=(1, 2)).argmin()) for b in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="prompt"):
+        LG.ClipLoss(ColourClip(), ["r", "  "])
