@@ -17,12 +17,9 @@ update (``x_t``)      x_t ← x_t − s · factor · ∇_{x_t} L              [B
 update (``eps``)      ε̂ = ε + sqrt(1−ᾱ_t) · s · factor · ∇ L        (Dhariwal & Nichol, Alg. 2)
 ====================  =============================================  ========================
 
-ᾱ is always read from the hook context (``ctx.alpha_bar``), computed from the *timestep* t. Seed 000
-runs ``set_timesteps(1000)`` and reads ``alphas_cumprod[i]`` with the loop counter i, so its factor is
-sqrt(ᾱ) at 999 − t: full strength at the noisiest step, almost none at the end, backwards.
-
-CLIP cutouts draw from their own ``torch.Generator`` so guided and unguided runs with the same seed start
-from the same noise and stay comparable.
+ᾱ is read from the hook context (``ctx.alpha_bar``), from the *timestep* t. Seed 000 reads ``alphas_cumprod[i]``
+with the loop counter i of ``set_timesteps(1000)``: sqrt(ᾱ) at 999 − t, strongest at the noisiest step (backwards).
+CLIP cutouts draw from their own ``torch.Generator``: guided and unguided runs of one seed start from one noise.
 """
 
 from __future__ import annotations
@@ -95,9 +92,7 @@ def describe_colour(preset: dict) -> str:
             + ("through the UNet" if p["through_unet"] else "ε held fixed"))
 
 
-# ======================================================================================
-# Loss guidance: colour and CLIP
-# ======================================================================================
+# ---- Loss guidance: colour and CLIP ----
 
 
 def step_factor(scaling: str, alpha_bar: float, mirrored_alpha_bar: float | None = None) -> float:
