@@ -266,6 +266,8 @@ def test_clip_guidance_steps_aside_inside_a_step_and_gives_the_same_image(toy, t
 
     steps = 4
     x0 = torch.randn(1, *toy.sample_shape, generator=gen(7))
+    # UNet calls as plain turns (checkpoint), not stacked with the waiting request's (test_step_batching.py)
+    monkeypatch.setenv("DL_STEP_BATCHING", "0")
 
     def run():
         hook = LG.clip_guidance(toy_clip, "a red circle", 300.0, n_cutouts=4, generator=torch.Generator().manual_seed(0))
