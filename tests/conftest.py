@@ -82,7 +82,7 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    pg.goto(app_url)
-    pg.wait_for_selector("button[role=tab]")
+    pg.goto(app_url, timeout=180_000)  # the first load of a fresh app builds every tab's page: slow on a busy CPU
+    pg.wait_for_selector("button[role=tab]", timeout=180_000)
     yield pg
     context.close()
