@@ -29,9 +29,10 @@ RACE_LANES = [("DDPM", 100, True), ("DDIM", 25, True), ("DPM-Solver++", 10, True
 FLOW_RACE_LANES = [("Euler", 28, True), ("Euler", 8, True), ("Euler, shift 3", 8, True), ("Euler, stochastic", 28, False)]
 
 
-def _sampler(name: str) -> str:
-    if name not in SAMPLERS and name not in FLOW_SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLER_NAMES} (flow models: {FLOW_NAMES})")
+def _sampler(name: str, what: str = "sampler") -> str:
+    # the race's lane dropdowns take typed values (flow names), so gradio does not check them
+    if not isinstance(name, str) or (name not in SAMPLERS and name not in FLOW_SAMPLERS):
+        raise ValueError(f"{what}: unknown sampler {name!r}; choose one of {SAMPLER_NAMES} (flow models: {FLOW_NAMES})")
     return name
 
 
@@ -84,7 +85,7 @@ def _race_entries(*rows) -> list[tuple[str, int]]:
     for k in range(0, len(rows), 3):
         on, sampler, steps = rows[k:k + 3]
         if on:
-            entries.append((_sampler(sampler), validation.integer(f"steps of race lane {k // 3 + 1}", steps, 1,
+            entries.append((_sampler(sampler, f"sampler of race lane {k // 3 + 1}"), validation.integer(f"steps of race lane {k // 3 + 1}", steps, 1,
                                                                   MAX_STEPS)))
     if not 2 <= len(entries) <= 4:
         raise ValueError(f"Tick 2 to 4 samplers for the race (got {len(entries)}).")
