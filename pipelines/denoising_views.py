@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from pipelines import validation
 from pipelines.models import DiffusionModel
+from pipelines.theory import elbo
 from pipelines.toyworld.render_judge import JUDGE_SIZE, locate_by_rendering
 
 VARIANCE_TYPES = {"β̃ (posterior, fixed_small)": "fixed_small", "β (forward, fixed_large)": "fixed_large"}
@@ -98,11 +99,9 @@ def reverse_variances(alphas_cumprod: torch.Tensor, timesteps) -> dict[str, np.n
     """
     ac = alphas_cumprod.double()
     ts = [int(t) for t in timesteps]
-    prev = ts[1:] + [-1]
-    a_t = torch.stack([ac[t] for t in ts])
-    a_prev = torch.stack([ac[p] if p >= 0 else torch.tensor(1.0, dtype=torch.float64) for p in prev])
-    beta = 1.0 - a_t / a_prev
-    return {"t": np.array(ts), "beta": beta.numpy(), "beta_tilde": ((1.0 - a_prev) / (1.0 - a_t) * beta).numpy()}
+    pairs = [(float(ac[t]), float(ac[p]) if p >= 0 else 1.0) for t, p in zip(ts, ts[1:] + [-1])]
+    return {"t": np.array(ts), **{c: np.array([elbo.reverse_variance(a, ap, c) for a, ap in pairs])
+                                  for c in ("beta", "beta_tilde")}}
 
 
 # ------------------------------------------------------------------ sampling at another size
