@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-python3.11}"
+if [ -x .venv/bin/python ] && ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    echo "== .venv has no pip (an interrupted set-up?): making it again"
+    rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
     command -v "$PYTHON" >/dev/null || { echo "error: $PYTHON not found (Python 3.11 is required)" >&2; exit 1; }
     echo "== creating .venv with $PYTHON"

@@ -117,7 +117,9 @@ def test_blur_matches_scipy_and_sigma_zero_is_identity():
 def test_hybrid_reduces_to_plain_cfg_with_sigma_zero_or_one_prompt(toy):
     ref = loop.sample(toy, A, num_inference_steps=4, guidance_scale=3.0, generator=gen())
     flat = loop.sample(toy, combiner=NT.hybrid(toy, A, B, sigma=0.0), num_inference_steps=4, generator=gen())
-    assert torch.equal(flat, ref)  # σ = 0: lowpass = identity, so the far prompt alone
+    # σ = 0: lowpass = identity, so the far prompt alone; equal up to float rounding (the hybrid runs both
+    # prompts' CFG pairs in one batch of 4, plain CFG a batch of 2: ~3e-6 apart, README "Determinism")
+    assert (flat - ref).abs().max() < 1e-4
     same = loop.sample(toy, combiner=NT.hybrid(toy, A, A, sigma=2.0), num_inference_steps=4, generator=gen())
     assert (same - ref).abs().max() < 1e-5  # lp(ε) + hp(ε) = ε
     mixed = loop.sample(toy, combiner=NT.hybrid(toy, A, B, sigma=2.0), num_inference_steps=4, generator=gen())
