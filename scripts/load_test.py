@@ -48,7 +48,7 @@ def jobs(samples: list[str]):
         "guidance_generate": ("/guidance_generate",
                               lambda s: (MODEL, "a red circle on a white background", "", 5.0, 4, "DDIM", s)),
         "clip_guidance_run": ("/clip_guidance_run",
-                              lambda s: (CLIP, MODEL, "a blue square", "unconditional (empty prompt)", "", 3.0, 2, 100,
+                              lambda s: (CLIP, MODEL, "a blue square", "unconditional (empty prompt)", "", 3.0, 2, 0.3,
                                          "sqrt_alpha_bar", 3, s)),
         "inpaint_mask": ("/inpaint_mask", lambda s: (editor(samples[s % len(samples)]),)),
     }

@@ -121,6 +121,10 @@ class TracedForward:
     def __call__(self, sample, timestep, encoder_hidden_states=None, *args, return_dict: bool = True, **kwargs):
         key = None
         if not args and not kwargs and enabled() and not torch.is_grad_enabled():
+            if isinstance(timestep, torch.Tensor) and timestep.dim() == 0 and isinstance(sample, torch.Tensor):
+                # as [B] (the UNet broadcasts a 0-d one the same way): a call alone and the same shape stacked with
+                # other requests' calls (per-sample timesteps) share one graph, so the first stack traces nothing
+                timestep = timestep.expand(sample.shape[0])
             key = self._signature(sample, timestep, encoder_hidden_states)
         graph = self._graph(key, (sample, timestep, encoder_hidden_states)) if key is not None else None
         if graph is None:

@@ -124,3 +124,16 @@ def test_after_a_weight_change_clear_retraces_with_the_new_weights(toy):
     finally:
         unet.load_state_dict(saved)
         fwd.clear()
+
+
+def test_scalar_and_per_sample_timesteps_share_one_graph(toy):
+    """A call alone passes a 0-d timestep; the same call stacked with other requests' calls passes per-sample
+    timesteps [B] (compute_thread.batched). Both must run one traced graph with the same output, or the first
+    stacked call of each shape traces anew inside a turn (a 1-2 s hold, scripts/abuse.py --only latency)."""
+    fwd = copy.deepcopy(toy.unet).forward  # an empty graph cache of its own
+    x, emb = cfg_inputs(toy)
+    with torch.no_grad():
+        scalar = fwd(x, torch.tensor(500), encoder_hidden_states=emb, return_dict=False)[0]
+        per_sample = fwd(x, torch.tensor([500, 500]), encoder_hidden_states=emb, return_dict=False)[0]
+    assert len(fwd._graphs) == 1
+    assert torch.equal(scalar, per_sample)
