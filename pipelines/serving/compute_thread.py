@@ -207,6 +207,9 @@ def _scheduler(threads: int, started: threading.Event) -> None:
         job.budget.used += time.process_time() - job.t_in
         _state["current"] = None
         if not job.glet.dead:
+            with _cond:  # requests that arrived during its turn are waiting now too: they go first
+                _ready.extend(_incoming)
+                _incoming.clear()
             _ready.append(job)  # its next turn comes after everyone waiting now
 
 

@@ -26,6 +26,7 @@ import torch
 
 from pipelines import validation
 from pipelines.models.tinyclip import text_token_features
+from pipelines.serving import compute_thread
 from pipelines.toyworld.train_unet import loss_target_and_weight
 from pipelines.toyworld.world import NEW_SHAPES, make_batch, render_batch, sample_scene, training_caption
 
@@ -125,8 +126,10 @@ class FineTuner:
             pred = self.unet(x_t, t, self.features(caps)).sample
             target, w = loss_target_and_weight(self.scheduler, x0, noise, t, cfg.snr_gamma)
             loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+            compute_thread.checkpoint()  # a step is ~0.9 s on one core: forward and backward are turns of their own
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            compute_thread.checkpoint()
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.opt.step()
             self.step += 1
