@@ -141,10 +141,22 @@ def training_vocabulary(model) -> frozenset[int] | None:
     """Ids of every word piece in the bundled model's training captions (None for other models).
 
     The captions are the toy world's (:func:`pipelines.toyworld.world.training_caption`): every shape,
-    colour, background and size in the sentence templates of :meth:`Scene.caption`."""
+    colour, background and size in the sentence templates of :meth:`Scene.caption`; for a model trained on
+    captions as people write them (``model.captions == "natural"``) also every word of
+    :func:`pipelines.toyworld.captions.training_words`."""
     if getattr(model, "kind", None) != "toy":
         return None
-    return _toy_vocabulary(_tokenizer(model))
+    vocab = _toy_vocabulary(_tokenizer(model))
+    if getattr(model, "captions", "template") == "natural":
+        vocab = vocab | _natural_vocabulary(_tokenizer(model))
+    return vocab
+
+
+@lru_cache(maxsize=4)
+def _natural_vocabulary(tok) -> frozenset[int]:
+    from pipelines.toyworld.captions import training_words
+
+    return frozenset(i for w in sorted(training_words()) for i in _encode(tok, w))
 
 
 @lru_cache(maxsize=4)

@@ -90,6 +90,7 @@ class DiffusionModel:
     tokenizer: object | None = None
     encode_pooled: Callable[[list[str]], torch.Tensor] | None = None
     encode_weighted: Callable[[list[str], torch.Tensor], torch.Tensor] | None = None
+    captions: str = "template"  # bundled toy models: the captions it was trained on (its vocabulary)
 
     @property
     def conditional(self) -> bool:
@@ -215,9 +216,11 @@ def toy_clip_config(folder: str | Path) -> Path:
 
 
 def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torch.device,
-                       name: str = "toy-sd", clip: ClipModel | None = None) -> DiffusionModel:
+                       name: str = "toy-sd", clip: ClipModel | None = None,
+                       captions: str = "template") -> DiffusionModel:
     """Load a bundled text-conditional pixel model: ``folder/unet``, ``folder/scheduler``
-    and the tiny CLIP in ``clip_folder`` as the (frozen) text encoder (``clip``: already loaded)."""
+    and the tiny CLIP in ``clip_folder`` as the (frozen) text encoder (``clip``: already loaded).
+    ``captions``: what it was trained on ("template" or "natural"), for the tokens view's vocabulary."""
     from diffusers import UNet2DConditionModel
 
     from pipelines.models import traced_unet
@@ -244,7 +247,7 @@ def load_toy_diffusion(folder: str | Path, clip_folder: str | Path, device: torc
         return clip.model.encode_text(clip.tokenizer(list(prompts)).to(device))  # [B, embed_dim]
 
     return DiffusionModel(name, "toy", unet, sched_cfg, device, encode_prompt, tokenizer=clip.tokenizer,
-                          encode_pooled=encode_pooled, encode_weighted=encode_prompt)
+                          encode_pooled=encode_pooled, encode_weighted=encode_prompt, captions=captions)
 
 
 def load_pixel_hub(source: str, device: torch.device, name: str) -> DiffusionModel:
@@ -366,7 +369,8 @@ class ModelRegistry:
             if key not in self._cache:
                 if spec.kind == "toy":
                     self._cache[key] = load_toy_diffusion(spec.source, spec.clip_source, self.device, name,
-                                                          clip=self._toy_clip(spec.clip_source))
+                                                          clip=self._toy_clip(spec.clip_source),
+                                                          captions=spec.captions)
                 elif spec.kind == "pixel":
                     self._cache[key] = load_pixel_hub(spec.source, self.device, name)
                 elif spec.kind == "latent":

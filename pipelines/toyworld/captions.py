@@ -148,6 +148,17 @@ def captions_for(scenes: list[Scene], rng: random.Random, mode: str) -> list[Cap
     raise ValueError(f"unknown caption mode {mode!r}; expected 'template' or 'natural'")
 
 
+def training_words() -> set[str]:
+    """Every word and punctuation token of the natural training captions (training templates, old template,
+    prefixes, synonyms, size words, articles); never a word only the held-out templates use ("it")."""
+    words = all_words() | {"a", "an", "in", "background", ",", "."}
+    for text in list(TRAIN_TEMPLATES.values()) + list(PREFIXES):
+        for part in text.replace(",", " , ").split():
+            if not part.startswith("{"):
+                words.add(part)
+    return words
+
+
 def all_words() -> set[str]:
     """Every word the world's attributes can be written with (for tests and the model card)."""
     words = set(ALL_SHAPES) | set(COLORS)

@@ -70,6 +70,16 @@ def test_unseen_tokens_come_from_the_training_vocabulary(toy):
     assert A.find_tokens(view, "cyan") == [2, 3]
 
 
+def test_a_model_trained_on_natural_captions_has_their_words_in_its_vocabulary(toy):
+    import dataclasses
+
+    prompt = "A tiny red star against a grey background, in front of it."
+    assert [t.text for t in A.tokens(toy, prompt).unseen] == ["tiny", "against", "grey", ",", "in", "front", "of",
+                                                                 "it", "."]
+    natural = dataclasses.replace(toy, captions="natural")
+    assert [t.text for t in A.tokens(natural, prompt).unseen] == ["it"]  # "it": only a held-out phrasing has it
+
+
 def test_sd_tokens_equal_its_tokenizer_and_context_77(sd):
     view = A.tokens(sd, PROMPT)
     ref = sd.tokenizer([PROMPT], padding="max_length", max_length=77, truncation=True).input_ids[0]
