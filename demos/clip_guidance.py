@@ -67,11 +67,11 @@ def _figures(curves: dict, history: list[LG.GuidanceStep], n_steps: int) -> tupl
 
 
 def preset_values(preset: dict) -> list:
-    """A preset as the tab's (cutouts, scale, scaling, tower, normalize, guide_end, smooth) inputs."""
+    """A preset as the tab's (cutouts, scale, scaling, tower, normalize, guide_end, smooth, recur) inputs."""
     return [preset.get("n_cutouts", 4), preset["scale"], preset.get("scaling", "none"),
             TOWERS[0] if preset.get("noise_aware") else TOWERS[2 if preset.get("through_unet") else 1],
             bool(preset.get("normalize", False)),
-            float(preset.get("guide_range", (0.0, 1.0))[1]), int(preset.get("smooth", 1))]
+            float(preset.get("guide_range", (0.0, 1.0))[1]), int(preset.get("smooth", 1)), int(preset.get("recur", 1))]
 
 
 def verdict_markdown(prompt: str, plain: torch.Tensor, guided: torch.Tensor, f0: float, f1: float) -> str:
@@ -95,7 +95,8 @@ def verdict_markdown(prompt: str, plain: torch.Tensor, guided: torch.Tensor, f0:
 
 
 def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg_scale, n_cutouts, scale,
-             scaling, steps, seed, tower=TOWERS[0], normalize=False, guide_end=1.0, smooth=1, record: dict | None = None):
+             scaling, steps, seed, tower=TOWERS[0], normalize=False, guide_end=1.0, smooth=1, recur=1,
+             record: dict | None = None):
     """Unguided, then CLIP-guided at the same seed. Streams (gallery, loss plot, heatmap, markdown).
     With ``record`` (a dict), also keeps both runs' x̂0 per step there (``"without"``, ``"with"``: uint8
     ``[h, w, 3]`` lists, the final images last) for a side-by-side replay."""
@@ -107,6 +108,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     n, sd = validation.integer("steps", steps, 1, MAX_STEPS), validation.seed(seed)
     end = validation.number("guided share of the steps", guide_end, 0.05, 1.0)
     k = validation.integer("gradient smoothing (pixels)", smooth, 1, 16)
+    passes = validation.integer("passes per guided step", recur, 1, LG.MAX_RECUR)
     if not validation.prompt(prompt).strip():
         raise ValueError("Type a prompt for CLIP to steer towards.")
     if base_mode not in BASE_MODES:
@@ -129,7 +131,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
         return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0,
                                noisy_encoder=encoder, normalize=bool(normalize), guide_range=(0.0, end),
-                               smooth=k, through_unet=tower == TOWERS[2])
+                               smooth=k, through_unet=tower == TOWERS[2], recur=passes if guide_scale > 0 else 1)
 
     base = guided = ref = hook = None
     keep = record is not None
@@ -159,7 +161,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
     base_desc = f"conditional on “{base_text}”, CFG w = {w:g}" if conditional else "unconditional (empty prompt)"
     lever = LG.describe_clip({"scale": s, "scaling": scaling, "n_cutouts": cuts, "noise_aware": encoder is not None,
                               "normalize": bool(normalize), "guide_range": (0.0, end), "smooth": k,
-                              "through_unet": tower == TOWERS[2]})
+                              "through_unet": tower == TOWERS[2], "recur": passes})
     compute_thread.checkpoint()  # the rendering judge's verdict: a turn of its own
     md = (verdict_markdown(validation.prompt(prompt), base.image, guided.image, f0, f1) + "\n\n"
           f"Base model {base_desc}; {n} DDIM steps; seed {sd}; {lever}.\n\n"
@@ -283,6 +285,8 @@ def create(runtime) -> dict:
                                           label="guide only the first … of the steps")
                     smooth = gr.Slider(1, 16, value=DEFAULT.get("smooth", 1), step=1,
                                        label="smooth the gradient over k × k pixels")
+                    recur = gr.Slider(1, LG.MAX_RECUR, value=DEFAULT.get("recur", 1), step=1,
+                                      label="passes per guided step (time travel: step on, noise back, guide again)")
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
@@ -299,18 +303,18 @@ def create(runtime) -> dict:
     clip0, model0 = reg.default_clip, reg.default_diffusion
     clip_d = DEFAULT.get("clip", clip0)  # the defaults' CLIP (the naive example keeps toy-clip)
     fixed = [BASE_MODES[0], "", 3.0]
-    cuts_d, scale_d, scaling_d, tower_d, norm_d, end_d, sm_d = preset_values(DEFAULT)
-    cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n = preset_values(NAIVE)
+    cuts_d, scale_d, scaling_d, tower_d, norm_d, end_d, sm_d, rec_d = preset_values(DEFAULT)
+    cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n, rec_n = preset_values(NAIVE)
     inputs = [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed, tower,
-              normalize, guide_end, smooth]
+              normalize, guide_end, smooth, recur]
     gr.Examples([[clip_d, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
-                  tower_d, norm_d, end_d, sm_d],
+                  tower_d, norm_d, end_d, sm_d, rec_d],
                  [clip_d, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
-                  tower_d, norm_d, end_d, sm_d],
+                  tower_d, norm_d, end_d, sm_d, rec_d],
                  [clip0, model0, "a red circle on a white background", *fixed, cuts_n, scale_n, scaling_n, 30, 0,
-                  tower_n, norm_n, end_n, sm_n],
+                  tower_n, norm_n, end_n, sm_n, rec_n],
                  [clip0, model0, "a red circle on a white background", *fixed, cuts_n, 1.0, "seed_bug", 30, 0,
-                  tower_n, norm_n, end_n, sm_n]],
+                  tower_n, norm_n, end_n, sm_n, rec_n]],
                 inputs, [gallery, loss_plot, heat, md], fn=user_errors(functools.partial(clip_run, runtime)),
                 example_labels=["steers: red circle (defaults)", "steers: blue square (defaults)",
                                 f"fooled CLIP: the naive setting (scale {NAIVE['scale']:g} every step, plain tower)",
@@ -331,7 +335,8 @@ def create(runtime) -> dict:
     player.wire(play, "clip", show_pair, _count, traj, step, [gallery, md])
     return {"clip": clip_name, "model": model, "prompt": prompt, "base": base_mode, "base_prompt": base_prompt,
             "cfg": cfg, "cutouts": cuts, "scale": scale, "scaling": scaling, "steps": steps,
-            "seed": seed, "tower": tower, "normalize": normalize, "guide_end": guide_end, "smooth": smooth}  # lecture-mode URL keys
+            "seed": seed, "tower": tower, "normalize": normalize, "guide_end": guide_end, "smooth": smooth,
+            "recur": recur}  # lecture-mode URL keys
 
 
 if __name__ == "__main__":

@@ -47,9 +47,24 @@ HELD_OUT = ["an orange square", "A blue circle against a black background.", "a 
             "a green star", "Red triangle.", "a picture of a blue cross", "on a white background, a purple square",
             "a yellow circle in front of a gray background", "an orange circle on black"]
 
+# Written before any setting was run on them and never used to choose one: the check that a setting chosen on
+# TUNED + HELD_OUT generalises (other colour-shape pairs, phrasings and seeds; two held-out pairs of toy-sd).
+FRESH = ["a purple triangle on a white background", "An orange star.", "a red square against black",
+         "Small green circle on navy", "a cyan cross", "a yellow triangle with a gray background",
+         "On black, a pink star", "a blue triangle in front of a white background",
+         "a large red cross on a navy background", "Purple cross, black background.", "a green square",
+         "an orange triangle on a grey background", "a drawing of a pink square", "a cyan circle on white",
+         "A yellow cross against a navy background", "blue star on gray", "a tiny red star",
+         "a green triangle on a black background", "an image of a purple circle", "a cyan square on a navy background",
+         "A pink triangle.", "a white background with a blue circle", "an orange cross against white",
+         "a yellow square on black"]
 
-def pairs(quick: bool = False) -> list[tuple[str, int, bool]]:
-    """(prompt, seed, held_out) pairs: 2 seeds per tuned prompt, 1 per held-out phrasing (24; quick: 10)."""
+
+def pairs(quick: bool = False, fresh: bool = False) -> list[tuple[str, int, bool]]:
+    """(prompt, seed, held_out) pairs: 2 seeds per tuned prompt, 1 per held-out phrasing (24; quick: 10);
+    ``fresh``: the 24 :data:`FRESH` prompts, one seed each (all counted as held out)."""
+    if fresh:
+        return [(p, 3000 + i, True) for i, p in enumerate(FRESH)]
     tuned = [(p, 1000 + 10 * i + s, False) for i, p in enumerate(TUNED) for s in range(2)]
     held = [(p, 2000 + i, True) for i, p in enumerate(HELD_OUT)]
     return (tuned[::3] + held[::2]) if quick else tuned + held
@@ -213,6 +228,7 @@ def print_table(title: str, results: dict[str, list[Verdict]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 pairs instead of 24")
+    ap.add_argument("--fresh", action="store_true", help="the 24 FRESH pairs no setting was chosen on")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--sections", default="clip,colour,cfg", help="comma-separated subset")
     ap.add_argument("--clip-settings", default="naive,default", help=f"names from {list(LG.CLIP_PRESETS)}")
@@ -223,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
 
     reg = ModelRegistry("cpu")
     model = reg.diffusion()
-    items, t0 = pairs(args.quick), time.time()
+    items, t0 = pairs(args.quick, args.fresh), time.time()
     sections = set(args.sections.split(","))
     if "clip" in sections:
         res = {}

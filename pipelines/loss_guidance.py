@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -49,6 +50,7 @@ MAX_LOSS_SCALE = 10_000.0
 # No loss guidance below this ᾱ_t: x̂0 with ε held fixed moves 1/sqrt(ᾱ) ≥ 32x as far as x_t there
 # (docs/measurements.md, "Loss guidance near zero SNR").
 MIN_ALPHA_BAR = 1e-3
+MAX_RECUR = 8  # repeats per guided step: each costs one more guided step and two more model calls
 COLOUR_SCALE_DEFAULT = 400.0  # the playground's default (docs/measurements.md, "Colour guidance scale")
 MAX_CUTOUTS = 64
 
@@ -82,6 +84,8 @@ def describe_clip(preset: dict) -> str:
         parts.append(f"gradient smoothed over {p['smooth']} px")
     if tuple(p["guide_range"]) != (0.0, 1.0):
         parts.append(f"steps {p['guide_range'][0]:.0%}–{p['guide_range'][1]:.0%}")
+    if p.get("recur", 1) > 1:
+        parts.append(f"{p['recur']} passes per guided step (time travel)")
     return ", ".join(parts)
 
 
@@ -316,8 +320,14 @@ class LossGuidance:
 
     def __init__(self, loss_fn: Callable[[torch.Tensor], torch.Tensor], scale: float, *, scaling: str = "none",
                  apply: str = "x_t", through_unet: bool = False, keep_maps: bool = False,
-                 normalize: bool = False, guide_range: tuple[float, float] = (0.0, 1.0), smooth: int = 1):
+                 normalize: bool = False, guide_range: tuple[float, float] = (0.0, 1.0), smooth: int = 1,
+                 recur: int = 1, generator: torch.Generator | None = None):
         self.loss_fn = loss_fn
+        self.recur = validation.integer("repeats per guided step", recur, 1, MAX_RECUR)
+        if self.recur > 1 and apply != "x_t":
+            raise ValueError("repeats per guided step (time travel) need apply='x_t'")
+        # the re-noising of time travel draws from its own generator, so the request's noise stays the same
+        self.renoise = generator if generator is not None else torch.Generator("cpu").manual_seed(0)
         self.smooth = validation.integer("gradient smoothing (pixels)", smooth, 1, 16)
         self.scale = validation.number("guidance scale", scale, 0.0, MAX_LOSS_SCALE)
         step_factor(scaling, 1.0, 1.0)  # validates the name
@@ -354,6 +364,39 @@ class LossGuidance:
         return self.scale > 0.0 and ctx.alpha_bar >= MIN_ALPHA_BAR and lo <= frac < hi
 
     def __call__(self, ctx: GuidanceContext) -> GuidanceOutput | None:
+        out = self._once(ctx)
+        if out is None or self.recur == 1:
+            return out
+        eps = None
+        for _ in range(self.recur - 1):
+            # Universal Guidance's time travel (Bansal et al. 2023, Alg. 1, k > 1): step the guided sample on to
+            # the next timestep, noise it back to this one, guide again; each pass moves it a little further
+            # along the loss while the re-noising keeps it a sample the model knows how to denoise
+            x, eps, x0 = self._time_travel(ctx, out.x_t)
+            ctx = dataclasses.replace(ctx, x_t=x, eps=eps, pred_x0=x0)
+            out = self._once(ctx)
+        return GuidanceOutput(x_t=out.x_t, eps=eps)  # ε of the re-noised sample, the one the loop steps from
+
+    def _time_travel(self, ctx: GuidanceContext, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (at t) -> DDIM step to the next timestep s -> re-noised to t: x_t' = sqrt(ᾱ_t/ᾱ_s) x_s +
+        sqrt(1 − ᾱ_t/ᾱ_s) z (DDPM eq. 4 from s to t); returns (x_t', ε, x̂0) of the model at x_t'."""
+        sch = ctx.scheduler
+        if maths.space(sch) != "vp":
+            raise ValueError("repeats per guided step (time travel) need a DDPM-family schedule (not σ or flow)")
+        ts = [int(v) for v in sch.timesteps]
+        here = ts.index(int(ctx.t))
+        ab_t = float(ctx.alpha_bar)
+        ab_s = float(sch.alphas_cumprod[ts[here + 1]]) if here + 1 < len(ts) else 1.0
+        with torch.no_grad():
+            eps, x0 = ctx.predict(x)
+            x_s = math.sqrt(ab_s) * x0 + math.sqrt(1.0 - ab_s) * eps  # DDIM (η = 0) to s
+            ratio = ab_t / ab_s
+            z = maths.randn(x.shape, self.renoise, x.device, x.dtype)
+            x = math.sqrt(ratio) * x_s + math.sqrt(max(1.0 - ratio, 0.0)) * z
+            eps, x0 = ctx.predict(x)
+        return x, eps, x0
+
+    def _once(self, ctx: GuidanceContext) -> GuidanceOutput | None:
         # Other requests' turns between the UNet call and the loss, and between the loss's forward and
         # backward pass: each pass through CLIP over many cutouts can be as long as a UNet call.
         compute_thread.checkpoint()
@@ -395,8 +438,9 @@ class LossGuidance:
         return GuidanceOutput(grad=g)
 
     def losses(self) -> list[float]:
-        """Batch-mean loss per step, in step order."""
-        return [float(s.loss.mean()) for s in self.history]
+        """Batch-mean loss per step, in step order (with several passes per step: the last pass's)."""
+        last = {s.index: float(s.loss.mean()) for s in self.history}
+        return [last[i] for i in sorted(last)]
 
 
 def color_guidance(color, scale: float, *, scaling: str = "none", apply: str = "x_t",
@@ -431,13 +475,14 @@ def clip_guidance(clip, prompt: str | Sequence[str], scale: float, *, n_cutouts:
                   generator: torch.Generator | None = None, min_frac: float = 0.75, apply: str = "x_t",
                   through_unet: bool = False, keep_maps: bool = False, noisy_encoder=None,
                   normalize: bool = False, guide_range: tuple[float, float] = (0.0, 1.0),
-                  smooth: int = 1) -> LossGuidance:
+                  smooth: int = 1, recur: int = 1) -> LossGuidance:
     """A cond_fn pulling the sample towards ``prompt`` in CLIP space.
 
     Without ``noisy_encoder``: :class:`ClipLoss` over cutouts of x̂0 (the HF class's recipe). With it
     (a noise-aware image tower, e.g. ``noisy_clip.load()``): :class:`NoisyClipLoss` on x_t and t.
     ``generator`` drives the cutouts only (default: a fresh one seeded 0, so runs repeat). ``prompt``: one
-    text, or one per image of the batch (the judge's batched runs).
+    text, or one per image of the batch (the judge's batched runs). ``recur``: guided passes per guided step,
+    with time travel between them (:meth:`LossGuidance.__call__`; DDPM-family schedules).
     """
     prompt = (validation.prompt(prompt, "CLIP prompt") if isinstance(prompt, str)
               else [validation.prompt(p, "CLIP prompt") for p in prompt])
@@ -446,4 +491,5 @@ def clip_guidance(clip, prompt: str | Sequence[str], scale: float, *, n_cutouts:
     else:
         loss = ClipLoss(clip, prompt, n_cutouts, generator, min_frac)
     return LossGuidance(loss, scale, scaling=scaling, apply=apply, through_unet=through_unet,
-                        keep_maps=keep_maps, normalize=normalize, guide_range=guide_range, smooth=smooth)
+                        keep_maps=keep_maps, normalize=normalize, guide_range=guide_range, smooth=smooth,
+                        recur=recur)

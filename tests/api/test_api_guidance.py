@@ -107,11 +107,20 @@ def test_clip_guidance_run(client, mode):
 def test_clip_guidance_defaults_run_through_the_unet_and_report_the_judge(client):
     from demos.clip_guidance import DEFAULT, TOWERS, preset_values
 
-    cuts, scale, scaling, tower, norm, end, smooth = preset_values(DEFAULT)
+    cuts, scale, scaling, tower, norm, end, smooth, recur = preset_values(DEFAULT)
     assert tower == TOWERS[2] and DEFAULT["clip"] == "toy-clip-natural (bundled)"
     gallery, _, _, md = client.predict(DEFAULT["clip"], MODEL, PROMPT, UNCOND, "", 3.0, cuts, scale, scaling, 6, 0,
-                                       tower, norm, end, smooth, api_name="/clip_guidance_run")
+                                       tower, norm, end, smooth, recur, api_name="/clip_guidance_run")
     assert len(gallery) == 2 and "gradient through the UNet" in md and "Judged by rendering" in md
+
+
+def test_clip_guidance_time_travel_passes_are_an_input(client):
+    args = ("toy-clip-natural (bundled)", MODEL, PROMPT, UNCOND, "", 3.0, 4, 0.2, "none", 6, 0,
+            "plain CLIP on x̂0, gradient through the UNet (x̂0 re-predicted with autograd; ~2–3x the cost)", True, 0.5, 4)
+    gallery, loss_plot, _, md = client.predict(*args, 3, api_name="/clip_guidance_run")
+    assert len(gallery) == 2 and "3 passes per guided step (time travel)" in md and "Judged by rendering" in md
+    with pytest.raises(Exception, match="passes per guided step|maximum"):
+        client.predict(*args, 99, api_name="/clip_guidance_run")
 
 
 def test_clip_guidance_noise_aware_tower_reports_the_judge(client):

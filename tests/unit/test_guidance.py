@@ -303,3 +303,69 @@ def test_clip_guidance_steps_aside_inside_a_step_and_gives_the_same_image(toy, t
     assert torch.equal(threaded, inline)
     assert guided >= 1 and len(calls) >= 2 * steps + guided, (len(calls), guided)
     assert len(other_turns) >= len(calls) - 1  # the other request ran at (almost) every one of them
+
+
+# ------------------------------------------------------------------ time travel (repeats per guided step)
+
+
+class _Oracle:
+    """A denoiser that knows x0: ε = (x − sqrt(ᾱ_t) x0) / sqrt(1 − ᾱ_t) at this step's ᾱ_t."""
+
+    def __init__(self, x0, alpha_bar):
+        self.x0, self.ab = x0, alpha_bar
+
+    def __call__(self, x):
+        return (x - math.sqrt(self.ab) * self.x0) / math.sqrt(1 - self.ab), self.x0
+
+
+def test_time_travel_steps_like_diffusers_ddim_then_noises_back_to_the_same_marginal(toy):
+    """One time-travel move: the step to the next timestep equals diffusers' DDIMScheduler.step (η = 0) on the
+    same ε, and the re-noised sample is x0 at ᾱ_t again: mean sqrt(ᾱ_t) x0, variance 1 − ᾱ_t per element."""
+    from diffusers import DDIMScheduler
+
+    from pipelines.diffusion.loop import GuidanceContext
+
+    sched = DDIMScheduler.from_config(toy.scheduler_config, prediction_type="epsilon")  # the oracle gives ε
+    sched.set_timesteps(10)
+    t, s = int(sched.timesteps[4]), int(sched.timesteps[5])
+    ab_t, ab_s = float(sched.alphas_cumprod[t]), float(sched.alphas_cumprod[s])
+    x0 = torch.rand(4, 3, 64, 64, generator=gen(1)) * 2 - 1
+    x = math.sqrt(ab_t) * x0 + math.sqrt(1 - ab_t) * torch.randn(x0.shape, generator=gen(2))
+    oracle = _Oracle(x0, ab_t)
+    ctx = GuidanceContext(4, 10, sched.timesteps[4], ab_t, 1.0, x, sched, None, toy, _predict=oracle)
+    hook = LG.LossGuidance(lambda img: img.flatten(1).mean(1), 0.1, recur=2, generator=gen(7))
+    x_new, eps_new, x0_new = hook._time_travel(ctx, x)
+    # undo the re-noising with the same draw: what is left is the step to s, which must be diffusers' DDIM step
+    ratio = ab_t / ab_s
+    z = maths.randn(x.shape, gen(7), x.device, x.dtype)
+    x_s = (x_new - math.sqrt(1 - ratio) * z) / math.sqrt(ratio)
+    eps = oracle(x)[0]
+    ref_s = sched.step(eps, sched.timesteps[4], x, eta=0.0).prev_sample
+    assert torch.allclose(x_s, ref_s, atol=1e-4)
+    noise = (x_new - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)  # x_new is x0 at ᾱ_t: this must be N(0, 1)
+    assert abs(float(noise.mean())) < 0.02 and float(noise.std()) == pytest.approx(1.0, abs=0.02)
+    corr = float((noise * eps).mean() / (noise.std() * eps.std()))
+    assert corr == pytest.approx(math.sqrt(ab_t * (1 - ab_s) / ab_s / (1 - ab_t)), abs=0.02)  # DDPM eq. 4, s -> t
+    assert torch.equal(x0_new, x0) and torch.allclose(eps_new, noise, atol=1e-5)
+
+
+def test_repeats_per_guided_step_run_each_pass_and_refuse_other_spaces(toy):
+    def run(recur, sampler="DDIM"):
+        hook = LG.LossGuidance(lambda img: LG.color_loss(img, LG.color_target(LG.parse_color("#0000ff"))), 0.5,
+                               normalize=True, recur=recur, generator=gen(9))
+        img = sample(toy, PROMPT, guidance_scale=2.0, num_inference_steps=4, generator=gen(), cond_fn=hook,
+                     sampler=sampler)
+        return img, hook
+
+    one, h1 = run(1)
+    three, h3 = run(3)
+    again, _ = run(3)
+    guided = [h for h in h1.history if h.update_rms > 0]
+    assert len(h3.history) == len(h1.history) + 2 * len(guided)  # every guided step guided three times
+    assert torch.equal(three, again) and not torch.allclose(one, three)  # repeatable; the passes change the image
+    with pytest.raises(ValueError, match="DDPM-family"):
+        run(2, sampler="Euler")
+    with pytest.raises(ValueError, match="apply"):
+        LG.LossGuidance(lambda img: img.mean((1, 2, 3)), 1.0, apply="eps", recur=2)
+    with pytest.raises(ValueError, match="repeats"):
+        LG.LossGuidance(lambda img: img.mean((1, 2, 3)), 1.0, recur=LG.MAX_RECUR + 1)
