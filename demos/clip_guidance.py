@@ -217,6 +217,13 @@ noise estimate ε̂ implies. With ε̂ held fixed (plain tower) ∇_{x_t} L is j
 *Through the UNet*, ε̂ is re-predicted from x_t with autograd, so the push passes back through the denoiser,
 which turns it into changes the model can draw (a shape, a colour) rather than pixel noise.
 
+**Time travel** (*passes per guided step* k; Bansal et al. 2023, "Universal Guidance"). One nudge per step is
+small, and a bigger nudge makes x_t a sample the model never saw. So after the nudge, take the DDIM step to the
+next timestep s, then noise the result back to t, x_t ← √(ᾱ_t/ᾱ_s)·x_s + √(1 − ᾱ_t/ᾱ_s)·z (the forward process
+from s to t), and nudge again, k times in all. Each pass moves the picture a little further along the loss, and
+the denoise-then-renoise keeps it on the model's own path. It costs k guided passes and 2(k − 1) more model calls
+per guided step.
+
 **Base model.** *Unconditional*: the diffusion model gets no prompt, so CLIP does all the steering.
 *Conditional*: it also gets a base prompt with classifier-free guidance w (Guidance tab). Hub models need a
 network; offline, the bundled tiny CLIP and toy model work.
@@ -238,7 +245,8 @@ rendering instead, and warns when the loss falls while the roughness more than d
 *through the UNet* (the default: the denoiser's Jacobian keeps only changes it could draw, so the shape moves
 too, not just the colour); guiding only the early steps (where the picture's layout is decided, and the later
 unguided steps clean it up); smoothing the gradient (only shape- and colour-sized changes); a unit-size step
-and a small scale. A *noise-aware* image tower trained on noised x_t with the timestep as input (GLIDE) gives
+and a small scale; several small passes per guided step with time travel rather than one big one (the default:
+4 passes of 0.2 over the first half of the steps). A *noise-aware* image tower trained on noised x_t with the timestep as input (GLIDE) gives
 a meaningful gradient at every step too, but this small one moves the colour more than the shape.
 
 **The seed's bug** (fourth example). Seed 000 runs `set_timesteps(1000)` and multiplies the gradient by
@@ -278,15 +286,15 @@ def create(runtime) -> dict:
                     steps = gr.Slider(2, 100, value=30, step=1, label="steps (DDIM)")
                 scaling = gr.Dropdown([(f"{v}  ({k})", k) for k, v in LG.SCALINGS.items()],
                                       value=DEFAULT.get("scaling", "none"), label="gradient × per step")
+                normalize = gr.Checkbox(bool(DEFAULT.get("normalize")), label="unit-RMS gradient per step "
+                                        "(off: the raw gradient, whose size is the loss's slope: tiny here)")
                 with gr.Row():
-                    normalize = gr.Checkbox(bool(DEFAULT.get("normalize")), label="unit-RMS gradient per step "
-                                            "(off: the raw gradient, whose size is the loss's slope: tiny here)")
                     guide_end = gr.Slider(0.05, 1.0, value=DEFAULT.get("guide_range", (0, 1.0))[1], step=0.05,
                                           label="guide only the first … of the steps")
                     smooth = gr.Slider(1, 16, value=DEFAULT.get("smooth", 1), step=1,
                                        label="smooth the gradient over k × k pixels")
-                    recur = gr.Slider(1, LG.MAX_RECUR, value=DEFAULT.get("recur", 1), step=1,
-                                      label="passes per guided step (time travel: step on, noise back, guide again)")
+                recur = gr.Slider(1, LG.MAX_RECUR, value=DEFAULT.get("recur", 1), step=1,
+                                  label="passes per guided step (time travel: step on, noise back, guide again)")
         with gr.Column(scale=2, elem_classes=["dl-output"]):
             gallery = gr.Gallery(label="same seed: without | with", columns=2, elem_id="clip-gallery",
                                  object_fit="contain", elem_classes=["dl-gallery", "dl-pixelated", "dl-big"])
@@ -307,9 +315,9 @@ def create(runtime) -> dict:
     cuts_n, scale_n, scaling_n, tower_n, norm_n, end_n, sm_n, rec_n = preset_values(NAIVE)
     inputs = [clip_name, model, prompt, base_mode, base_prompt, cfg, cuts, scale, scaling, steps, seed, tower,
               normalize, guide_end, smooth, recur]
-    gr.Examples([[clip_d, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 0,
+    gr.Examples([[clip_d, model0, "a red circle on a white background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
                   tower_d, norm_d, end_d, sm_d, rec_d],
-                 [clip_d, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 1,
+                 [clip_d, model0, "a blue square on a black background", *fixed, cuts_d, scale_d, scaling_d, 30, 5,
                   tower_d, norm_d, end_d, sm_d, rec_d],
                  [clip0, model0, "a red circle on a white background", *fixed, cuts_n, scale_n, scaling_n, 30, 0,
                   tower_n, norm_n, end_n, sm_n, rec_n],

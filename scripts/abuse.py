@@ -198,10 +198,11 @@ HEAVY = {
     "three ways, stride 1 from t = 999": ("/three_ways", None),
     "sampler race 4 x 200 steps": ("/sampler_race", (MODEL, P, 3.0, 0, True, "DDIM", 200, True, "DDPM", 200,
                                                      True, "Euler", 200, True, "DPM-Solver++", 200)),
-    # the heaviest CLIP run inside the UI's ranges: 32 cutouts, the gradient through the UNet, every step guided
+    # the heaviest CLIP turn inside the UI's ranges: 32 cutouts, the gradient through the UNet, every step guided;
+    # one pass per guided step (more passes make the run longer, not its turns, and keep rounds comparable)
     "CLIP guidance 100 steps x 32 cutouts": ("/clip_guidance_run", (CLIP, MODEL, P, "unconditional (empty prompt)", "",
                                                                     3.0, 32, 3.0, "sqrt_alpha_bar", 100, 0,
-                                                                    CLIP_THROUGH_UNET, True, 1.0, 1)),
+                                                                    CLIP_THROUGH_UNET, True, 1.0, 1, 1)),
 }
 
 

@@ -169,6 +169,9 @@ def test_clip_guidance_example_runs_on_click(page):
     open_tab(page, "CLIP guidance")
     page.locator("#clip-examples").get_by_text("steers: blue square (defaults)").first.click()
     _gallery_images(page, "clip-gallery", 2)
+    page.wait_for_function("() => (document.querySelector('#clip-info')?.innerText || '').includes('Judged by')",
+                           timeout=300_000)
+    assert "✅ reached" in page.locator("#clip-info").inner_text()  # the example does what its label says
     errors = page.locator(".toast-body.error")
     assert errors.count() == 0, errors.first.inner_text()
 
