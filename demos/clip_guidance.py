@@ -131,7 +131,7 @@ def clip_run(runtime, clip_name, model_name, prompt, base_mode, base_prompt, cfg
         return LG.clip_guidance(clip, validation.prompt(prompt), guide_scale, n_cutouts=cuts, scaling=scaling,
                                generator=torch.Generator("cpu").manual_seed(sd), keep_maps=guide_scale > 0,
                                noisy_encoder=encoder, normalize=bool(normalize), guide_range=(0.0, end),
-                               smooth=k, through_unet=tower == TOWERS[2], recur=passes if guide_scale > 0 else 1)
+                               smooth=k, through_unet=tower == TOWERS[2], recur=passes)
 
     base = guided = ref = hook = None
     keep = record is not None

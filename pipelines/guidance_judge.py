@@ -225,13 +225,33 @@ def print_table(title: str, results: dict[str, list[Verdict]]) -> None:
               f"({s['ratio']:.1f}x) |", flush=True)
 
 
+_OVERRIDES = {"scale": float, "recur": int, "n_cutouts": int, "smooth": int, "guide_end": float}
+
+
+def clip_setting(spec: str) -> dict:
+    """A CLIP preset by name, with optional changes: ``"one_pass:recur=4+scale=0.2+guide_end=0.5"``."""
+    name, _, changes = spec.partition(":")
+    preset = dict(LG.CLIP_PRESETS[name])
+    for change in filter(None, changes.split("+")):
+        key, _, value = change.partition("=")
+        if key not in _OVERRIDES:
+            raise ValueError(f"{key!r} cannot be changed here; one of {list(_OVERRIDES)}")
+        if key == "guide_end":
+            preset["guide_range"] = (0.0, float(value))
+        else:
+            preset[key] = _OVERRIDES[key](value)
+    return preset
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 pairs instead of 24")
     ap.add_argument("--fresh", action="store_true", help="the 24 FRESH pairs no setting was chosen on")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--sections", default="clip,colour,cfg", help="comma-separated subset")
-    ap.add_argument("--clip-settings", default="naive,default", help=f"names from {list(LG.CLIP_PRESETS)}")
+    ap.add_argument("--clip-settings", default="naive,default",
+                    help=f"names from {list(LG.CLIP_PRESETS)}, each optionally with changes, e.g. "
+                         "one_pass:recur=4+scale=0.2+guide_end=0.5")
     ap.add_argument("--colour-targets", default="cyan,pink")
     ap.add_argument("--verbose", action="store_true", help="one line per pair")
     args = ap.parse_args(argv)
@@ -244,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     if "clip" in sections:
         res = {}
         for name in args.clip_settings.split(","):
-            preset = LG.CLIP_PRESETS[name]
+            preset = clip_setting(name)
             enc = reg.noisy_clip() if preset.get("noise_aware") else None
             res[f"{name} ({LG.describe_clip(preset)})"] = rows = eval_clip(model, reg.clip(preset.get("clip")), items,
                                                                            preset, args.steps, enc)

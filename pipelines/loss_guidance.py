@@ -280,8 +280,8 @@ class LossGuidance:
         return GuidanceOutput(x_t=out.x_t, eps=eps)  # ε of the re-noised sample, the one the loop steps from
 
     def _time_travel(self, ctx: GuidanceContext, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (at t) -> DDIM step to the next timestep s -> re-noised to t: x_t' = sqrt(ᾱ_t/ᾱ_s) x_s +
-        sqrt(1 − ᾱ_t/ᾱ_s) z (DDPM eq. 4 from s to t); returns (x_t', ε, x̂0) of the model at x_t'."""
+        """x (at t) -> DDIM step to the next timestep s -> re-noised to t (:func:`pipelines.inpainting.renoise_jump`:
+        x_t' = sqrt(ᾱ_t/ᾱ_s) x_s + sqrt(1 − ᾱ_t/ᾱ_s) z); returns (x_t', ε, x̂0) of the model at x_t'."""
         sch = ctx.scheduler
         if maths.space(sch) != "vp":
             raise ValueError("repeats per guided step (time travel) need a DDPM-family schedule (not σ or flow)")
@@ -292,6 +292,8 @@ class LossGuidance:
         with torch.no_grad():
             eps, x0 = ctx.predict(x)
             x_s = math.sqrt(ab_s) * x0 + math.sqrt(1.0 - ab_s) * eps  # DDIM (η = 0) to s
+            # the forward process from s back to t, as inpainting.renoise_jump, written out in float32 (its
+            # float64 β differs in the last bits, and guided images amplify such differences)
             ratio = ab_t / ab_s
             z = maths.randn(x.shape, self.renoise, x.device, x.dtype)
             x = math.sqrt(ratio) * x_s + math.sqrt(max(1.0 - ratio, 0.0)) * z

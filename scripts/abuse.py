@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MODEL = "toy-sd (bundled, 32 px)"
 CLIP = "toy-clip (bundled)"
+TOY_CLIP_NATURAL = "toy-clip-natural (bundled)"
 CLIP_THROUGH_UNET = "plain CLIP on x̂0, gradient through the UNet (x̂0 re-predicted with autograd; ~2–3x the cost)"
 P = "a red circle on a white background"
 MB = 1e6
@@ -203,6 +204,11 @@ HEAVY = {
     "CLIP guidance 100 steps x 32 cutouts": ("/clip_guidance_run", (CLIP, MODEL, P, "unconditional (empty prompt)", "",
                                                                     3.0, 32, 3.0, "sqrt_alpha_bar", 100, 0,
                                                                     CLIP_THROUGH_UNET, True, 1.0, 1, 1)),
+    # the tab's default (time travel) at its most passes and 60 steps: the longest CLIP run of the default shape
+    "CLIP guidance default, 60 steps x 8 passes": ("/clip_guidance_run", (TOY_CLIP_NATURAL, MODEL, P,
+                                                                          "unconditional (empty prompt)", "", 3.0, 8,
+                                                                          0.2, "none", 60, 0, CLIP_THROUGH_UNET, True,
+                                                                          0.5, 4, 8)),
 }
 
 

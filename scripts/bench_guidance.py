@@ -1,5 +1,6 @@
 """Benchmark rows for issue #5 (guidance): a batched CFG step and a CLIP-guided step, each
-divided by a plain step (one UNet pass), measured interleaved in one run on the bundled models.
+divided by a plain step (one UNet pass), measured interleaved in one run on the bundled models; and a whole
+CLIP-guided run at the tab's default and at one pass per guided step, beside an unguided run (issue 15).
 
 The measurement itself is :func:`pipelines.guidance_eval.bench_guidance_steps`
 (also printed by ``python -m pipelines.guidance_eval --bench-only``).
@@ -47,6 +48,40 @@ def unet_rows(model, rounds: int = 40) -> list[tuple[str, str]]:
     ]
 
 
+def clip_preset_rows(model, clip, steps: int = 30, rounds: int = 2) -> list[tuple[str, str]]:
+    """One CLIP-guided run (unconditional base, DDIM) at the tab's default (time travel, 4 passes) and at
+    one_pass, beside an unguided run; interleaved, median of ``rounds``."""
+    import statistics
+    import time
+
+    import torch
+
+    from pipelines import loss_guidance as LG
+    from pipelines.diffusion.loop import sample
+
+    def run(name):
+        kw = dict(LG.CLIP_PRESETS[name]) if name else None
+        hook = None
+        if kw:
+            scale, _ = kw.pop("scale"), kw.pop("clip")
+            hook = LG.clip_guidance(clip, "a red circle on a white background", scale,
+                                    generator=torch.Generator().manual_seed(0), **kw)
+        sample(model, "", guidance_scale=1.0, num_inference_steps=steps, cond_fn=hook, sampler="DDIM",
+               generator=torch.Generator().manual_seed(0))
+
+    names = {"unguided": None, "one_pass": "one_pass", "default (time travel)": "default"}
+    secs: dict[str, list[float]] = {k: [] for k in names}
+    run("default")  # traced graphs and CLIP loaded: not measured
+    for _ in range(rounds):
+        for k, name in names.items():
+            t0 = time.perf_counter()
+            run(name)
+            secs[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in secs.items()}
+    return [(f"CLIP guidance {steps} steps, {k}", f"{med[k]:.2f} s = {med[k] / med['unguided']:.1f}x unguided")
+            for k in names]
+
+
 def rows(runtime) -> list[tuple[str, str]]:
     from pipelines.guidance_eval import bench_guidance_steps
 
@@ -54,4 +89,4 @@ def rows(runtime) -> list[tuple[str, str]]:
     out = []
     for r in bench_guidance_steps(reg.diffusion(), reg.clip()):
         out.append((r["name"], f"{r['seconds'] * 1000:.1f} ms/step = {r['ratio']:.2f}x plain"))
-    return out + unet_rows(reg.diffusion())
+    return out + unet_rows(reg.diffusion()) + clip_preset_rows(reg.diffusion(), reg.clip("toy-clip-natural (bundled)"))

@@ -147,7 +147,7 @@ def training_vocabulary(model) -> frozenset[int] | None:
     if getattr(model, "kind", None) != "toy":
         return None
     vocab = _toy_vocabulary(_tokenizer(model))
-    if getattr(model, "captions", "template") == "natural":
+    if model.captions == "natural":
         vocab = vocab | _natural_vocabulary(_tokenizer(model))
     return vocab
 

@@ -151,7 +151,7 @@ def captions_for(scenes: list[Scene], rng: random.Random, mode: str) -> list[Cap
 def training_words() -> set[str]:
     """Every word and punctuation token of the natural training captions (training templates, old template,
     prefixes, synonyms, size words, articles); never a word only the held-out templates use ("it")."""
-    words = all_words() | {"a", "an", "in", "background", ",", "."}
+    words = all_words() | {"a", "an", "."}  # the articles, and the optional full stop
     for text in list(TRAIN_TEMPLATES.values()) + list(PREFIXES):
         for part in text.replace(",", " , ").split():
             if not part.startswith("{"):

@@ -191,3 +191,14 @@ def test_clip_loss_with_one_prompt_per_image_equals_each_prompt_alone():
     assert [int(grad[b].mean(dim=(1, 2)).argmin()) for b in range(3)] == [0, 1, 2]
     with pytest.raises(ValueError, match="prompt"):
         LG.ClipLoss(ColourClip(), ["r", "  "])
+
+
+def test_clip_settings_take_changes_on_top_of_a_preset():
+    from pipelines import guidance_judge as J
+    from pipelines import loss_guidance as LG
+
+    assert J.clip_setting("one_pass") == LG.CLIP_PRESETS["one_pass"]
+    changed = J.clip_setting("one_pass:recur=4+scale=0.2+guide_end=0.5")
+    assert changed == LG.CLIP_PRESETS["default"] and LG.CLIP_PRESETS["one_pass"]["scale"] == 0.3  # preset untouched
+    with pytest.raises(ValueError, match="cannot be changed"):
+        J.clip_setting("default:clip=x")
