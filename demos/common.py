@@ -223,3 +223,28 @@ def i_start_note(strength, steps) -> str:
     m = i_start_mapping(strength, steps)
     return (f"CS180's **i_start = {m['i_start']}** of N = {m['n']} steps: strength = 1 − i_start/N = "
             f"{m['strength']:.3g} (CS180: the lower i_start, the more noise; here: the higher the strength).")
+
+
+def prompt_note(runtime, model_name, prompt, request: gr.Request = None) -> str:
+    """Markdown under a prompt box: the words the chosen bundled model never read in training, and which bundled
+    model did. Empty when every word was seen, for models whose training vocabulary is unknown (hub models) and
+    for models without a text encoder (digits)."""
+    from pipelines.attention.tokens import unseen_words
+
+    if not str(prompt or "").strip():
+        return ""
+    model = runtime.diffusion(model_name or None, session_of(request))
+    try:
+        words = unseen_words(model, prompt)
+    except ValueError:  # no text encoder, or a prompt the run itself will refuse with its own message
+        return ""
+    if not words:
+        return ""
+    quoted = ", ".join(f"“{w}”" for w in words[:6]) + (" …" if len(words) > 6 else "")
+    md = f"⚠️ **{model.name}** never read {quoted} in training, so it may misread this prompt"
+    if getattr(model, "captions", None) != "template":
+        return md + "."
+    reg = runtime.registry
+    alt = next((n for n in reg.diffusion_names("toy") if reg.spec(n).captions == "natural"), None)
+    md += ": it learnt from one sentence pattern (“a red circle on a navy background”)"
+    return md + (f". **{alt}** (Advanced → model) learnt captions as people write them." if alt else ".")

@@ -27,7 +27,7 @@ import torch
 from demos import denoising_viewer_experiments as experiments
 from demos import denoising_viewer_views as views
 from demos import player
-from demos.common import (file_digest, i_start_note, image_file, room_limit, room_note,
+from demos.common import (file_digest, i_start_note, image_file, prompt_note, room_limit, room_note,
                           sampler_follows_model, session_of, snr_text, user_errors)
 from demos.components import SafeImage, seed_input
 from demos.style import BIG, GALLERY, PIXELATED
@@ -316,6 +316,7 @@ def create(runtime) -> dict:
             with gr.Row(elem_classes=["dl-main"]):
                 with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="viewer-prompt")
+                    prompt_info = gr.Markdown("", elem_id="viewer-prompt-note")
                     with gr.Row():
                         steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps", elem_id="viewer-steps")
                         guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5,
@@ -379,6 +380,8 @@ def create(runtime) -> dict:
     gr.on([use_image.change, strength.change, steps.change, sampler.change, model_name.change],
           bind(start_info), [model_name, sampler, steps, strength, use_image], info_start,
           api_name="viewer_start_info", show_progress="hidden", trigger_mode="always_last")
+    gr.on([prompt.change, model_name.change], bind(prompt_note), [model_name, prompt], prompt_info,
+          api_name="viewer_prompt_note", show_progress="hidden", trigger_mode="always_last")
     viewer_io = dict(
         fn=player.errors(functools.partial(run_viewer, runtime)),
         inputs=[model_name, prompt, negative, sampler, steps, eta, seed, guidance, use_image, image, strength],

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from demos.common import (conditional_model, conditional_names, image_file, loss_figure, sampler_follows_model,
-                          session_of, user_errors)
+from demos.common import (conditional_model, conditional_names, image_file, loss_figure, prompt_note,
+                          sampler_follows_model, session_of, user_errors)
 from demos.components import seed_input
 from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
@@ -245,6 +245,7 @@ def create(runtime) -> dict:
     with gr.Row(elem_classes=["dl-main"]):
         with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
             prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="guidance-prompt", max_lines=2)
+            prompt_info = gr.Markdown("", elem_id="guidance-prompt-note")
             scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w", elem_id="guidance-w")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 seed = seed_input("seed", min_width=120)
@@ -322,6 +323,8 @@ def create(runtime) -> dict:
 
     base = [model, prompt, negative]
     sampler_follows_model(runtime, model, sampler)
+    gr.on([prompt.change, model.change], bind(prompt_note), [model, prompt], prompt_info,
+          api_name="guidance_prompt_note", show_progress="hidden", trigger_mode="always_last")
     run.click(bind(generate), base + [scale, steps, sampler, seed], [image, info], api_name="guidance_generate")
     grid_btn.click(bind(scale_grid), base + [steps, sampler, seed], grid, api_name="guidance_grid")
     # the decomposition's step can only be one of the run's steps

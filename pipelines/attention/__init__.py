@@ -9,8 +9,8 @@
 from pipelines.attention.maps import (MAP_MODES, MAX_SIDE, Record, Session, aggregate, check_cross_attention, relative,
                                       session)
 from pipelines.attention.runs import AttentionRun, Reweight, Swap, find_token, find_tokens, reweight, run, swap
-from pipelines.attention.tokens import Token, TokenView, features, nearest_captions, similarity, tokens
+from pipelines.attention.tokens import Token, TokenView, features, nearest_captions, similarity, tokens, unseen_words
 
 __all__ = ["MAP_MODES", "MAX_SIDE", "AttentionRun", "Record", "Reweight", "Session", "Swap", "Token", "TokenView", "aggregate",
            "check_cross_attention", "features", "find_token", "find_tokens", "nearest_captions", "relative", "reweight", "run", "session",
-           "similarity", "swap", "tokens"]
+           "similarity", "swap", "tokens", "unseen_words"]

@@ -128,6 +128,16 @@ def tokens(model, prompt: str) -> TokenView:
     return TokenView(prompt, n, ids, out, cut)
 
 
+def unseen_words(model, prompt: str) -> list[str]:
+    """The prompt's word pieces the model never read in training, each once, in prompt order (``[]`` when all
+    were seen, or the vocabulary is unknown: hub models; ValueError for a model without a text encoder)."""
+    out: list[str] = []
+    for t in tokens(model, prompt).unseen:
+        if t.text not in out:
+            out.append(t.text)
+    return out
+
+
 def _tokenizer(model):
     tok = getattr(model, "tokenizer", model)
     if tok is None or not (_is_open_clip(tok) or hasattr(tok, "convert_ids_to_tokens")):

@@ -63,6 +63,19 @@ def test_viewer_run_streams_then_scrubs_without_recomputing(client):
     assert rough(_img(xt1)) > rough(_img(xt_last))
 
 
+def test_prompt_note_names_the_words_the_model_never_read(client):
+    note = client.predict(MODEL, "Red cross against white.", api_name="/viewer_prompt_note")
+    english = next(s.name for s in DEFAULT_DIFFUSION_SPECS if s.captions == "natural")
+    assert "never read" in note and "“against”" in note and "“.”" in note and english in note
+    assert client.predict(MODEL, PROMPT, api_name="/viewer_prompt_note") == ""
+    assert client.predict(english, "Red cross against white.", api_name="/viewer_prompt_note") == ""
+    digits = next(s.name for s in DEFAULT_DIFFUSION_SPECS if s.kind == "digits")
+    assert client.predict(digits, "7", api_name="/viewer_prompt_note") == ""  # no text encoder: no note
+    # a prompt the run refuses gets no note (Denoise says why); any Unicode is read piece by piece
+    assert client.predict(MODEL, "a red circle " * 800, api_name="/viewer_prompt_note") == ""
+    assert "never read" in client.predict(MODEL, "一只红色的圆圈\x00🔴", api_name="/viewer_prompt_note")
+
+
 def test_scrub_before_any_run_is_a_clear_error(client):
     with pytest.raises(AppError, match="Run the sampler first"):
         client.predict(1, api_name="/viewer_scrub")

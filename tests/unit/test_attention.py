@@ -80,6 +80,12 @@ def test_a_model_trained_on_natural_captions_has_their_words_in_its_vocabulary(t
     assert [t.text for t in A.tokens(natural, prompt).unseen] == ["it"]  # "it": only a held-out phrasing has it
 
 
+def test_unseen_words_are_listed_once_in_prompt_order(toy, sd):
+    assert A.unseen_words(toy, "a dragon, a red dragon!") == ["dragon", ",", "!"]
+    assert A.unseen_words(toy, PROMPT) == []
+    assert A.unseen_words(sd, "a dragon") == []  # a hub model's training vocabulary is unknown: nothing flagged
+
+
 def test_sd_tokens_equal_its_tokenizer_and_context_77(sd):
     view = A.tokens(sd, PROMPT)
     ref = sd.tokenizer([PROMPT], padding="max_length", max_length=77, truncation=True).input_ids[0]
