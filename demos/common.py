@@ -241,10 +241,11 @@ def prompt_note(runtime, model_name, prompt, request: gr.Request = None) -> str:
     if not words:
         return ""
     quoted = ", ".join(f"“{w}”" for w in words[:6]) + (" …" if len(words) > 6 else "")
-    md = f"⚠️ **{model.name}** never read {quoted} in training, so it may misread this prompt"
+    md = f"⚠️ **{model.name.split(' (')[0]}** never read {quoted} in training"
     if getattr(model, "captions", None) != "template":
-        return md + "."
+        return md + ": it may misread this prompt."
     reg = runtime.registry
     alt = next((n for n in reg.diffusion_names("toy") if reg.spec(n).captions == "natural"), None)
-    md += ": it learnt from one sentence pattern (“a red circle on a navy background”)"
-    return md + (f". **{alt}** (Advanced → model) learnt captions as people write them." if alt else ".")
+    md += " (it learnt one pattern: “a red circle on a navy background”)"
+    return md + (f". **{alt.split(' (')[0]}** (Advanced → model) reads captions as people write them." if alt
+                 else ": it may misread this prompt.")

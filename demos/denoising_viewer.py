@@ -30,7 +30,7 @@ from demos import player
 from demos.common import (file_digest, i_start_note, image_file, prompt_note, room_limit, room_note,
                           sampler_follows_model, session_of, snr_text, user_errors)
 from demos.components import SafeImage, seed_input
-from demos.style import BIG, GALLERY, PIXELATED
+from demos.style import BIG, GALLERY, NOTE, PIXELATED
 from pipelines import denoising_views, images, validation
 from pipelines.diffusion import loop, maths
 from pipelines.diffusion.previews import to_rgb
@@ -316,7 +316,7 @@ def create(runtime) -> dict:
             with gr.Row(elem_classes=["dl-main"]):
                 with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
                     prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", max_lines=2, elem_id="viewer-prompt")
-                    prompt_info = gr.Markdown("", elem_id="viewer-prompt-note")
+                    prompt_info = gr.Markdown("", elem_id="viewer-prompt-note", elem_classes=[NOTE])
                     with gr.Row():
                         steps = gr.Slider(1, MAX_STEPS, value=30, step=1, label="steps", elem_id="viewer-steps")
                         guidance = gr.Slider(0, validation.MAX_GUIDANCE, value=4.0, step=0.5,

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from demos.common import (conditional_model, conditional_names, image_file, loss_figure, prompt_note,
                           sampler_follows_model, session_of, user_errors)
 from demos.components import seed_input
+from demos.style import NOTE
 from pipelines import guidance_judge as J
 from pipelines import loss_guidance as LG
 from pipelines import guidance as G
@@ -245,7 +246,7 @@ def create(runtime) -> dict:
     with gr.Row(elem_classes=["dl-main"]):
         with gr.Column(scale=1, min_width=280, elem_classes=["dl-controls"]):
             prompt = gr.Textbox(DEFAULT_PROMPT, label="prompt", elem_id="guidance-prompt", max_lines=2)
-            prompt_info = gr.Markdown("", elem_id="guidance-prompt-note")
+            prompt_info = gr.Markdown("", elem_id="guidance-prompt-note", elem_classes=[NOTE])
             scale = gr.Slider(0, MAX_SCALE, value=5.0, step=0.5, label="guidance scale w", elem_id="guidance-w")
             with gr.Row(equal_height=False, elem_classes=["dl-runrow"]):
                 seed = seed_input("seed", min_width=120)

@@ -13,13 +13,14 @@ Classes a tab puts on its components (``elem_classes``):
 * ``dl-pairs`` (with ``dl-gallery dl-big``): in presentation mode and on a phone two items per row (in
   presentation each as large as a big image): a before/after pair side by side, the next pair under it.
 * ``dl-lanes``: a row of equal columns (the sampler race's lanes), two per row on a phone.
+* ``dl-note``: a one-line remark under an input (smaller type, no margins).
 """
 
 from __future__ import annotations
 
 MAIN, CONTROLS, OUTPUT, BIG, PIXELATED, GALLERY, INTRO = (
     "dl-main", "dl-controls", "dl-output", "dl-big", "dl-pixelated", "dl-gallery", "dl-intro")
-PAIRS = "dl-pairs"
+PAIRS, NOTE = "dl-pairs", "dl-note"
 
 BASE = """
 /* slim header: title, presentation toggle and link button on one line */
@@ -38,6 +39,7 @@ BASE = """
 #dl-title p { margin: 0; display: inline; }
 #dl-present, #dl-link-btn { flex: 0 0 auto !important; min-width: 0 !important; }
 .dl-intro p { margin: 0 0 4px 0; }
+.dl-note p { margin: 0; font-size: 0.88em; line-height: 1.35; }
 .dl-hidden { display: none !important; }
 
 /* Start here: token chips, box headings, links to the tabs */
@@ -111,6 +113,7 @@ body.dl-presentation .dl-controls { flex-direction: row !important; flex-wrap: w
                                     width: 100% !important; }
 body.dl-presentation .dl-controls > * { flex: 1 1 260px !important; min-width: 220px !important; }
 body.dl-presentation .dl-controls > .row { flex: 2 1 480px !important; }  /* a prompt and its button */
+body.dl-presentation .dl-controls > .dl-note { flex: 1 1 100% !important; order: 99; }  /* under the row */
 body.dl-presentation .dl-output { width: 100% !important; }
 body.dl-presentation .dl-panels { flex-wrap: wrap !important; }
 body.dl-presentation .dl-story { flex-direction: column !important; }  /* Start here: the story top to bottom */

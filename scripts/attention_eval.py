@@ -237,9 +237,9 @@ def _dist(a, b) -> float:
     return ((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
 
 
-def report(res: dict, n: int, steps: int, w: float) -> str:
+def report(res: dict, n: int, steps: int, w: float, name: str = "toy-sd") -> str:
     pct = lambda xs: f"{100 * sum(xs) / max(len(xs), 1):.0f}%"  # noqa: E731
-    lines = [f"toy-sd, {n} seeds, {steps} DDIM steps, w = {w:g}; judge found a shape in {res['found']}/{n} "
+    lines = [f"{name}, {n} seeds, {steps} DDIM steps, w = {w:g}; judge found a shape in {res['found']}/{n} "
              f"(all three attributes as prompted: {res['match']}/{n})", "",
              "| measure | figure | target |", "|---|---|---|",
              f"| shape word map ∩ true mask, IoU ≥ 0.5 (all steps) | {pct([x >= 0.5 for x in res['iou']])} "
@@ -323,6 +323,7 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--batch", type=int, default=20, help="seeds per batched run (memory)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--model", default=None, help="a registry name (default: the bundled toy-sd)")
     p.add_argument("--first", type=int, default=0, help="first seed (split a long evaluation over processes)")
     p.add_argument("--json", default=None, help="write the raw per-seed figures here after every batch")
     p.add_argument("--merge", nargs="+", default=None, help="print one report from these --json files")
@@ -342,13 +343,13 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     from pipelines.models import ModelRegistry
 
-    model = ModelRegistry("cpu").diffusion()
+    model = ModelRegistry("cpu").diffusion(args.model)
     parts = tuple(x for x in args.parts.split(",") if x)
     if set(parts) - set(PARTS):
         p.error(f"--parts: choose from {PARTS}")
     res = evaluate(model, args.seeds, args.steps, args.guidance, args.batch, first=args.first, dump=args.json,
                    parts=parts)
-    print(report(res, args.seeds, args.steps, args.guidance))
+    print(report(res, args.seeds, args.steps, args.guidance, model.name))
 
 
 if __name__ == "__main__":
