@@ -37,13 +37,15 @@ TOY_SD3_DIR = Path(__file__).resolve().parents[2] / "assets" / "models" / "toy-s
 
 
 def toy_transformer_config(num_layers: int = 5, width: int = 128, heads: int = 4, latent_size: int = 16,
-                           latent_channels: int = 4, text_dim: int = 64, pooled_dim: int = 128) -> dict:
+                           latent_channels: int = 4, text_dim: int = 64, pooled_dim: int = 128,
+                           patch_size: int = 2) -> dict:
     """SD3Transformer2DModel config: ``width`` = heads x head dim, text projected to the same width
-    (joint attention needs ``caption_projection_dim`` = inner dim); SD3.0 blocks (no dual attention)."""
+    (joint attention needs ``caption_projection_dim`` = inner dim); SD3.0 blocks (no dual attention);
+    (``latent_size`` / ``patch_size``)² image tokens."""
     if width % heads:
         raise ValueError(f"width {width} is not a multiple of heads {heads}")
     return dict(
-        sample_size=latent_size, patch_size=2, in_channels=latent_channels, out_channels=latent_channels,
+        sample_size=latent_size, patch_size=patch_size, in_channels=latent_channels, out_channels=latent_channels,
         num_layers=num_layers, attention_head_dim=width // heads, num_attention_heads=heads,
         joint_attention_dim=text_dim, caption_projection_dim=width, pooled_projection_dim=pooled_dim,
         pos_embed_max_size=latent_size,

@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=TOY_SD3_DIR)
     ap.add_argument("--vae", type=Path, default=TOY_VAE_DIR)
     ap.add_argument("--clip", type=Path, default=TOY_CLIP_NATURAL_DIR)
+    ap.add_argument("--patch-size", type=int, default=2, help="latent pixels per image token side (1: 256 tokens)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="a toy-sd3 folder whose EMA weights start a new run where names and shapes match "
+                         "(a new patch size keeps the blocks and text embedders; ignored when --out resumes)")
     ap.add_argument("--captions", choices=("template", "natural"), default="natural",
                     help="'natural': captions as people write them (captions.py; held-out phrasings never used)")
     args = ap.parse_args(argv)
@@ -72,13 +76,18 @@ def main(argv: list[str] | None = None) -> None:
     device = accelerator.device
     clip = load_toy_clip(args.clip / "open_clip_model.safetensors", args.clip / "toy-clip.json", device)
     vae = AutoencoderKL.from_pretrained(args.vae).to(device).eval().requires_grad_(False)
-    model = SD3Transformer2DModel(**toy_transformer_config())
+    saved = args.out / "transformer" / "config.json"
+    # a resume rebuilds the run's own architecture (its patch size), whatever --patch-size says
+    model = (SD3Transformer2DModel.from_config(SD3Transformer2DModel.load_config(saved.parent)) if saved.exists()
+             else SD3Transformer2DModel(**toy_transformer_config(patch_size=args.patch_size)))
 
     resume = args.out / "resume"
+    if args.init is not None and not (resume / "train_state.json").exists():
+        warm_start(model, args.init / "transformer", accelerator.print)
     start, wall0, ema = resume_with_ema(model, resume, "transformer_raw.safetensors", args.out / "transformer",
                                         args.ema, accelerator.print)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    opt_path = RUNS / "toy-sd3-optimizer.pt"
+    opt_path = RUNS / f"{args.out.name}-optimizer.pt"  # toy-sd3-optimizer.pt for the shipped model
     warm_from = 0
     if start and opt_path.exists():
         opt.load_state_dict(torch.load(opt_path, weights_only=True))
@@ -133,6 +142,18 @@ def main(argv: list[str] | None = None) -> None:
     accelerator.print(f"stopped at step {stop} of {args.steps}, {(wall0 + time.time() - t0) / 60:.1f} min in all")
 
 
+def warm_start(model: SD3Transformer2DModel, folder: Path, log=print) -> list[str]:
+    """Copy every tensor of the transformer in ``folder`` whose name and shape match ``model``'s; returns the
+    names left as initialised (with another patch size: the patch embedding and the output projection)."""
+    src = SD3Transformer2DModel.from_pretrained(folder).state_dict()
+    own = model.state_dict()
+    same = {k: v.float() for k, v in src.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(same, strict=False)
+    fresh = sorted(set(own) - set(same))
+    log(f"warm start from {folder}: {len(same)} tensors copied, fresh: {', '.join(fresh) or 'none'}")
+    return fresh
+
+
 def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall: float, log: list[dict]) -> None:
     """EMA weights (fp16) -> out/transformer; scheduler config; raw bf16 weights + step -> out/resume."""
     out = args.out
@@ -154,7 +175,7 @@ def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall
         for row in log:
             fh.write(json.dumps(row) + "\n")
     RUNS.mkdir(exist_ok=True)
-    torch.save(opt.state_dict(), RUNS / "toy-sd3-optimizer.pt")
+    torch.save(opt.state_dict(), RUNS / f"{out.name}-optimizer.pt")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,23 @@ def test_train_vae_and_train_sd3_run_and_resume(tmp_path, monkeypatch):
     assert FlowMatchEulerDiscreteScheduler.from_pretrained(sd3_dir / "scheduler").config.shift == 1.0
     rows = [json.loads(line) for line in (sd3_dir / "resume" / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
+
+    # a new run with 256 image tokens (patch 1) warm-started from this one: the blocks and text embedders are
+    # copied, the patch embedding and the output projection (other shapes) start fresh; a resume without
+    # --patch-size rebuilds the run's own patch size
+    src = SD3Transformer2DModel.from_pretrained(sd3_dir / "transformer")
+    fresh = SD3Transformer2DModel(**toy_transformer_config(patch_size=1, num_layers=src.config.num_layers,
+                                                           width=src.config.num_attention_heads
+                                                           * src.config.attention_head_dim,
+                                                           heads=src.config.num_attention_heads))
+    left = train_sd3.warm_start(fresh, sd3_dir / "transformer", log=lambda *a: None)
+    assert left == ["pos_embed.proj.weight", "proj_out.bias", "proj_out.weight"]
+    for name, p in src.state_dict().items():
+        if name not in left:
+            torch.testing.assert_close(fresh.state_dict()[name], p)
+    p1 = tmp_path / "sd3-p1"
+    train_sd3.main(["--steps", "2", "--stop-at", "1", "--patch-size", "1", "--init", str(sd3_dir), *args[:-6],
+                    "--out", str(p1), *common])
+    train_sd3.main(["--steps", "2", *args[:-6], "--out", str(p1), *common])
+    assert SD3Transformer2DModel.from_pretrained(p1 / "transformer").config.patch_size == 1
+    assert json.loads((p1 / "resume" / "train_state.json").read_text())["step"] == 2
