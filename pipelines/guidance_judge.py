@@ -228,10 +228,14 @@ def print_table(title: str, results: dict[str, list[Verdict]]) -> None:
 _OVERRIDES = {"scale": float, "recur": int, "n_cutouts": int, "smooth": int, "guide_end": float}
 
 
-def clip_setting(spec: str) -> dict:
-    """A CLIP preset by name, with optional changes: ``"one_pass:recur=4+scale=0.2+guide_end=0.5"``."""
+def clip_setting(spec: str, presets: dict[str, dict] | None = None) -> dict:
+    """A preset by name, with optional changes: ``"one_pass:recur=4+scale=0.2+guide_end=0.5"``. ``presets``:
+    :data:`LG.CLIP_PRESETS` (default) or :data:`LG.COLOUR_PRESETS` (``"seed:scale=100"``)."""
     name, _, changes = spec.partition(":")
-    preset = dict(LG.CLIP_PRESETS[name])
+    presets = LG.CLIP_PRESETS if presets is None else presets
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; one of {list(presets)}")
+    preset = dict(presets[name])
     for change in filter(None, changes.split("+")):
         key, _, value = change.partition("=")
         if key not in _OVERRIDES:
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"names from {list(LG.CLIP_PRESETS)}, each optionally with changes, e.g. "
                          "one_pass:recur=4+scale=0.2+guide_end=0.5")
     ap.add_argument("--colour-targets", default="cyan,pink")
+    ap.add_argument("--colour-settings", default="default,seed",
+                    help=f"names from {list(LG.COLOUR_PRESETS)}, each optionally with changes, e.g. seed:scale=100")
     ap.add_argument("--verbose", action="store_true", help="one line per pair")
     args = ap.parse_args(argv)
     from pipelines.models import ModelRegistry
@@ -278,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     if "colour" in sections:
         res = {}
         for target in args.colour_targets.split(","):
-            for name in ("default", "seed"):
-                preset = LG.COLOUR_PRESETS[name]
+            for name in args.colour_settings.split(","):
+                preset = clip_setting(name, LG.COLOUR_PRESETS)
                 res[f"→ {target}, {name} ({LG.describe_colour(preset)})"] = eval_colour(
                     model, items, target, preset, args.steps)
         print_table(f"Colour guidance on CFG samples (w = 3), DDIM {args.steps} steps (target colour, prompt's "

@@ -202,3 +202,7 @@ def test_clip_settings_take_changes_on_top_of_a_preset():
     assert changed == LG.CLIP_PRESETS["default"] and LG.CLIP_PRESETS["one_pass"]["scale"] == 0.3  # preset untouched
     with pytest.raises(ValueError, match="cannot be changed"):
         J.clip_setting("default:clip=x")
+    with pytest.raises(ValueError, match="unknown preset"):
+        J.clip_setting("seed")  # a colour preset, not a CLIP one
+    seed = J.clip_setting("seed:scale=100", LG.COLOUR_PRESETS)
+    assert seed == {**LG.COLOUR_PRESETS["seed"], "scale": 100.0} and LG.COLOUR_PRESETS["seed"]["scale"] == 40.0
