@@ -154,7 +154,7 @@ def training_vocabulary(model) -> frozenset[int] | None:
     colour, background and size in the sentence templates of :meth:`Scene.caption`; for a model trained on
     captions as people write them (``model.captions == "natural"``) also every word of
     :func:`pipelines.toyworld.captions.training_words`."""
-    if getattr(model, "kind", None) != "toy":
+    if getattr(model, "kind", None) not in ("toy", "sd3"):  # the bundled models: toy-sd and toy-sd3
         return None
     vocab = _toy_vocabulary(_tokenizer(model))
     if model.captions == "natural":

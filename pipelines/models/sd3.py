@@ -173,4 +173,6 @@ def load_toy_sd3(folder: str | Path, vae_folder: str | Path, device: torch.devic
 
 def load_spec(spec, device: torch.device, toy_clip) -> FlowDiffusionModel:
     """The registry's loader for kind ``sd3``: ``toy_clip(folder)`` gives the (shared, cached) toy-clip."""
-    return load_toy_sd3(spec.source, spec.vae_source, device, spec.name, clip=toy_clip(spec.clip_source))
+    model = load_toy_sd3(spec.source, spec.vae_source, device, spec.name, clip=toy_clip(spec.clip_source))
+    model.captions = spec.captions  # its training vocabulary, for the tokens view and the prompt note
+    return model

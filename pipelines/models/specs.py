@@ -41,7 +41,7 @@ class ModelSpec:
     clip_source: str | None = None  # for "toy": the tiny-CLIP folder (text encoder)
     hub: bool = False
     vae_source: str | None = None  # for "sd3": the VAE folder
-    captions: str = "template"  # for "toy": the captions it was trained on ("template" | "natural", toyworld/captions.py)
+    captions: str = "template"  # for "toy" and "sd3": the captions it was trained on ("template" | "natural", toyworld/captions.py)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
               "toy-sd fine-tuned on captions as people write them (articles, word order, punctuation), read "
               "through toy-clip-natural; offline.", str(TOY_CLIP_NATURAL_DIR), captions="natural"),
     ModelSpec("toy-sd3 (bundled, 64 px, latent)", "sd3", str(ASSETS / "toy-sd3"), "Tiny SD3 (MMDiT, flow "
-              "matching) on toy-vae latents; offline.", str(TOY_CLIP_NATURAL_DIR), vae_source=str(ASSETS / "toy-vae")),
+              "matching) on toy-vae latents; offline.", str(TOY_CLIP_NATURAL_DIR), vae_source=str(ASSETS / "toy-vae"),
+              captions="natural"),
     ModelSpec("digits 0-9, class-conditional (bundled, 16 px)", "digits", str(ASSETS / "digits-class-flow"),
               "CS180 part B: a class-conditional UNet on MNIST digits, flow matching; the prompt is a digit."),
     ModelSpec("digits, unconditional (bundled, 16 px)", "digits", str(ASSETS / "digits-time-flow"),

@@ -69,6 +69,9 @@ def test_prompt_note_names_the_words_the_model_never_read(client):
     assert "never read" in note and "“against”" in note and "“.”" in note and english.split(" (")[0] in note
     assert client.predict(MODEL, PROMPT, api_name="/viewer_prompt_note") == ""
     assert client.predict(english, "Red cross against white.", api_name="/viewer_prompt_note") == ""
+    sd3 = next(s.name for s in DEFAULT_DIFFUSION_SPECS if s.kind == "sd3")  # trained on the English captions too
+    assert client.predict(sd3, "Red cross against white.", api_name="/viewer_prompt_note") == ""
+    assert "“zebra”" in client.predict(sd3, "a zebra", api_name="/viewer_prompt_note")
     digits = next(s.name for s in DEFAULT_DIFFUSION_SPECS if s.kind == "digits")
     assert client.predict(digits, "7", api_name="/viewer_prompt_note") == ""  # no text encoder: no note
     # a prompt the run refuses gets no note (Denoise says why); any Unicode is read piece by piece
