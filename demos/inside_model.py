@@ -284,7 +284,8 @@ def create(runtime) -> dict:
     with gr.Accordion("1. Tokens", open=False):  # closed: the maps (3.) and their button fit the first screen
         tok_btn = gr.Button("Tokenize", elem_id="inside-tokens-run")
         tok_table = gr.Dataframe(headers=["position", "BPE piece", "id", "kind", "in training captions"],
-                                 interactive=False, elem_id="inside-tokens", wrap=True)
+                                 interactive=False, elem_id="inside-tokens", wrap=True,
+                                 datatype=["str", "str", "str", "str", "markdown"])  # "never" in bold
         tok_md = gr.Markdown()
     with gr.Accordion("2. Text features", open=False):
         with gr.Row():
