@@ -159,6 +159,8 @@ def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     ema_model = SD3Transformer2DModel.from_config(model.config)
+    # the EMA covers parameters only: buffers (the positional table, which --init may have copied) as trained
+    ema_model.load_state_dict(model.state_dict())
     ema.copy_to(ema_model.parameters())
     # fp16 safetensors + config.json: the layout save_pretrained writes (from_pretrained upcasts to fp32)
     ema_model.save_config(out / "transformer")
