@@ -23,7 +23,9 @@ def resume_with_ema(model: torch.nn.Module, resume: Path, raw_name: str, ema_dir
     cls = type(model)
     ema = EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=2 / 3, model_cls=cls,
                    model_config=model.config)
-    if start:
+    if start and any(Path(ema_dir).glob("*.safetensors")):
         ema.shadow_params = [p.detach().float().clone() for p in cls.from_pretrained(ema_dir).parameters()]
         ema.optimization_step = start
+    elif start:  # a resume state shipped without its EMA weights (assets budget): the EMA restarts from these
+        log(f"no EMA weights in {ema_dir}: the EMA restarts from the raw weights")
     return start, wall0, ema

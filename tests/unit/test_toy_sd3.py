@@ -208,10 +208,15 @@ def test_train_vae_and_train_sd3_run_and_resume(tmp_path, monkeypatch):
                     "--out", str(p1), *common])
     train_sd3.main(["--steps", "2", *args[:-6], "--out", str(p1), *common])
     assert SD3Transformer2DModel.from_pretrained(p1 / "transformer").config.patch_size == 1
+    assert json.loads((p1 / "resume" / "train_state.json").read_text())["step"] == 2
     # the shipped (EMA) weights carry the positional table the run trained with (copied from the patch-2 run, whose
     # grid spacing differs from a fresh patch-1 config's), not a fresh one
     table = "pos_embed.pos_embed"
     ema_table = load_file(p1 / "transformer" / "diffusion_pytorch_model.safetensors")[table].float()
     torch.testing.assert_close(ema_table, src.state_dict()[table], atol=1e-3, rtol=1e-3)
     assert not torch.allclose(ema_table, SD3Transformer2DModel(**fresh.config).state_dict()[table], atol=1e-2)
-    assert json.loads((p1 / "resume" / "train_state.json").read_text())["step"] == 2
+    # a resume state shipped without its EMA weights (the assets budget) still resumes; the EMA restarts
+    (p1 / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    train_sd3.main(["--steps", "3", *args[:-6], "--out", str(p1), *common])
+    assert json.loads((p1 / "resume" / "train_state.json").read_text())["step"] == 3
+    assert (p1 / "transformer" / "diffusion_pytorch_model.safetensors").exists()
