@@ -231,7 +231,10 @@ def prompt_note(runtime, model_name, prompt, request: gr.Request = None) -> str:
     for models without a text encoder (digits)."""
     from pipelines.attention.tokens import unseen_words
 
-    if not str(prompt or "").strip():
+    reg = runtime.registry
+    # only the bundled toy models know their training captions: decide from the spec, so choosing a hub model
+    # in the dropdown does not load (or download) it for a note
+    if not str(prompt or "").strip() or reg.spec(model_name or reg.default_diffusion).kind not in ("toy", "sd3"):
         return ""
     model = runtime.diffusion(model_name or None, session_of(request))
     try:
@@ -244,7 +247,6 @@ def prompt_note(runtime, model_name, prompt, request: gr.Request = None) -> str:
     md = f"⚠️ **{model.name.split(' (')[0]}** never read {quoted} in training"
     if getattr(model, "captions", None) != "template":
         return md + ": it may misread this prompt."
-    reg = runtime.registry
     alt = next((n for n in reg.diffusion_names("toy") if reg.spec(n).captions == "natural"), None)
     md += " (it learnt one pattern: “a red circle on a navy background”)"
     return md + (f". **{alt.split(' (')[0]}** (Advanced → model) reads captions as people write them." if alt

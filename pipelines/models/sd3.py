@@ -114,10 +114,12 @@ class FlowDiffusionModel(DiffusionModel):
 
 
 def from_parts(transformer, vae, scheduler_config: dict, name: str = "sd3", device: torch.device | str = "cpu",
-               clip: ClipModel | None = None, fit_preview: bool = False) -> FlowDiffusionModel:
+               clip: ClipModel | None = None, fit_preview: bool = False,
+               captions: str = "template") -> FlowDiffusionModel:
     """A :class:`FlowDiffusionModel` from loaded parts (frozen, eval). ``clip``: toy-clip as the text
     encoder (None: give ``prompt_embeds`` packed with :func:`pack_text`). ``fit_preview``: fit the linear
-    latent -> RGB preview on toy-world scenes (:func:`fit_toy_latent_rgb`)."""
+    latent -> RGB preview on toy-world scenes (:func:`fit_toy_latent_rgb`). ``captions``: what it was trained
+    on, for the tokens view's vocabulary (as :class:`DiffusionModel`)."""
     device = torch.device(device)
     encode_prompt = encode_pooled = encode_text = tokenizer = None
     if clip is not None:
@@ -135,7 +137,7 @@ def from_parts(transformer, vae, scheduler_config: dict, name: str = "sd3", devi
         name, "sd3", transformer, dict(scheduler_config), device, encode_prompt, vae=vae,
         latent_scale=float(vae.config.scaling_factor), latent_shift=float(vae.config.shift_factor or 0.0),
         tokenizer=tokenizer, encode_pooled=encode_pooled, pooled_dim=int(transformer.config.pooled_projection_dim),
-        encode_text=encode_text)
+        encode_text=encode_text, captions=captions)
     if fit_preview:
         model.latent_rgb = fit_toy_latent_rgb(model)
     return model
@@ -153,7 +155,7 @@ def fit_toy_latent_rgb(model: DiffusionModel, n: int = LATENT_RGB_SCENES, seed: 
 
 
 def load_toy_sd3(folder: str | Path, vae_folder: str | Path, device: torch.device, name: str = "toy-sd3",
-                 clip: ClipModel | None = None) -> FlowDiffusionModel:
+                 clip: ClipModel | None = None, captions: str = "template") -> FlowDiffusionModel:
     """``folder/transformer`` and ``folder/scheduler`` (``from_pretrained``), the VAE in ``vae_folder`` and
     toy-clip (``clip``, already loaded) as the text encoder; the latent preview fitted once here."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
@@ -168,11 +170,11 @@ def load_toy_sd3(folder: str | Path, vae_folder: str | Path, device: torch.devic
     transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer").requires_grad_(False).eval()
     vae = AutoencoderKL.from_pretrained(vae_folder).requires_grad_(False).eval()
     sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    return from_parts(transformer.to(device), vae.to(device), sched_cfg, name, device, clip, fit_preview=True)
+    return from_parts(transformer.to(device), vae.to(device), sched_cfg, name, device, clip, fit_preview=True,
+                      captions=captions)
 
 
 def load_spec(spec, device: torch.device, toy_clip) -> FlowDiffusionModel:
     """The registry's loader for kind ``sd3``: ``toy_clip(folder)`` gives the (shared, cached) toy-clip."""
-    model = load_toy_sd3(spec.source, spec.vae_source, device, spec.name, clip=toy_clip(spec.clip_source))
-    model.captions = spec.captions  # its training vocabulary, for the tokens view and the prompt note
-    return model
+    return load_toy_sd3(spec.source, spec.vae_source, device, spec.name, clip=toy_clip(spec.clip_source),
+                        captions=spec.captions)

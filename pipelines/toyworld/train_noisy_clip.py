@@ -86,8 +86,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip", type=Path, default=WEIGHTS_PATH, help="toy-clip weights (text tower and init)")
     ap.add_argument("--out", type=Path, default=noisy_clip.NOISY_DIR)
     ap.add_argument("--save-every", type=int, default=50)
-    ap.add_argument("--t-max", type=int, default=None,
-                    help="draw t uniform below this (default: every step); images past it cannot be told apart")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--eval-n", type=int, default=300)
     args = ap.parse_args(argv)
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         caps = list({c.text: c for c in captions_for(scenes, rng, "natural")}.values())
         pos = compatible_captions(scenes, caps)
         g = torch.Generator().manual_seed(step)
-        t = torch.randint(0, args.t_max or scheduler.config.num_train_timesteps, (args.batch,), generator=g)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=g)
         x_t = add_noise(scheduler, x0, t, g)
         with torch.no_grad():
             text = F.normalize(clip.encode_text(tokenize([c.text for c in caps])), dim=-1)
