@@ -29,3 +29,21 @@ def resume_with_ema(model: torch.nn.Module, resume: Path, raw_name: str, ema_dir
     elif start:  # a resume state shipped without its EMA weights (assets budget): the EMA restarts from these
         log(f"no EMA weights in {ema_dir}: the EMA restarts from the raw weights")
     return start, wall0, ema
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path, start: int) -> int:
+    """Load the optimizer state saved with the weights of step ``start`` (:func:`save_optimizer`) into ``opt``.
+    A state from another step or another run (e.g. the patch-2 run's, when a patch-1 run resumes from the same
+    folder) is ignored. Returns the step the learning-rate warm-up restarts from: 0 when the state was loaded,
+    ``start`` when a resumed run has a fresh optimizer."""
+    saved = torch.load(path, weights_only=True) if start and Path(path).exists() else None
+    if isinstance(saved, dict) and saved.get("step") == start:
+        opt.load_state_dict(saved["optimizer"])
+        return 0
+    return start  # fresh Adam moments: warm up again
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path, step: int) -> None:
+    """The optimizer state, tagged with the step of the weights saved beside it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "optimizer": opt.state_dict()}, path)

@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from pipelines.models import TOY_CLIP_NATURAL_DIR, load_toy_clip
-from pipelines.toyworld.train_resume import resume_with_ema
+from pipelines.toyworld.train_resume import load_optimizer, resume_with_ema, save_optimizer
 from pipelines.toyworld.toy_sd3 import (TOY_SD3_DIR, encode_prompts, flow_match_pair, shift_sigmas,
                                         toy_scheduler_config, toy_transformer_config)
 from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, encode_latents
@@ -88,11 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                                         args.ema, accelerator.print)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     opt_path = RUNS / f"{args.out.name}-optimizer.pt"  # toy-sd3-optimizer.pt for the shipped model
-    warm_from = 0
-    if start and opt_path.exists():
-        opt.load_state_dict(torch.load(opt_path, weights_only=True))
-    elif start:
-        warm_from = start  # fresh optimizer: warm up again
+    warm_from = load_optimizer(opt, opt_path, start)
     model, opt = accelerator.prepare(model, opt)
     cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -176,8 +172,7 @@ def save(model: SD3Transformer2DModel, ema: EMAModel, opt, args, step: int, wall
     with open(out / "resume" / "loss_log.jsonl", "a") as fh:
         for row in log:
             fh.write(json.dumps(row) + "\n")
-    RUNS.mkdir(exist_ok=True)
-    torch.save(opt.state_dict(), RUNS / f"{out.name}-optimizer.pt")
+    save_optimizer(opt, RUNS / f"{out.name}-optimizer.pt", step)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pipelines.models.tinyclip import text_token_features
 from pipelines.toyworld.unet_config import toy_scheduler_config, toy_unet_config
 from pipelines.toyworld.captions import captions_for
 from pipelines.toyworld.world import make_batch
+from pipelines.toyworld.train_resume import load_optimizer, save_optimizer
 
 RUNS = Path(__file__).resolve().parents[2] / "runs"
 
@@ -99,12 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     unet = unet.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     opt_path = RUNS / f"{args.out.name}-optimizer.pt"  # toy-sd-optimizer.pt for the bundled model
-    warm_from = 0
-    saved = torch.load(opt_path, weights_only=True) if start and opt_path.exists() else None
-    if isinstance(saved, dict) and saved.get("step") == start:  # only the state saved with these weights
-        opt.load_state_dict(saved["optimizer"])
-    elif start:
-        warm_from = start  # fresh optimizer: warm up again
+    warm_from = load_optimizer(opt, opt_path, start)
 
     unet, opt = accelerator.prepare(unet, opt)
     feature_cache: dict[str, torch.Tensor] = {}
@@ -197,8 +193,7 @@ def save(unet, ema: EMAModel, opt, out: Path, step: int, wall: float, log: list[
     with open(out / "resume" / "loss_log.jsonl", "a") as fh:
         for row in log:
             fh.write(json.dumps(row) + "\n")
-    RUNS.mkdir(exist_ok=True)
-    torch.save({"step": step, "optimizer": opt.state_dict()}, RUNS / f"{out.name}-optimizer.pt")
+    save_optimizer(opt, RUNS / f"{out.name}-optimizer.pt", step)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from pipelines.toyworld.train_resume import resume_with_ema
+from pipelines.toyworld.train_resume import load_optimizer, resume_with_ema, save_optimizer
 from pipelines.toyworld.toy_vae import IMAGE_SIZE, TOY_VAE_DIR, measure_latent_stats, toy_vae_config
 from pipelines.toyworld.train_unet import lr_factor
 from pipelines.toyworld.world import make_batch
@@ -76,11 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     vae = vae.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     opt_path = RUNS / "toy-vae-optimizer.pt"
-    warm_from = 0
-    if start and opt_path.exists():
-        opt.load_state_dict(torch.load(opt_path, weights_only=True))
-    elif start:
-        warm_from = start  # fresh optimizer: warm up again
+    warm_from = load_optimizer(opt, opt_path, start)
     vae, opt = accelerator.prepare(vae, opt)
 
     t0 = last_save = time.time()
@@ -126,8 +122,7 @@ def save(vae: AutoencoderKL, ema: EMAModel, opt, out: Path, step: int, wall: flo
     with open(out / "resume" / "loss_log.jsonl", "a") as fh:
         for row in log:
             fh.write(json.dumps(row) + "\n")
-    RUNS.mkdir(exist_ok=True)
-    torch.save(opt.state_dict(), RUNS / "toy-vae-optimizer.pt")
+    save_optimizer(opt, RUNS / "toy-vae-optimizer.pt", step)
 
 
 if __name__ == "__main__":

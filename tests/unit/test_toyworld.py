@@ -143,3 +143,28 @@ def test_render_judge_reads_rendered_scenes_exactly_held_out_pairs_included():
             assert (p["shape"], p["color"], p["background"]) == (s.shape, s.color, s.background), s
     plain = torch.tensor(BACKGROUNDS["navy"]).float().div(127.5).sub(1).view(1, 3, 1, 1).expand(1, 3, 32, 32)
     assert classify_by_rendering(plain) == [{"shape": None, "color": None, "background": "navy"}]
+
+
+def test_optimizer_state_resumes_only_with_the_weights_it_was_saved_with(tmp_path):
+    """A resume loads the Adam moments saved at the same step; a state from another step, another run (the patch-2
+    toy-sd3 run's beside a patch-1 run in the same folder) or the old untagged format is ignored: warm up again."""
+    from pipelines.toyworld.train_resume import load_optimizer, save_optimizer
+
+    def adam(shape):
+        p = torch.nn.Parameter(torch.ones(shape))
+        opt = torch.optim.AdamW([p], lr=0.1)
+        p.grad = torch.full(shape, 0.5)
+        opt.step()
+        return opt
+
+    path = tmp_path / "runs" / "m-optimizer.pt"
+    save_optimizer(adam((3,)), path, step=40)
+    fresh = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    assert load_optimizer(fresh, path, start=40) == 0  # loaded: no warm-up
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], torch.full((3,), 0.05))
+    for start in (41, 0):  # another step; a fresh run
+        other = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+        assert load_optimizer(other, path, start=start) == start and not other.state_dict()["state"]
+    torch.save(adam((3,)).state_dict(), path)  # the old format: no step to check it against
+    other = torch.optim.AdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    assert load_optimizer(other, path, start=40) == 40 and not other.state_dict()["state"]
