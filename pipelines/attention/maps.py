@@ -26,7 +26,7 @@ image and text tokens are concatenated and attend jointly (``JointAttnProcessor2
 ``softmax(Q Kᵀ / √d)`` over ``[N_img + L]`` keys. The block of that matrix where image queries meet
 text keys, ``[B·heads, N_img, L]``, is where each text token is read: it is recorded in place of a
 cross-attention map (rows sum to less than 1: the rest of each row goes to image keys), on the patch
-grid (toy-sd3: 16×16 latents, patch 2, 8×8 tokens), computed beside the original processor as for
+grid (toy-sd3: 16×16 latents, patch 1, 16×16 tokens), computed beside the original processor as for
 cross-attention (:func:`joint_probabilities`); editing it is refused.
 
 Aggregation (DAAM, Tang et al. 2023, ``daam/trace.py``): for each (layer, head), sum the maps over

@@ -2,7 +2,8 @@
 
 The pieces, as in SD3 (Esser et al. 2024, "Scaling Rectified Flow Transformers"):
 - denoiser: ``diffusers.SD3Transformer2DModel``, joint attention over text and image tokens
-  (16x16x4 latents, patch 2 -> 64 image tokens; 16 text tokens);
+  (16x16x4 latents; the bundled model: patch 1 -> 256 image tokens, warm-started from a patch-2 run with
+  64; 16 text tokens);
 - text: toy-clip's per-token features (``[B, 16, 64]``, the ``encoder_hidden_states``) and its pooled,
   projected embedding (``[B, 128]``, the ``pooled_projections``); "" is the unconditional prompt;
 - flow: x_t = (1 - σ) x0 + σ ε, the network predicts v = ε - x0 (SD3 eq. 2 with a_t = 1 - t,

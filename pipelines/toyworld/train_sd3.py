@@ -1,7 +1,8 @@
 """Train toy-sd3 (a small SD3Transformer2DModel) with rectified flow on toy-vae latents.
 
-    OMP_NUM_THREADS=1 nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --steps 20000 \
-        --out assets/models/toy-sd3 > runs/train_sd3.log 2>&1 &
+    nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --steps 28000 --out runs/toy-sd3-patch2 > runs/a.log &
+    nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --patch-size 1 --init runs/toy-sd3-patch2 \
+        --steps 11000 --threads 2 --out runs/toy-sd3-p1 > runs/b.log 2>&1 &   # the bundled model's two stages
 
 Recipe (SD3, Esser et al. 2024, as diffusers' ``train_dreambooth_sd3.py`` does it):
 - fresh 64 px scenes every step (held-out pairs excluded), encoded on the fly by the frozen toy-vae
@@ -14,7 +15,7 @@ Recipe (SD3, Esser et al. 2024, as diffusers' ``train_dreambooth_sd3.py`` does i
 
 Resumable: ``--out/transformer`` holds the EMA weights in fp16 (what the app loads, and the EMA a
 resume continues from), ``--out/resume`` the raw weights in bf16 and the step counter; the optimizer
-state lives in ``runs/``. Checkpoints every ``--save-minutes``; ``--stop-at`` ends a session early
+state lives in ``runs/`` (tagged with its step: loaded only with the weights saved beside it). Checkpoints every ``--save-minutes``; ``--stop-at`` ends a session early
 without changing the learning-rate schedule, which ``--steps`` sets.
 """
 
