@@ -15,8 +15,9 @@ Recipe (SD3, Esser et al. 2024, as diffusers' ``train_dreambooth_sd3.py`` does i
 
 Resumable: ``--out/transformer`` holds the EMA weights in fp16 (what the app loads, and the EMA a
 resume continues from), ``--out/resume`` the raw weights in bf16 and the step counter; the optimizer
-state lives in ``runs/`` (tagged with its step: loaded only with the weights saved beside it). Checkpoints every ``--save-minutes``; ``--stop-at`` ends a session early
-without changing the learning-rate schedule, which ``--steps`` sets.
+state lives in ``runs/`` (tagged with its step: loaded only with the weights saved beside it). Checkpoints
+every ``--save-minutes``; ``--stop-at`` ends a session early without changing the learning-rate schedule,
+which ``--steps`` sets.
 """
 
 from __future__ import annotations
