@@ -229,12 +229,12 @@ def prompt_note(runtime, model_name, prompt, request: gr.Request = None) -> str:
     """Markdown under a prompt box: the words the chosen bundled model never read in training, and which bundled
     model did. Empty when every word was seen, for models whose training vocabulary is unknown (hub models) and
     for models without a text encoder (digits)."""
-    from pipelines.attention.tokens import unseen_words
+    from pipelines.attention.tokens import VOCABULARY_KINDS, unseen_words
 
     reg = runtime.registry
     # only the bundled toy models know their training captions: decide from the spec, so choosing a hub model
     # in the dropdown does not load (or download) it for a note
-    if not str(prompt or "").strip() or reg.spec(model_name or reg.default_diffusion).kind not in ("toy", "sd3"):
+    if not str(prompt or "").strip() or reg.spec(model_name or reg.default_diffusion).kind not in VOCABULARY_KINDS:
         return ""
     model = runtime.diffusion(model_name or None, session_of(request))
     try:

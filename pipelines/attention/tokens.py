@@ -147,6 +147,9 @@ def _tokenizer(model):
     return tok
 
 
+VOCABULARY_KINDS = ("toy", "sd3")  # the bundled models whose training captions are known: toy-sd and toy-sd3
+
+
 def training_vocabulary(model) -> frozenset[int] | None:
     """Ids of every word piece in the bundled model's training captions (None for other models).
 
@@ -154,7 +157,7 @@ def training_vocabulary(model) -> frozenset[int] | None:
     colour, background and size in the sentence templates of :meth:`Scene.caption`; for a model trained on
     captions as people write them (``model.captions == "natural"``) also every word of
     :func:`pipelines.toyworld.captions.training_words`."""
-    if getattr(model, "kind", None) not in ("toy", "sd3"):  # the bundled models: toy-sd and toy-sd3
+    if getattr(model, "kind", None) not in VOCABULARY_KINDS:
         return None
     vocab = _toy_vocabulary(_tokenizer(model))
     if model.captions == "natural":

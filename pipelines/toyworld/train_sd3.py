@@ -1,8 +1,10 @@
 """Train toy-sd3 (a small SD3Transformer2DModel) with rectified flow on toy-vae latents.
 
-    nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --steps 28000 --out runs/toy-sd3-patch2 > runs/a.log &
+    # the bundled model's two stages (patch 2 from scratch, then patch 1 from its weights):
+    nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --steps 28000 --out runs/toy-sd3-patch2 \
+        > runs/train_sd3_patch2.log 2>&1 &
     nohup nice -n 19 python -m pipelines.toyworld.train_sd3 --patch-size 1 --init runs/toy-sd3-patch2 \
-        --steps 11000 --threads 2 --out runs/toy-sd3-p1 > runs/b.log 2>&1 &   # the bundled model's two stages
+        --steps 11000 --threads 2 --out runs/toy-sd3-p1 > runs/train_sd3_p1.log 2>&1 &
 
 Recipe (SD3, Esser et al. 2024, as diffusers' ``train_dreambooth_sd3.py`` does it):
 - fresh 64 px scenes every step (held-out pairs excluded), encoded on the fly by the frozen toy-vae

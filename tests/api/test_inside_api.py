@@ -94,7 +94,8 @@ def test_reweight_in_the_text_encoder_too(client):
 def test_toy_sd3_joint_attention_maps(client):
     gallery, cap, step, layer, final = client.predict(SD3, PROMPT, 3, 4.0, 1, CUM, api_name="/inside_maps")
     assert len(gallery) == 9 and gallery[2]["caption"] == "2: red" and "Joint attention" in cap
-    grid = 16 // json.loads((TOY_SD3_DIR / "transformer" / "config.json").read_text())["patch_size"]
+    cfg = json.loads((TOY_SD3_DIR / "transformer" / "config.json").read_text())
+    grid = cfg["sample_size"] // cfg["patch_size"]
     assert f"{grid}×{grid} patch grid of the 16×16 latents" in cap and "Step 3/3" in cap
     g2, cap2 = client.predict(1, "transformer_blocks.0.attn", ONE, "share", api_name="/inside_scrub")
     assert len(g2) == 9 and "Step 1/3" in cap2
