@@ -11,7 +11,7 @@ TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
 TOY_CLIP_NATURAL_DIR = ASSETS / "toy-clip-natural"  # text tower also tuned on captions as people write them
 TOY_CLIP_NATURAL = "toy-clip-natural (bundled)"  # its registry name (the CLIP tab's default: issue 15)
-TOY_SD_NATURAL_DIR = ASSETS / "toy-sd-natural"  # toy-sd fine-tuned on those captions, read through toy-clip-natural
+TOY_SD_NATURAL_DIR = ASSETS / "toy-sd-natural"  # toy-sd via toy-clip-natural, cross-attention tuned on those captions
 # The digits (kind "digits", 1-channel, class labels as the condition) open in the viewer and the guidance tab
 # only: ``ModelRegistry.diffusion_names(digits=True)`` lists them; SESSION_DIGITS is the model a user trained
 # in the "Train your own" tab and sent on (kept per session by ``pipelines.serving.session_models``).
@@ -58,8 +58,9 @@ DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("toy-sd (bundled, 32 px)", "toy", str(TOY_SD_DIR),
               "Tiny text-to-image UNet trained on the toy world; offline.", str(TOY_CLIP_DIR)),
     ModelSpec("toy-sd, reads English (bundled, 32 px)", "toy", str(TOY_SD_NATURAL_DIR),
-              "toy-sd fine-tuned on captions as people write them (articles, word order, punctuation), read "
-              "through toy-clip-natural; offline.", str(TOY_CLIP_NATURAL_DIR), captions="natural"),
+              "toy-sd read through toy-clip-natural, with cross-attention layers fine-tuned on captions as "
+              "people write them (articles, word order, punctuation); offline.", str(TOY_CLIP_NATURAL_DIR),
+              captions="natural"),
     ModelSpec("toy-sd3 (bundled, 64 px, latent)", "sd3", str(ASSETS / "toy-sd3"), "Tiny SD3 (MMDiT, flow "
               "matching) on toy-vae latents; offline.", str(TOY_CLIP_NATURAL_DIR), vae_source=str(ASSETS / "toy-vae"),
               captions="natural"),

@@ -120,7 +120,7 @@ NATURAL_PROMPTS = [("An orange square against white.", "square", "orange", "whit
 
 
 def test_bundled_english_reading_toy_sd_draws_phrasings_the_template_model_misreads():
-    """The bundled toy-sd fine-tuned on natural captions (issue 15) draws unseen phrasings as named, by the
+    """The bundled toy-sd that reads natural captions (issue 15) draws unseen phrasings as named, by the
     rendering judge, where the template-trained toy-sd does not (same seeds, DDIM 20 steps, w = 3)."""
     from pipelines.diffusion.loop import sample
     from pipelines.toyworld.render_judge import classify_by_rendering
