@@ -199,6 +199,11 @@ def clip_zero_shot_phrased(clip, template: str, n: int = 300, seed: int = 123_45
                   for i, s in zip(best.tolist(), scenes)])
 
 
+def draw_seed(draw: int, k: int) -> int:
+    """The noise seed of sample set ``k`` in independent draw ``draw`` (draw 0: the model cards' seeds, k)."""
+    return 1000 * draw + k
+
+
 def phrasing_report(clip, model, scales: tuple[float, ...], n: int, n_held: int, draw: int = 0) -> None:
     """Adherence by phrasing, judged by rendering (see the module docstring); ``draw``: which independent draw
     of prompts and noise (0: the model cards' figures)."""
@@ -220,7 +225,7 @@ def phrasing_report(clip, model, scales: tuple[float, ...], n: int, n_held: int,
               "by rendering")
         for k, (label, items) in enumerate(sets.items()):
             caps, scenes = [c for c, _ in items], [s for _, s in items]
-            x = generate(model, [c.text for c in caps], scale, seed=1000 * draw + 10 + k)
+            x = generate(model, [c.text for c in caps], scale, seed=draw_seed(draw, 10 + k))
             hits = judged(classify_by_rendering(x), caps, scenes)
             detail = ", ".join(f"{t} {a}/{m}" for t, (a, m) in sorted(by_template(hits, caps).items()))
             print(f"  {label:<36} {_mean(hits):>6.1%}  ({sum(hits)}/{len(hits)})   {detail}", flush=True)
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     print("tiny-CLIP on rendered held-out pairs (the judge's ceiling for the held-out column): "
           + ", ".join(f"{k} {v:.0%}" for k, v in judge.items()))
 
-    rng, noise = random.Random(args.draw), 1000 * args.draw  # draw 0: the figures in the model cards
+    rng = random.Random(args.draw)  # draw 0: the figures in the model cards
     seen = prompts_for(n, rng, held_out=False)
     held = prompts_for(args.held_out or max(6, n // 4), rng, held_out=True)
     print(f"\nDDIM 50 steps; {len(seen)} prompts (seen pairs), {len(held)} prompts (held-out pairs)")
@@ -302,8 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'scale':>6} {'match':>7} {'held-out':>9} | {'match':>7} {'held-out':>9} {'bg':>7} {'diversity':>10}")
     seen_scenes, held_scenes = [s for _, s in seen], [s for _, s in held]
     for scale in args.scales or SCALES:
-        x_seen = generate(model, [p for p, _ in seen], scale, seed=noise + 1)
-        x_held = generate(model, [p for p, _ in held], scale, seed=noise + 2)
+        x_seen = generate(model, [p for p, _ in seen], scale, seed=draw_seed(args.draw, 1))
+        x_held = generate(model, [p for p, _ in held], scale, seed=draw_seed(args.draw, 2))
         a = adherence(clip, x_seen, seen_scenes)
         hits = matches(clip, x_held, held_scenes)
         by_render_seen, by_render_held = classify_by_rendering(x_seen), classify_by_rendering(x_held)

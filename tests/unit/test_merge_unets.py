@@ -55,7 +55,7 @@ def test_tuned_parts_take_the_fine_tuned_tensors_and_the_rest_follow_alpha():
     assert torch.equal(out["down.attn2.to_q.weight"], torch.zeros(2))
 
 
-def test_built_unet_loads_and_its_output_lies_between_the_two_models(tmp_path):
+def test_built_unet_loads_reproduces_either_end_and_differs_from_both_in_between(tmp_path):
     """The written folder loads with diffusers; at α = 0 and 1 it reproduces the two models' outputs (fp32), and
     an intermediate α gives another network (a weight average is not an output average)."""
     base, tuned = _model(tmp_path / "base", 0), _model(tmp_path / "tuned", 1)
