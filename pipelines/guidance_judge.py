@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from pipelines import loss_guidance as LG
 from pipelines.diffusion.loop import sample
+from pipelines.models.specs import TOY_CLIP_NATURAL, TOY_CLIP_ROBUST
 from pipelines.toyworld.render_judge import classify_by_rendering
 from pipelines.toyworld.world import COLORS, parse_caption
 
@@ -225,11 +226,14 @@ def print_table(title: str, results: dict[str, list[Verdict]]) -> None:
               f"({s['ratio']:.1f}x) |", flush=True)
 
 
-_OVERRIDES = {"scale": float, "recur": int, "n_cutouts": int, "smooth": int, "guide_end": float}
+_CLIP_ALIASES = {"toy-clip": "toy-clip (bundled)", "natural": TOY_CLIP_NATURAL, "robust": TOY_CLIP_ROBUST}
+_OVERRIDES = {"scale": float, "recur": int, "n_cutouts": int, "smooth": int, "guide_end": float,
+              "through_unet": lambda v: v.lower() in ("1", "true", "yes"), "clip": lambda v: _CLIP_ALIASES.get(v, v)}
 
 
 def clip_setting(spec: str, presets: dict[str, dict] | None = None) -> dict:
-    """A preset by name, with optional changes: ``"one_pass:recur=4+scale=0.2+guide_end=0.5"``. ``presets``:
+    """A preset by name, with optional changes: ``"one_pass:recur=4+scale=0.2+guide_end=0.5"``, ``clip=robust``
+    (or ``natural``, ``toy-clip``, a registry name), ``through_unet=0``. ``presets``:
     :data:`LG.CLIP_PRESETS` (default) or :data:`LG.COLOUR_PRESETS` (``"seed:scale=100"``)."""
     name, _, changes = spec.partition(":")
     presets = LG.CLIP_PRESETS if presets is None else presets

@@ -210,6 +210,21 @@ def load_toy_clip(pretrained: str | Path, config_path: str | Path, device: torch
     return _clip_model(arch, _freeze(model, device), open_clip.get_tokenizer(arch), device)
 
 
+def with_image_tower(clip: ClipModel, tower: str | Path) -> ClipModel:
+    """A copy of a tiny CLIP with the image tower stored in ``tower`` (``visual.*`` weights, safetensors);
+    the text tower is shared in meaning, not in memory (the copy is independent)."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    if not Path(tower).exists():
+        raise ModelUnavailable(f"image tower not found at {tower}; train it with "
+                               "`python -m pipelines.toyworld.train_robust_clip`")
+    model = copy.deepcopy(clip.model)
+    model.visual.load_state_dict({k: v.float() for k, v in load_file(str(tower)).items()})
+    return ClipModel(clip.name, _freeze(model, clip.device), clip.tokenizer, clip.image_size, clip.device)
+
+
 def toy_clip_config(folder: str | Path) -> Path:
     """The open_clip config JSON in a tiny-CLIP folder (the one JSON that is not training state)."""
     return next(p for p in sorted(Path(folder).glob("*.json")) if p.stem != "train_state")
@@ -403,7 +418,8 @@ class ModelRegistry:
         with self._lock:
             if key not in self._cache:
                 if spec.config_path:
-                    self._cache[key] = self._toy_clip(str(Path(spec.pretrained).parent))
+                    clip = self._toy_clip(str(Path(spec.pretrained).parent))
+                    self._cache[key] = with_image_tower(clip, spec.image_tower) if spec.image_tower else clip
                 else:
                     self._cache[key] = _load_hub_clip(spec, self.device)
             return self._cache[key]  # type: ignore[return-value]

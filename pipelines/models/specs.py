@@ -11,6 +11,7 @@ TOY_SD_DIR = ASSETS / "toy-sd"
 TOY_CLIP_DIR = ASSETS / "toy-clip"
 TOY_CLIP_NATURAL_DIR = ASSETS / "toy-clip-natural"  # text tower also tuned on captions as people write them
 TOY_CLIP_NATURAL = "toy-clip-natural (bundled)"  # its registry name (the CLIP tab's default: issue 15)
+TOY_CLIP_ROBUST = "toy-clip-robust (bundled)"  # toy-clip-natural with an adversarially trained image tower
 TOY_SD_NATURAL_DIR = ASSETS / "toy-sd-natural"  # toy-sd via toy-clip-natural, cross-attention tuned on those captions
 # The digits (kind "digits", 1-channel, class labels as the condition) open in the viewer and the guidance tab
 # only: ``ModelRegistry.diffusion_names(digits=True)`` lists them; SESSION_DIGITS is the model a user trained
@@ -52,6 +53,7 @@ class ClipSpec:
     description: str = ""
     config_path: str | None = None  # custom open_clip config JSON to register
     hub: bool = False
+    image_tower: str | None = None  # a tiny CLIP's image tower swapped in (safetensors of ``visual.*``)
 
 
 DEFAULT_DIFFUSION_SPECS: tuple[ModelSpec, ...] = (
@@ -84,5 +86,9 @@ DEFAULT_CLIP_SPECS: tuple[ClipSpec, ...] = (
     ClipSpec(TOY_CLIP_NATURAL, "toy-clip", str(TOY_CLIP_NATURAL_DIR / "open_clip_model.safetensors"),
              "toy-clip with its text tower tuned on captions as people write them (the same image tower); offline.",
              str(TOY_CLIP_NATURAL_DIR / "toy-clip.json")),
+    ClipSpec(TOY_CLIP_ROBUST, "toy-clip", str(TOY_CLIP_NATURAL_DIR / "open_clip_model.safetensors"),
+             "toy-clip-natural with an adversarially trained (robust) image tower: its gradient changes what the "
+             "picture shows instead of fooling it; offline.", str(TOY_CLIP_NATURAL_DIR / "toy-clip.json"),
+             image_tower=str(ASSETS / "toy-clip-robust" / "image_tower.safetensors")),
     ClipSpec("ViT-B-32 / openai (hub)", "ViT-B-32", "openai", "OpenAI CLIP ViT-B/32; needs network.", hub=True),
 )

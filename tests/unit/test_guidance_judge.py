@@ -201,7 +201,10 @@ def test_clip_settings_take_changes_on_top_of_a_preset():
     changed = J.clip_setting("one_pass:recur=4+scale=0.2+guide_end=0.5")
     assert changed == LG.CLIP_PRESETS["default"] and LG.CLIP_PRESETS["one_pass"]["scale"] == 0.3  # preset untouched
     with pytest.raises(ValueError, match="cannot be changed"):
-        J.clip_setting("default:clip=x")
+        J.clip_setting("default:tower=x")
+    swapped = J.clip_setting("default:clip=robust+through_unet=0")
+    assert swapped["clip"] == "toy-clip-robust (bundled)" and swapped["through_unet"] is False
+    assert J.clip_setting("default:clip=toy-clip")["clip"] == "toy-clip (bundled)"
     with pytest.raises(ValueError, match="unknown preset"):
         J.clip_setting("seed")  # a colour preset, not a CLIP one
     seed = J.clip_setting("seed:scale=100", LG.COLOUR_PRESETS)
