@@ -1,6 +1,6 @@
 """Train an adversarially robust CLIP image tower for guidance (``toy-clip-robust``).
 
-    python -m pipelines.toyworld.train_robust_clip --steps 1500 --out runs/toy-clip-robust
+    python -m pipelines.toyworld.train_robust_clip --steps 1600 --eps 1 --out runs/toy-clip-robust
     python -m pipelines.toyworld.train_robust_clip --eval-only --out runs/toy-clip-robust
 
 Why: CLIP guidance follows the image tower's gradient. A plainly trained tower is fooled by tiny
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from pipelines.clip_loss import make_cutouts
-from pipelines.models.specs import TOY_CLIP_NATURAL_DIR, TOY_SD_DIR
+from pipelines.models.specs import TOY_CLIP_DIR, TOY_CLIP_NATURAL_DIR, TOY_SD_DIR
 from pipelines.models.tinyclip import CONFIG_PATH, normalize_for_clip, register
 from pipelines.toyworld.captions import captions_for
 from pipelines.toyworld.train_clip import compatible_captions, multi_positive_nce
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--eps", type=float, default=2.0, help="L2 radius of the adversary, [-1, 1] units")
+    ap.add_argument("--eps", type=float, default=1.0, help="L2 radius of the adversary, [-1, 1] units")
     ap.add_argument("--pgd-steps", type=int, default=3)
     ap.add_argument("--t-max", type=int, default=600, help="x̂0 of x_t for t up to this")
     ap.add_argument("--seed", type=int, default=0)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = open_clip.get_tokenizer(register(CONFIG_PATH))
     from pipelines.models.tinyclip import text_token_features
 
-    base = load_clip(Path(TOY_SD_DIR).parent / "toy-clip")  # toy-sd reads toy-clip's token features
+    base = load_clip(TOY_CLIP_DIR)  # toy-sd reads toy-clip's token features
     empty = text_token_features(base.eval(), tokenizer([""]))  # [1, L, width]
     del base
     visual = model.visual.train().requires_grad_(True)
