@@ -215,13 +215,13 @@ def with_image_tower(clip: ClipModel, tower: str | Path) -> ClipModel:
     the text tower is shared in meaning, not in memory (the copy is independent)."""
     import copy
 
-    from safetensors.torch import load_file
+    from pipelines.models.tinyclip import load_image_tower
 
     if not Path(tower).exists():
         raise ModelUnavailable(f"image tower not found at {tower}; train it with "
                                "`python -m pipelines.toyworld.train_robust_clip`")
     model = copy.deepcopy(clip.model)
-    model.visual.load_state_dict({k: v.float() for k, v in load_file(str(tower)).items()})
+    load_image_tower(model, tower)
     return ClipModel(clip.name, _freeze(model, clip.device), clip.tokenizer, clip.image_size, clip.device)
 
 

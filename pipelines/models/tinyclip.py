@@ -75,6 +75,14 @@ def token_features(model: torch.nn.Module, tokens: torch.Tensor,
     return model.ln_final(x)  # [B, L, width]
 
 
+def load_image_tower(model: torch.nn.Module, path: str | Path) -> None:
+    """Put the image tower stored at ``path`` (``visual.*`` weights, safetensors, any float dtype) into
+    ``model.visual``, in place, as float32."""
+    from safetensors.torch import load_file
+
+    model.visual.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+
+
 def normalize_for_clip(x: torch.Tensor, size: int) -> torch.Tensor:
     """Images ``[B, 3, H, W]`` in [-1, 1] -> CLIP input ``[B, 3, size, size]``, normalised.
 

@@ -28,16 +28,18 @@ import random
 import time
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from pipelines.clip_loss import make_cutouts
+from pipelines.diffusion.maths import x0_from_eps
+from pipelines.models.registry import ClipModel, load_toy_clip, toy_clip_config
 from pipelines.models.specs import TOY_CLIP_DIR, TOY_CLIP_NATURAL_DIR, TOY_SD_DIR
-from pipelines.models.tinyclip import CONFIG_PATH, normalize_for_clip, register
+from pipelines.models.tinyclip import load_image_tower, normalize_for_clip, text_token_features
 from pipelines.toyworld.captions import captions_for
 from pipelines.toyworld.train_clip import compatible_captions, multi_positive_nce
+from pipelines.toyworld.train_noisy_clip import add_noise, tokenize
 from pipelines.toyworld.world import all_captions, make_batch, parse_caption
 
 TOWER_FILE = "image_tower.safetensors"
@@ -68,48 +70,38 @@ def l2_pgd(loss_fn, x: torch.Tensor, eps: float, steps: int, generator: torch.Ge
     return (x + delta).clamp(-1, 1).detach()
 
 
-def load_clip(folder: Path = TOY_CLIP_NATURAL_DIR):
-    """toy-clip(-natural) as an open_clip model, float32."""
-    model, _, _ = open_clip.create_model_and_transforms(register(CONFIG_PATH))
-    model.load_state_dict(load_file(Path(folder) / "open_clip_model.safetensors"))
-    return model
-
-
-def load_tower(model, folder: Path) -> None:
-    """Put a stored robust image tower into ``model.visual`` (in place)."""
-    model.visual.load_state_dict({k: v.float() for k, v in load_file(Path(folder) / TOWER_FILE).items()})
+def load_clip(folder: Path = TOY_CLIP_NATURAL_DIR) -> ClipModel:
+    """toy-clip(-natural) through the project's loader (float32, frozen; training unfreezes the image tower)."""
+    folder = Path(folder)
+    return load_toy_clip(folder / "open_clip_model.safetensors", toy_clip_config(folder), torch.device("cpu"))
 
 
 @torch.no_grad()
 def predicted_x0(unet, scheduler, x0: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
-    """toy-sd's x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t (DDPM eq. 15) of x_t = q(x_t | x0): ``[B, 3, H, W]``."""
-    noise = torch.randn(x0.shape, generator=generator)
-    x_t = scheduler.add_noise(x0, noise, t)
+    """toy-sd's x̂0 (DDPM eq. 15) of x_t = q(x_t | x0), clamped to [-1, 1]: ``[B, 3, H, W]``."""
+    x_t = add_noise(scheduler, x0, t, generator)
     eps = unet(x_t, t, encoder_hidden_states=cond.expand(x0.shape[0], -1, -1)).sample
     ab = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    return ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+    return x0_from_eps(eps, x_t, ab.sqrt(), (1 - ab).sqrt()).clamp(-1, 1)
 
 
 @torch.no_grad()
-def accuracy(model, images: torch.Tensor, scenes, eps: float = 0.0, steps: int = 5, seed: int = 0) -> float:
+def accuracy(clip: ClipModel, images: torch.Tensor, scenes, eps: float = 0.0, steps: int = 5, seed: int = 0) -> float:
     """Zero-shot accuracy over the 160 full captions (shape, colour and background all right), optionally
     under an L2 PGD attack of radius ``eps`` on each image."""
     labels = all_captions()
-    text = F.normalize(model.encode_text(open_clip.get_tokenizer(register(CONFIG_PATH))(labels)), dim=-1)
+    text = clip.encode_text(labels)  # [160, D], unit
     parsed = [parse_caption(c) for c in labels]
     want = torch.tensor([parsed.index({"shape": s.shape, "color": s.color, "background": s.background})
                          for s in scenes])
-    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
 
     def loss_fn(x):
-        logits = 100 * F.normalize(model.encode_image(normalize_for_clip(x, size)), dim=-1) @ text.T
-        return F.cross_entropy(logits, want)
+        return F.cross_entropy(100 * clip.encode_image(x) @ text.T, want)
 
     with torch.enable_grad():
         x = l2_pgd(loss_fn, images, eps, steps, torch.Generator().manual_seed(seed))
-    pred = (F.normalize(model.encode_image(normalize_for_clip(x, size)), dim=-1) @ text.T).argmax(1)
-    return float((pred == want).float().mean())
+    return float(((clip.encode_image(x) @ text.T).argmax(1) == want).float().mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,29 +122,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)  # training script only
-    model = load_clip()
-    model.requires_grad_(False).eval()
+    clip = load_clip()
+    model, size = clip.model, clip.image_size
     state_path = args.out / "train_state.json"
     start, wall0 = 0, 0.0
     if state_path.exists():
-        load_tower(model, args.out)
+        load_image_tower(model, args.out / TOWER_FILE)
         prev = json.loads(state_path.read_text())
         start, wall0 = prev["step"], prev["wall_seconds"]
         print(f"resuming at step {start}", flush=True)
     if args.eval_only:
-        report(model, args.eps)
+        report(clip, args.eps)
         return
     unet = UNet2DConditionModel.from_pretrained(TOY_SD_DIR / "unet").eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(TOY_SD_DIR / "scheduler")
-    tokenizer = open_clip.get_tokenizer(register(CONFIG_PATH))
-    from pipelines.models.tinyclip import text_token_features
-
-    base = load_clip(TOY_CLIP_DIR)  # toy-sd reads toy-clip's token features
-    empty = text_token_features(base.eval(), tokenizer([""]))  # [1, L, width]
-    del base
+    empty = text_token_features(load_clip(TOY_CLIP_DIR).model, tokenize([""]))  # [1, L, width]: toy-sd reads toy-clip
     visual = model.visual.train().requires_grad_(True)
     opt = torch.optim.AdamW(visual.parameters(), lr=args.lr, weight_decay=0.05)
-    size = 32
     logit_scale = model.logit_scale.exp().clamp(max=100).item()
     t0, log = time.time(), []
     for step in range(start, args.steps):
@@ -165,8 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         rng = random.Random(step)
         caps = list({c.text: c for c in captions_for(scenes, rng, "natural")}.values())
         pos = compatible_captions(scenes, caps)
-        with torch.no_grad():
-            text = F.normalize(model.encode_text(tokenizer([c.text for c in caps])), dim=-1)  # [U, D]
+        text = clip.encode_text([c.text for c in caps])  # [U, D], unit, no gradient
 
         def loss_fn(img):
             f = F.normalize(model.encode_image(normalize_for_clip(img, size)), dim=-1)
@@ -188,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
             save(visual, args.out, step + 1, wall, sum(log) / len(log), args)
             log = []
             print(f"step {step + 1}: adversarial loss {loss.item():.4f}, {wall / 60:.1f} min", flush=True)
-    report(model.eval(), args.eps)
+    visual.eval().requires_grad_(False)
+    report(clip, args.eps)
 
 
 def save(visual, out: Path, step: int, wall: float, loss: float, args) -> None:
@@ -201,11 +187,11 @@ def save(visual, out: Path, step: int, wall: float, loss: float, args) -> None:
         fh.write(json.dumps({"step": step, "loss": round(loss, 4)}) + "\n")
 
 
-def report(model, eps: float, n: int = 300) -> None:
+def report(clip: ClipModel, eps: float, n: int = 300) -> None:
     """Clean and attacked zero-shot accuracy on fresh images (held-out pairs included)."""
     x, scenes = make_batch(n, seed=123_456, allow_held_out=True)
     for e in (0.0, eps / 2, eps):
-        print(f"zero-shot accuracy, L2 attack ε = {e:g}: {accuracy(model, x, scenes, e):.0%}", flush=True)
+        print(f"zero-shot accuracy, L2 attack ε = {e:g}: {accuracy(clip, x, scenes, e):.0%}", flush=True)
 
 
 if __name__ == "__main__":
