@@ -250,6 +250,11 @@ and a small scale; several small passes per guided step with time travel rather 
 4 passes of 0.2 over the first half of the steps). A *noise-aware* image tower trained on noised x_t with the timestep as input (GLIDE) gives
 a meaningful gradient at every step too, but this small one moves the colour more than the shape.
 
+**The seed's bug** (fourth example). Seed 000 runs `set_timesteps(1000)` and multiplies the gradient by
+`alphas_cumprod[i]` with the loop counter i = 999 − t, so its factor is √ᾱ at 999 − t: full strength at the
+noisiest step, almost none at the end, the opposite of √ᾱ_t. The toggle *{LG.SCALINGS['seed_bug']}* reproduces
+it: the push lands early, when x̂0 is a blur, and nothing corrects the last steps.
+
 **A robust tower** (fifth example: the naive setting again, CLIP model *{TOY_CLIP_ROBUST}*). Its image tower
 was trained against the worst small change of each picture (adversarial training: at every step an attacker
 looks for the pattern of length ≤ 1 that fools it most, and the tower learns to answer right anyway). Tiny
@@ -259,11 +264,6 @@ gradients, Santurkar et al. 2019): at seed 1 a red disc on white, drawn as a rou
 draws noise at every seed. Still too strong at this scale to be a clean picture, and it reads shapes
 less well than the plain tower (85 % of clean toy images right against 98 %), so the default keeps the plain
 tower; docs/measurements.md has both on the judge.
-
-**The seed's bug** (fourth example). Seed 000 runs `set_timesteps(1000)` and multiplies the gradient by
-`alphas_cumprod[i]` with the loop counter i = 999 − t, so its factor is √ᾱ at 999 − t: full strength at the
-noisiest step, almost none at the end, the opposite of √ᾱ_t. The toggle *{LG.SCALINGS['seed_bug']}* reproduces
-it: the push lands early, when x̂0 is a blur, and nothing corrects the last steps.
 """
 
 
